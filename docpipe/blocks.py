@@ -1,0 +1,141 @@
+"""Blocks: the unit of work docpipe runs over documents.
+
+The contract, in one place:
+
+* A block is a subclass of :class:`Block` with a class attribute ``manifest``
+  (:class:`Manifest`): its name, version, the document-state keys it *reads* and
+  *writes* (with their types), its runtime (``inline``, ``thread``, ``process``),
+  its device (``cpu``, ``cuda``, ``auto``) and its batch size.
+* Its parameters are a pydantic model, the nested class ``Params``. The flow's
+  step params are validated against it before any document is touched, and its
+  JSON Schema is what ``docpipe blocks --json`` publishes.
+* ``__init__`` takes no arguments and is cheap. ``setup(params)`` runs once per
+  worker (load a model there); a worker keeps what ``setup`` loaded for every
+  later batch.
+* ``run(batch, params)`` gets a list of input states (one dict per document or
+  per mapped item, holding exactly the keys the block reads) and returns a list
+  of the same length, in the same order: for each input either a dict holding
+  exactly the keys the block writes, or an exception instance (ideally a
+  :class:`docpipe.errors.DocumentError`) that fails that one document while the
+  rest of the batch goes on. Raising fails the whole call; the engine then
+  retries the batch's documents one by one so only the bad one fails.
+* Blocks never call the engine, the store or each other. ``run`` is stateless
+  with respect to other documents: other instances of the block run at the same
+  time in other workers.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Runtime = Literal["inline", "thread", "process"]
+Device = Literal["cpu", "cuda", "auto"]
+RUNTIMES: tuple[str, ...] = typing.get_args(Runtime)
+DEVICES: tuple[str, ...] = typing.get_args(Device)
+
+#: A document's state as a block sees it: the keys it reads, by its own names.
+State = Mapping[str, Any]
+#: What ``run`` returns per input: the written keys, or the error for that input.
+Result = dict[str, Any] | BaseException
+
+
+class NoParams(BaseModel):
+    """Params model of a block that takes none; unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a block is and what it touches; the planner derives the flow graph from it."""
+
+    name: str
+    version: str
+    reads: Mapping[str, Any] = field(default_factory=dict)
+    writes: Mapping[str, Any] = field(default_factory=dict)
+    runtime: Runtime = "inline"
+    device: Device = "cpu"
+    #: how many inputs one ``run`` call takes at most (cross-document batching when > 1)
+    batch: int = 1
+    #: how long the engine may hold a partial batch waiting for more ready inputs (seconds)
+    batch_wait: float = 0.01
+    description: str = ""
+
+    def problems(self) -> list[str]:
+        """Everything wrong with this manifest, empty when it is valid."""
+        out = []
+        if not self.name or not isinstance(self.name, str):
+            out.append("manifest.name must be a non-empty string")
+        if not isinstance(self.version, str) or not self.version:
+            out.append("manifest.version must be a non-empty string")
+        if self.runtime not in RUNTIMES:
+            out.append(f"manifest.runtime {self.runtime!r} is not one of {RUNTIMES}")
+        if self.device not in DEVICES:
+            out.append(f"manifest.device {self.device!r} is not one of {DEVICES}")
+        if not isinstance(self.batch, int) or self.batch < 1:
+            out.append(f"manifest.batch must be an integer >= 1, got {self.batch!r}")
+        for what in ("reads", "writes"):
+            keys = getattr(self, what)
+            if not isinstance(keys, Mapping) or not all(isinstance(k, str) and k for k in keys):
+                out.append(f"manifest.{what} must map key names to types")
+        if not self.writes:
+            out.append("manifest.writes is empty: a block must write at least one key")
+        return out
+
+
+class Block:
+    """Base class of every block. See the module docstring for the contract."""
+
+    manifest: ClassVar[Manifest]
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def setup(self, params: BaseModel) -> None:  # noqa: B027 - optional hook
+        """Run once per worker before the first batch: load models, open resources."""
+
+    def run(self, batch: list[State], params: BaseModel) -> list[Result]:
+        raise NotImplementedError(f"{type(self).__name__}.run")
+
+    @classmethod
+    def ref(cls) -> str:
+        """Import path of the class (``module:qualname``), used to rebuild it in a worker."""
+        return f"{cls.__module__}:{cls.__qualname__}"
+
+    @classmethod
+    def params_schema(cls) -> dict[str, Any]:
+        return cls.Params.model_json_schema()
+
+
+def type_name(tp: Any) -> str:
+    """A short, stable name for a declared state type (``str``, ``list[dict]``, ``Any``)."""
+    if tp is Any or tp is object:
+        return "Any"
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__name__
+    if isinstance(tp, str):
+        return tp
+    return repr(tp).replace("typing.", "")
+
+
+def types_compatible(written: Any, read: Any) -> bool:
+    """Whether a value declared as ``written`` may feed a read declared as ``read``."""
+    w, r = type_name(written), type_name(read)
+    if "Any" in (w, r) or w == r:
+        return True
+    # optional reads take the plain type: 'str | None' accepts 'str'
+    return r.replace(" | None", "") == w.replace(" | None", "")
+
+
+def import_ref(ref: str) -> type[Block]:
+    """Load a block class from its :meth:`Block.ref` (in a worker process)."""
+    import importlib
+
+    module, _, qualname = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return typing.cast(type[Block], obj)

@@ -1,0 +1,466 @@
+"""The engine: drives flow runs over many documents at once, task by task.
+
+One loop in the calling thread owns all run state (no locks on the hot path).
+A task starts as soon as its inputs are ready; independent steps of a document
+and many documents (up to ``max_in_flight``) are in flight together; there are
+no stage barriers. ``inline`` steps run right in the loop (a function call);
+``thread`` and ``process`` blocks go through batchers to their pools: ready
+inputs of the same block (same params) from different documents are gathered
+into one call, up to the block's batch size, or what is ready once the oldest
+input has waited ``batch_wait`` — and a batch is only formed when the pool has
+an idle worker, so a busy pool naturally gets full batches. Pools report back
+through one event queue.
+
+A document whose task fails is failed with the typed error and traceback; the
+rest go on. Records go to the store's writer, which batches them off the loop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
+from typing import Any
+
+from docpipe.blocks import Block
+from docpipe.errors import ExpressionError
+from docpipe.executors import Done, ErrorInfo, check_results
+from docpipe.executors.local import ProcessPool, ThreadPool
+from docpipe.planner import Node, Plan, switch_key
+
+SUCCEEDED, FAILED, SKIPPED = "succeeded", "failed", "skipped"
+
+
+@dataclass
+class DocResult:
+    run_id: str
+    document: str
+    status: str
+    error_kind: str | None = None
+    error: str | None = None
+    step: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    traceback: str | None = None
+
+
+@dataclass
+class BatchResult:
+    batch_id: str | None
+    results: list[DocResult]
+    seconds: float
+
+    @property
+    def failed(self) -> list[DocResult]:
+        return [r for r in self.results if r.status == FAILED]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {SUCCEEDED: 0, FAILED: 0}
+        for r in self.results:
+            out[r.status] = out.get(r.status, 0) + 1
+        return out
+
+
+class _Run:
+    """One document's run of a plan (or a subflow's run inside a parent run)."""
+
+    __slots__ = ("id", "seq", "document", "plan", "state", "pending", "left", "root", "failed",
+                 "parent", "prefix", "maps")
+
+    def __init__(self, run_id: str, seq: int, document: str, plan: Plan, state: dict[str, Any],
+                 parent: tuple[_Run, Node] | None = None, prefix: str = "") -> None:
+        self.id, self.seq, self.document, self.plan, self.state = run_id, seq, document, plan, state
+        self.pending = [len(n.deps) for n in plan.nodes]
+        self.left = len(plan.nodes)
+        self.parent = parent
+        self.root: _Run = parent[0].root if parent else self
+        self.failed = False
+        self.prefix = prefix
+        self.maps: dict[int, list[Any]] = {}
+
+
+class _Batcher:
+    __slots__ = ("pool", "size", "wait", "items", "solo", "name")
+
+    def __init__(self, pool: Any, size: int, wait: float, name: str) -> None:
+        self.pool, self.size, self.wait, self.name = pool, size, wait, name
+        self.items: deque[tuple[Any, ...]] = deque()  # (run, node, inputs, map index, enqueued)
+        self.solo: deque[tuple[Any, ...]] = deque()  # isolated retries of a failed batch
+
+
+def _noop(*_: Any) -> None:
+    return None
+
+
+class Engine:
+    """Run plans over documents. Reuse one engine for several runs to keep pools warm."""
+
+    def __init__(self, store: Any = None, *, workers: int | None = None,
+                 max_in_flight: int = 256, on_document: Callable[[DocResult], None] | None = None,
+                 ) -> None:
+        self.store = store
+        self.cores = os.cpu_count() or 1
+        self.workers = max(1, workers or self.cores)
+        self.threads_per_worker = max(1, self.cores // self.workers)
+        self.max_in_flight = max(1, max_in_flight)
+        self.on_document = on_document or _noop
+        self._events: SimpleQueue[Done] = SimpleQueue()
+        self._pools: dict[tuple[str, str], _Batcher] = {}
+        self._inline: dict[tuple[str, str], Block | ErrorInfo] = {}
+        self._node_batcher: dict[Node, _Batcher] = {}
+        self._ready: deque[tuple[_Run, Node]] = deque()
+        self._calls: dict[int, tuple[_Batcher, list[tuple[Any, ...]]]] = {}
+        self._call_seq = 0
+
+    # --- public -------------------------------------------------------------------------
+    def run(self, plan: Plan, documents: Iterable[str], *, argv: list[str] | None = None,
+            ) -> BatchResult:
+        t0 = time.perf_counter()
+        docs = list(documents)
+        writer = self.store.writer if self.store is not None else None
+        self._task = writer.task_run if writer else _noop
+        self._run_started = writer.flow_run_started if writer else _noop
+        self._run_finished = writer.flow_run_finished if writer else _noop
+        batch_id = flow_id = None
+        if self.store is not None:
+            flow_id = self.store.put_flow(plan.name, plan.version, plan.content_hash, plan.definition)
+            batch_id = self.store.start_batch(flow_id, plan.params, len(docs), argv)
+        self._batch_id, self._flow_id, self._params = batch_id, flow_id, plan.params
+        self._plan, self._docs, self._next_doc = plan, docs, 0
+        self._active = 0
+        self._results: list[DocResult] = []
+        status = "interrupted"
+        try:
+            self._loop()
+            status = "succeeded" if all(r.status == SUCCEEDED for r in self._results) else "failed"
+        finally:
+            results = sorted(self._results, key=lambda r: self._order[r.run_id])
+            result = BatchResult(batch_id, results, time.perf_counter() - t0)
+            if self.store is not None and batch_id is not None:
+                self.store.writer.flush()
+                self.store.finish_batch(batch_id, status, result.counts)
+        return result
+
+    def pools(self, block: str) -> list[Any]:
+        """The live pools of a block (one per distinct params), for inspection and tests."""
+        return [b.pool for (name, _), b in self._pools.items() if name == block]
+
+    def close(self) -> None:
+        for b in self._pools.values():
+            b.pool.close()
+        self._pools.clear()
+        self._node_batcher.clear()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the loop -----------------------------------------------------------------------
+    def _loop(self) -> None:
+        self._order: dict[str, int] = {}
+        ready, events = self._ready, self._events
+        while True:
+            while True:
+                if self._active < self.max_in_flight and self._next_doc < len(self._docs):
+                    self._admit()
+                if not ready:
+                    break
+                while ready:
+                    run, node = ready.popleft()
+                    if not run.root.failed:
+                        self._execute(run, node)
+            timeout = self._dispatch()
+            if self._active == 0 and self._next_doc >= len(self._docs):
+                return
+            if not self._calls and timeout is None:
+                raise RuntimeError("docpipe engine stalled: documents in flight but nothing "
+                                   "ready or running (this is a bug; please report it)")
+            try:
+                done = events.get(timeout=timeout)
+            except Empty:
+                continue
+            self._on_done(done)
+            while True:
+                try:
+                    done = events.get_nowait()
+                except Empty:
+                    break
+                self._on_done(done)
+
+    def _admit(self) -> None:
+        while self._active < self.max_in_flight and self._next_doc < len(self._docs):
+            doc = self._docs[self._next_doc]
+            run = _Run(uuid.uuid4().hex, self._next_doc, doc, self._plan, {"path": doc})
+            self._order[run.id] = self._next_doc
+            self._next_doc += 1
+            self._active += 1
+            self._run_started(run.id, self._batch_id, self._flow_id, doc, time.time())
+            nodes = self._plan.nodes
+            self._ready.extend((run, nodes[i]) for i in self._plan.roots)
+
+    # --- executing one node ---------------------------------------------------------------
+    def _execute(self, run: _Run, node: Node) -> None:
+        state = run.state
+        for s, case in node.guards:
+            if state.get(switch_key(s)) != case:
+                return self._skip(run, node)
+        for key in node.needs:
+            if key not in state:
+                return self._skip(run, node)
+        if node.when is not None:
+            try:
+                if not node.when.evaluate(state, self._params):
+                    return self._skip(run, node)
+            except ExpressionError as exc:
+                return self._fail(run, node, ErrorInfo.of(exc), time.time(), "main")
+        kind = node.kind
+        if kind == "block":
+            inputs = {k: state[v] for k, v in node.reads.items()}
+            if node.runtime == "inline":
+                self._run_inline(run, node, inputs, -1)
+            else:
+                self._enqueue(run, node, inputs, -1)
+        elif kind == "map":
+            self._start_map(run, node)
+        elif kind == "expr":
+            self._eval(run, node)
+        elif kind == "switch":
+            self._eval(run, node)
+        elif kind == "join":
+            now = time.time()
+            self._complete(run, node, {}, now, now, "main")
+        elif kind == "subflow":
+            self._start_subflow(run, node)
+        return None
+
+    def _eval(self, run: _Run, node: Node) -> None:
+        t = time.time()
+        assert node.expr is not None
+        try:
+            value = node.expr.evaluate(run.state, self._params)
+        except ExpressionError as exc:
+            return self._fail(run, node, ErrorInfo.of(exc), t, "main")
+        if node.kind == "switch":
+            case = "true" if value is True else "false" if value is False else str(value)
+            chosen = case if case in node.cases else ("" if node.has_default else None)
+            return self._complete(run, node, {switch_key(node.idx): chosen}, t, time.time(), "main")
+        assert node.output is not None
+        return self._complete(run, node, {node.output: value}, t, time.time(), "main")
+
+    def _inline_block(self, node: Node) -> Block | ErrorInfo:
+        assert node.block is not None and node.params is not None
+        key = (node.block.name, node.params.model_dump_json())
+        block = self._inline.get(key)
+        if block is None:
+            try:
+                block = node.block.cls()
+                block.setup(node.params)
+            except BaseException as exc:  # noqa: BLE001
+                block = ErrorInfo.of(exc)
+            self._inline[key] = block
+        return block
+
+    def _run_inline(self, run: _Run, node: Node, inputs: dict[str, Any], index: int) -> None:
+        block = self._inline_block(node)
+        t = time.time()
+        if isinstance(block, ErrorInfo):
+            result: Any = block
+        else:
+            try:
+                result = check_results(block.run([inputs], node.params), 1,
+                                       node.block.cls.manifest.writes.keys(),  # type: ignore[union-attr]
+                                       node.label)[0]
+            except BaseException as exc:  # noqa: BLE001
+                result = ErrorInfo.of(exc)
+        self._result(run, node, index, result, t, time.time(), "main")
+
+    def _result(self, run: _Run, node: Node, index: int, result: Any, started: float,
+                finished: float, worker: str) -> None:
+        """A block's result for one input: a dict of its writes, or an ErrorInfo."""
+        if index < 0:
+            if isinstance(result, ErrorInfo):
+                return self._fail(run, node, result, started, worker, finished)
+            writes = node.writes
+            return self._complete(run, node, {writes[k]: v for k, v in result.items()},
+                                  started, finished, worker)
+        step = f"{run.prefix}{node.id}[{index}]"
+        if isinstance(result, ErrorInfo):
+            return self._fail(run, node, result, started, worker, finished, step=step)
+        self._task((run.root.id, step, node.label, 1, SUCCEEDED, started, finished, worker,
+                    None, None, None))
+        gather = run.maps[node.idx]
+        gather[index + 2] = result
+        gather[0] -= 1
+        if gather[0] == 0:
+            del run.maps[node.idx]
+            items = gather[2:]
+            values = {sk: [r[bk] for r in items] for bk, sk in node.writes.items()}
+            self._complete(run, node, values, gather[1], finished, worker)
+        return None
+
+    # --- system steps -------------------------------------------------------------------
+    def _start_map(self, run: _Run, node: Node) -> None:
+        t = time.time()
+        items = run.state[node.map_over]  # type: ignore[index]
+        if not isinstance(items, list | tuple):
+            err = ErrorInfo("block_error", "TypeError",
+                            f"map over '{node.map_over}' needs a list, got {type(items).__name__}", "")
+            return self._fail(run, node, err, t, "main")
+        if not items:
+            return self._complete(run, node, {sk: [] for sk in node.writes.values()}, t, t, "main")
+        run.maps[node.idx] = [len(items), t, *([None] * len(items))]
+        base = {k: run.state[v] for k, v in node.reads.items() if k != node.map_as}
+        inline = node.runtime == "inline"
+        for i, item in enumerate(items):
+            inputs = {**base, node.map_as: item}
+            if inline:
+                self._run_inline(run, node, inputs, i)
+                if run.root.failed:
+                    return None
+            else:
+                self._enqueue(run, node, inputs, i)
+        return None
+
+    def _start_subflow(self, run: _Run, node: Node) -> None:
+        assert node.subplan is not None
+        state = {k: run.state[v] for k, v in node.reads.items()}
+        state.setdefault("path", run.state.get("path"))
+        child = _Run(run.id, run.seq, run.document, node.subplan, state, parent=(run, node),
+                     prefix=f"{run.prefix}{node.id}/")
+        child.maps = {}
+        child.state["__started"] = time.time()
+        nodes = node.subplan.nodes
+        self._ready.extend((child, nodes[i]) for i in node.subplan.roots)
+        if not node.subplan.nodes:
+            self._finish(child)
+
+    # --- batching and pools ---------------------------------------------------------------
+    def _batcher(self, node: Node) -> _Batcher:
+        b = self._node_batcher.get(node)
+        if b is not None:
+            return b
+        assert node.block is not None and node.params is not None
+        m = node.block.cls.manifest
+        key = (m.name, node.params.model_dump_json())
+        b = self._pools.get(key)
+        if b is None:
+            if m.runtime == "thread":
+                pool: Any = ThreadPool(node.block.cls, node.params, self.workers, self._events)
+            else:
+                pool = ProcessPool(node.block.cls, node.params, self.workers,
+                                   self.threads_per_worker, self._events)
+            b = self._pools[key] = _Batcher(pool, m.batch, m.batch_wait, m.name)
+        self._node_batcher[node] = b
+        return b
+
+    def _enqueue(self, run: _Run, node: Node, inputs: dict[str, Any], index: int) -> None:
+        self._batcher(node).items.append((run, node, inputs, index, time.monotonic()))
+
+    def _dispatch(self) -> float | None:
+        """Send what can go to idle workers; return how long until a partial batch is due."""
+        timeout: float | None = None
+        now = time.monotonic()
+        quiet = not self._ready and not self._calls and self._next_doc >= len(self._docs)
+        for b in self._pools.values():
+            pool = b.pool
+            while pool.idle() > 0 and (b.solo or b.items):
+                if b.solo:
+                    self._send(b, [b.solo.popleft()])
+                    continue
+                items = b.items
+                # drop inputs of documents that failed meanwhile
+                while items and items[0][0].root.failed:
+                    items.popleft()
+                if not items:
+                    break
+                due = items[0][4] + b.wait
+                if len(items) >= b.size or now >= due or quiet:
+                    self._send(b, [items.popleft() for _ in range(min(b.size, len(items)))])
+                else:
+                    wait = due - now
+                    timeout = wait if timeout is None else min(timeout, wait)
+                    break
+        return timeout
+
+    def _send(self, b: _Batcher, items: list[tuple[Any, ...]]) -> None:
+        self._call_seq += 1
+        self._calls[self._call_seq] = (b, items)
+        b.pool.submit(self._call_seq, [it[2] for it in items])
+
+    def _on_done(self, done: Done) -> None:
+        done.pool.release(done)
+        b, items = self._calls.pop(done.call_id)
+        if done.error is not None:
+            if len(items) > 1 and done.error.kind != "worker_died":
+                b.solo.extend(items)  # isolate the document that broke the batch
+                return
+            for run, node, _inputs, index, _t in items:
+                if not run.root.failed:
+                    step = f"{run.prefix}{node.id}[{index}]" if index >= 0 else None
+                    self._fail(run, node, done.error, done.started, done.worker, done.finished,
+                               step=step)
+            return
+        assert done.results is not None
+        for (run, node, _inputs, index, _t), result in zip(items, done.results, strict=True):
+            if not run.root.failed:
+                self._result(run, node, index, result, done.started, done.finished, done.worker)
+
+    # --- state transitions ---------------------------------------------------------------
+    def _complete(self, run: _Run, node: Node, values: dict[str, Any], started: float,
+                  finished: float, worker: str) -> None:
+        run.state.update(values)
+        self._task((run.root.id, run.prefix + node.id, node.label, 1, SUCCEEDED, started,
+                    finished, worker, None, None, None))
+        self._release(run, node)
+
+    def _skip(self, run: _Run, node: Node) -> None:
+        t = time.time()
+        self._task((run.root.id, run.prefix + node.id, node.label, 1, SKIPPED, t, t, None,
+                    None, None, None))
+        self._release(run, node)
+
+    def _release(self, run: _Run, node: Node) -> None:
+        pending = run.pending
+        nodes = run.plan.nodes
+        for d in node.dependents:
+            pending[d] -= 1
+            if pending[d] == 0:
+                self._ready.append((run, nodes[d]))
+        run.left -= 1
+        if run.left == 0:
+            self._finish(run)
+
+    def _fail(self, run: _Run, node: Node, err: ErrorInfo, started: float, worker: str | None,
+              finished: float | None = None, step: str | None = None) -> None:
+        step = step or run.prefix + node.id
+        self._task((run.root.id, step, node.label, 1, FAILED, started, finished or time.time(),
+                    worker, err.kind, str(err), err.traceback or None))
+        run.failed = True
+        self._finish(run, err, step)
+
+    def _finish(self, run: _Run, err: ErrorInfo | None = None, step: str | None = None) -> None:
+        if run.parent is not None:
+            parent, pnode = run.parent
+            started = run.state.get("__started", time.time())
+            if err is not None:
+                return self._fail(parent, pnode, err, started, "main", step=step)
+            values = {pk: run.state[sk] for sk, pk in pnode.writes.items() if sk in run.state}
+            return self._complete(parent, pnode, values, started, time.time(), "main")
+        run.failed = err is not None
+        state = run.state
+        outputs = {k: state[k] for k in run.plan.outputs if k in state}
+        result = DocResult(run.id, run.document, FAILED if err else SUCCEEDED,
+                           err.kind if err else None, str(err) if err else None, step, outputs,
+                           err.traceback if err else None)
+        self._run_finished(run.id, result.status, result.error_kind, result.error, time.time(),
+                           outputs)
+        self._results.append(result)
+        self._active -= 1
+        self.on_document(result)
+        return None

@@ -1,0 +1,117 @@
+"""One error hierarchy for docpipe.
+
+Every error says what went wrong and, where there is one, what to do about it.
+Document errors (:class:`DocumentError` and its subclasses) are *data*: a block
+raises or returns one for a single document, the engine records it as that
+document's typed failure and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DocpipeError(Exception):
+    """Base of every error docpipe raises on purpose."""
+
+    exit_code = 1
+
+
+# --- flows ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlowIssue:
+    """One problem found in a flow definition, naming the step and the key."""
+
+    message: str
+    step: str | None = None
+    key: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.step is not None:
+            where.append(f"step '{self.step}'")
+        if self.key is not None:
+            where.append(f"key '{self.key}'")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class FlowError(DocpipeError):
+    """A flow definition is invalid; carries every issue found, not just the first."""
+
+    exit_code = 2
+
+    def __init__(self, issues: list[FlowIssue], source: str | None = None) -> None:
+        self.issues = issues
+        self.source = source
+        head = f"flow {source!r} is invalid" if source else "flow is invalid"
+        super().__init__(head + ":\n" + "\n".join(f"  - {i}" for i in issues))
+
+
+class ExpressionError(DocpipeError):
+    """An expression in a flow (``when``, ``expr``, ``switch``) cannot be parsed or evaluated."""
+
+
+# --- plugins -------------------------------------------------------------------------
+
+
+class PluginLoadError(DocpipeError):
+    """A plugin could not be imported or registered."""
+
+
+class UnknownBlock(DocpipeError):
+    """A flow names a block no installed plugin provides."""
+
+
+class MissingDependency(DocpipeError):
+    """Something a block needs (a system binary, a model, a package) is not installed."""
+
+
+# --- documents -----------------------------------------------------------------------
+
+
+class DocumentError(DocpipeError):
+    """A single document cannot be processed. ``kind`` types the failure in records and outputs."""
+
+    kind = "document_error"
+    #: whether trying again could help (used by the retry policy of a later issue)
+    retryable = False
+
+
+class EncryptedDocument(DocumentError):
+    kind = "encrypted"
+
+
+class CorruptDocument(DocumentError):
+    kind = "corrupt"
+
+
+class UnsupportedDocument(DocumentError):
+    kind = "unsupported"
+
+
+class BlockFailed(DocumentError):
+    """A block raised an unexpected exception (or broke its contract) on a document."""
+
+    kind = "block_error"
+
+
+class WorkerDied(DocumentError):
+    """The worker process that held the task exited (killed, crashed, out of memory)."""
+
+    kind = "worker_died"
+    retryable = True
+
+
+class BlockTimeout(DocumentError):
+    kind = "timeout"
+    retryable = True
+
+
+def error_kind(exc: BaseException) -> str:
+    """The typed failure name recorded for ``exc``."""
+    if isinstance(exc, DocumentError):
+        return exc.kind
+    return BlockFailed.kind

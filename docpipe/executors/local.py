@@ -1,0 +1,206 @@
+"""Local executors: a thread pool and a process pool, both reporting to the engine's queue.
+
+The process pool is written here rather than taken from
+``concurrent.futures.ProcessPoolExecutor`` because that pool breaks as a whole
+when one worker dies (every pending future fails with ``BrokenProcessPool``).
+Here a dead worker fails only the call it held, and is replaced.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection, wait
+from queue import SimpleQueue
+from typing import Any
+
+from pydantic import BaseModel
+
+from docpipe.blocks import Block
+from docpipe.executors import Done, ErrorInfo, check_results
+from docpipe.executors.worker import main as worker_main
+
+
+class ThreadPool:
+    """Runs a thread block's calls on ``workers`` threads sharing one set-up block instance."""
+
+    def __init__(self, cls: type[Block], params: BaseModel, workers: int,
+                 events: SimpleQueue[Any]) -> None:
+        self.cls, self.params, self.events = cls, params, events
+        self.capacity = max(1, workers)
+        self.busy = 0
+        self._writes = frozenset(cls.manifest.writes)
+        self._exec = ThreadPoolExecutor(self.capacity, thread_name_prefix=f"docpipe-{cls.manifest.name}")
+        self._block: Block | None = None
+        self._setup_error: ErrorInfo | None = None
+        self._lock = threading.Lock()
+
+    def idle(self) -> int:
+        return self.capacity - self.busy
+
+    def submit(self, call_id: int, inputs: list[dict[str, Any]]) -> None:
+        self.busy += 1
+        self._exec.submit(self._call, call_id, inputs)
+
+    def release(self, done: Done) -> None:
+        self.busy -= 1
+
+    def _ensure_setup(self) -> Block | None:
+        with self._lock:
+            if self._block is None and self._setup_error is None:
+                try:
+                    block = self.cls()
+                    block.setup(self.params)
+                    self._block = block
+                except BaseException as exc:  # noqa: BLE001
+                    info = ErrorInfo.of(exc)
+                    self._setup_error = ErrorInfo(
+                        info.kind, info.type,
+                        f"setup of block '{self.cls.manifest.name}' failed: {info.message}",
+                        info.traceback)
+            return self._block
+
+    def _call(self, call_id: int, inputs: list[dict[str, Any]]) -> None:
+        started = time.time()
+        results, error = None, None
+        try:
+            block = self._ensure_setup()
+            if block is None:
+                error = self._setup_error
+            else:
+                results = check_results(block.run(inputs, self.params), len(inputs),
+                                        self._writes, self.cls.manifest.name)
+        except BaseException as exc:  # noqa: BLE001
+            error = ErrorInfo.of(exc)
+        worker = threading.current_thread().name
+        self.events.put(Done(self, call_id, results, error, worker, started, time.time()))
+
+    def close(self) -> None:
+        self._exec.shutdown(wait=True, cancel_futures=True)
+
+
+class _Worker:
+    def __init__(self, proc: Any, conn: Connection) -> None:
+        self.proc, self.conn = proc, conn
+        self.call: tuple[int, float] | None = None  # (call id, sent at)
+        self.label = f"pid:{proc.pid}"
+
+
+class ProcessPool:
+    """``workers`` spawned processes, each holding one set-up block; one call per worker at a time."""
+
+    def __init__(self, cls: type[Block], params: BaseModel, workers: int, threads: int,
+                 events: SimpleQueue[Any], on_spawn: Callable[[str], None] | None = None) -> None:
+        self.name = cls.manifest.name
+        self.events = events
+        self.capacity = max(1, workers)
+        self.busy = 0
+        self.threads = threads
+        self._args = (cls.ref(), params.model_dump_json())
+        self._ctx = mp.get_context("spawn")
+        self._lock = threading.Lock()
+        self._closing = False
+        self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
+        self.workers: list[_Worker] = [self._spawn() for _ in range(self.capacity)]
+        self.spawned = self.capacity
+        self._reader = threading.Thread(target=self._read_loop, name=f"docpipe-pool-{self.name}",
+                                        daemon=True)
+        self._reader.start()
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=worker_main, args=(child, *self._args, self.threads),
+                                 name=f"docpipe-{self.name}", daemon=True)
+        proc.start()
+        child.close()
+        return _Worker(proc, parent)
+
+    def idle(self) -> int:
+        return self.capacity - self.busy
+
+    def submit(self, call_id: int, inputs: list[dict[str, Any]]) -> None:
+        with self._lock:
+            worker = next(w for w in self.workers if w.call is None)
+            worker.call = (call_id, time.time())
+        self.busy += 1
+        try:
+            worker.conn.send((call_id, inputs))
+        except (BrokenPipeError, OSError):
+            pass  # the worker died; the reader sees its sentinel and fails the call
+        except Exception as exc:  # noqa: BLE001 - inputs that cannot be pickled
+            with self._lock:
+                worker.call = None
+            err = ErrorInfo("block_error", type(exc).__name__,
+                            f"inputs for block '{self.name}' cannot be sent to a worker: {exc}", "")
+            self.events.put(Done(self, call_id, None, err, worker.label, time.time(), time.time()))
+
+    def release(self, done: Done) -> None:
+        self.busy -= 1
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.proc.pid for w in self.workers]
+
+    def _read_loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._closing:
+                    return
+                by_conn = {w.conn: w for w in self.workers}
+                by_sentinel = {w.proc.sentinel: w for w in self.workers}
+            ready = wait([*by_conn, *by_sentinel, self._wake_r])
+            if self._wake_r in ready:
+                return
+            for obj in ready:
+                if obj in by_conn:
+                    self._receive(by_conn[obj])  # type: ignore[index]
+            for obj in ready:
+                if obj in by_sentinel:
+                    self._replace(by_sentinel[obj])  # type: ignore[index]
+
+    def _receive(self, w: _Worker) -> None:
+        try:
+            call_id, results, error, started, finished = w.conn.recv()
+        except (EOFError, OSError):
+            return  # died; the sentinel handles it
+        with self._lock:
+            w.call = None
+        self.events.put(Done(self, call_id, results, error, w.label, started, finished))
+
+    def _replace(self, w: _Worker) -> None:
+        w.proc.join(timeout=5)
+        with self._lock:
+            if self._closing or w not in self.workers:
+                return
+            call, w.call = w.call, None
+            self.workers[self.workers.index(w)] = self._spawn()
+            self.spawned += 1
+        w.conn.close()
+        if call is not None:
+            code = w.proc.exitcode
+            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
+            err = ErrorInfo("worker_died", "WorkerDied",
+                            f"the worker process ({w.label}) running block '{self.name}' {how}", "")
+            self.events.put(Done(self, call[0], None, err, w.label, call[1], time.time()))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            workers = list(self.workers)
+        self._wake_w.send(None)
+        self._reader.join(timeout=5)
+        for w in workers:
+            try:
+                w.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        deadline = time.time() + 5
+        for w in workers:
+            w.proc.join(timeout=max(0.0, deadline - time.time()))
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join()
+            w.conn.close()

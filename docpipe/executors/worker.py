@@ -1,0 +1,83 @@
+"""The main loop of a process-pool worker (runs in a spawned child process).
+
+The worker imports its block class by import path (plugins are not loaded
+here), sets the thread limits the engine handed it *before* the block's
+libraries are imported, runs ``setup(params)`` once and then answers calls
+until the parent closes the pipe. A failed ``setup`` is not fatal to the
+worker: every call gets the setup error, so each document fails with a clear
+message instead of the pool respawning workers forever.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from docpipe.executors import ErrorInfo, check_results
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment that caps the native thread pools of common libraries at ``threads``."""
+    n = str(threads)
+    return {
+        "OMP_NUM_THREADS": n,
+        "OMP_THREAD_LIMIT": n,  # Tesseract: its default threading is ~6x slower on small machines
+        "MKL_NUM_THREADS": n,
+        "OPENBLAS_NUM_THREADS": n,
+        "NUMEXPR_NUM_THREADS": n,
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+def main(conn: Connection, block_ref: str, params_json: str, threads: int) -> None:
+    os.environ.update(thread_env(threads))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us
+    from docpipe.blocks import import_ref
+
+    setup_error: ErrorInfo | None = None
+    block: Any = None
+    params: Any = None
+    writes: frozenset[str] = frozenset()
+    name = block_ref
+    try:
+        cls = import_ref(block_ref)
+        name, writes = cls.manifest.name, frozenset(cls.manifest.writes)
+        params = cls.Params.model_validate_json(params_json)
+        block = cls()
+        block.setup(params)
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(threads)
+    except BaseException as exc:  # noqa: BLE001 - reported per call
+        setup_error = ErrorInfo.of(exc)
+        setup_error = ErrorInfo(setup_error.kind, setup_error.type,
+                                f"setup of block '{name}' failed: {setup_error.message}",
+                                setup_error.traceback)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        call_id, inputs = msg
+        started = time.time()
+        results: list[Any] | None = None
+        error = setup_error
+        if error is None:
+            try:
+                results = check_results(block.run(inputs, params), len(inputs), writes, name)
+            except BaseException as exc:  # noqa: BLE001
+                error = ErrorInfo.of(exc)
+        try:
+            conn.send((call_id, results, error, started, time.time()))
+        except (BrokenPipeError, EOFError, OSError):
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. an output that cannot be pickled
+            err = ErrorInfo("block_error", type(exc).__name__,
+                            f"block '{name}' returned output that cannot be sent back: {exc}", "")
+            conn.send((call_id, None, err, started, time.time()))

@@ -1,0 +1,264 @@
+"""Flow definitions: the JSON format, its JSON Schema, loading, hashing and the Python SDK.
+
+A flow is JSON::
+
+    {"name": "idp", "version": "1.0", "description": "...",
+     "params": {"lang": "eng"},
+     "outputs": ["page_count", "language"],
+     "steps": [
+        {"id": "text", "block": "pdf.text"},
+        {"id": "stats", "block": "text.stats", "when": "page_count > 0"}
+     ]}
+
+A step is exactly one of: a *block* step (``block``, with optional ``params``,
+``inputs`` = block read key -> state key and ``outputs`` = block write key ->
+state key), ``expr`` (compute ``output`` from an expression), ``switch``
+(``cases`` of step lists chosen by an expression's value, plus ``default``),
+``map`` (run ``block`` once per item of a list, bound to the name ``as``, and
+gather each written key into a list in order), ``fork`` (parallel branches,
+each a list of steps run in order), ``join`` (wait for the named steps) and
+``subflow`` (run another flow file on this document). Every step may have a
+``when`` condition and ``after`` (explicit ordering on top of the data
+dependencies the planner derives from reads and writes).
+
+A string param value of the form ``"${params.NAME}"`` takes the run's flow param.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from docpipe.errors import FlowError, FlowIssue
+
+SCHEMA_ID = "https://docpipe.dev/schema/flow-1.json"
+STEP_KINDS = ("block", "expr", "switch", "map", "fork", "join", "subflow")
+
+_KEY = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}
+_RENAMES = {"type": "object", "additionalProperties": _KEY}
+_STEP_LIST = {"type": "array", "items": {"$ref": "#/$defs/step"}}
+_KIND_KEYS = ("block", "map", "expr", "switch", "fork", "join", "subflow")
+#: what each kind of step requires; a step must match exactly one and carry no other kind's key
+_KIND_REQUIRES = (("block",), ("map", "block"), ("expr", "output"), ("switch", "cases"),
+                  ("fork",), ("join",), ("subflow",))
+
+FLOW_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": SCHEMA_ID,
+    "title": "docpipe flow definition",
+    "type": "object",
+    "required": ["name", "version", "steps"],
+    "additionalProperties": False,
+    "properties": {
+        "$schema": {"type": "string"},
+        "name": {"type": "string", "minLength": 1, "description": "flow name, unique per store"},
+        "version": {"type": "string", "minLength": 1, "description": "your version label"},
+        "description": {"type": "string"},
+        "params": {
+            "type": "object",
+            "description": "flow params and their defaults; `--param KEY=VALUE` overrides",
+        },
+        "outputs": {
+            "type": "array",
+            "items": _KEY,
+            "description": "state keys exported as output columns (default: every written key)",
+        },
+        "steps": {**_STEP_LIST, "minItems": 1},
+    },
+    "$defs": {
+        "step": {
+            "type": "object",
+            "required": ["id"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.-]*$"},
+                "description": {"type": "string"},
+                "when": {"type": "string", "description": "run the step only when this is true"},
+                "after": {"type": "array", "items": {"type": "string"}},
+                "block": {"type": "string", "minLength": 1},
+                "params": {"type": "object"},
+                "inputs": _RENAMES,
+                "outputs": _RENAMES,
+                "expr": {"type": "string", "minLength": 1},
+                "output": _KEY,
+                "switch": {"type": "string", "minLength": 1},
+                "cases": {"type": "object", "additionalProperties": _STEP_LIST},
+                "default": _STEP_LIST,
+                "map": _KEY,
+                "as": _KEY,
+                "fork": {"type": "array", "items": _STEP_LIST, "minItems": 1},
+                "join": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "subflow": {"type": "string", "minLength": 1},
+            },
+            "oneOf": [
+                {"required": list(required),
+                 "not": {"anyOf": [{"required": [k]} for k in _KIND_KEYS if k not in required]}}
+                for required in _KIND_REQUIRES
+            ],
+        }
+    },
+}
+
+_VALIDATOR = jsonschema.Draft202012Validator(FLOW_SCHEMA)
+
+
+def step_kind(step: dict[str, Any]) -> str:
+    """Which kind of step this is (``map`` wins over ``block``: a map step names its block)."""
+    for kind in ("map", "expr", "switch", "fork", "join", "subflow", "block"):
+        if kind in step:
+            return kind
+    return "block"
+
+
+def _step_at(definition: dict[str, Any], path: list[Any]) -> str | None:
+    """The id of the innermost step containing a JSON path into the definition."""
+    node: Any = definition
+    found = None
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            break
+        if isinstance(node, dict) and isinstance(node.get("id"), str):
+            found = node["id"]
+    return found
+
+
+def schema_issues(definition: Any) -> list[FlowIssue]:
+    """Every JSON Schema violation, each naming the step and key where it happened."""
+    issues = []
+    for err in sorted(_VALIDATOR.iter_errors(definition), key=lambda e: list(e.absolute_path)):
+        path = list(err.absolute_path)
+        key = next((p for p in reversed(path) if isinstance(p, str)), None)
+        step = _step_at(definition, path) if isinstance(definition, dict) else None
+        message = err.message
+        if err.validator == "oneOf":
+            message = (
+                "a step must be exactly one of: block, expr (with output), switch (with cases), "
+                "map (with block), fork, join, subflow"
+            )
+        location = "/".join(str(p) for p in path) or "(top level)"
+        issues.append(FlowIssue(f"{message} (at {location})", step=step, key=key))
+    return issues
+
+
+def canonical_json(definition: dict[str, Any]) -> str:
+    return json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(definition: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON: the identity of a flow version's exact content."""
+    return hashlib.sha256(canonical_json(definition).encode()).hexdigest()
+
+
+def load_definition(path: str | Path) -> dict[str, Any]:
+    """Read a flow file and check it against the JSON Schema (raises :class:`FlowError`)."""
+    p = Path(path)
+    try:
+        definition = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FlowError([FlowIssue(f"flow file {p} does not exist")], str(p)) from None
+    except json.JSONDecodeError as exc:
+        raise FlowError([FlowIssue(f"not valid JSON: {exc}")], str(p)) from None
+    issues = schema_issues(definition)
+    if issues:
+        raise FlowError(issues, str(p))
+    return definition  # type: ignore[no-any-return]
+
+
+class Flow:
+    """Build a flow definition in Python; ``to_json()`` gives the same JSON a file holds.
+
+    >>> flow = (Flow("demo", "1.0")
+    ...         .step("text", "pdf.text")
+    ...         .expr("is_long", "page_count > 10", output="long"))
+    >>> Flow.from_dict(json.loads(flow.to_json())).to_dict() == flow.to_dict()
+    True
+    """
+
+    def __init__(
+        self,
+        name: str,
+        version: str = "1.0",
+        description: str = "",
+        params: dict[str, Any] | None = None,
+        outputs: list[str] | None = None,
+    ) -> None:
+        self._def: dict[str, Any] = {"name": name, "version": version}
+        if description:
+            self._def["description"] = description
+        if params:
+            self._def["params"] = dict(params)
+        if outputs is not None:
+            self._def["outputs"] = list(outputs)
+        self._def["steps"] = []
+
+    # --- steps ------------------------------------------------------------------------
+    def add(self, step: dict[str, Any]) -> Flow:
+        """Append a step given as its JSON dict (see :func:`step` and friends)."""
+        self._def["steps"].append(step)
+        return self
+
+    def step(self, id: str, block: str, **fields: Any) -> Flow:  # noqa: A002 - JSON field name
+        return self.add(step(id, block, **fields))
+
+    def expr(self, id: str, expression: str, output: str, **fields: Any) -> Flow:  # noqa: A002
+        return self.add({"id": id, "expr": expression, "output": output, **fields})
+
+    def map(self, id: str, over: str, block: str, as_: str = "item", **fields: Any) -> Flow:  # noqa: A002
+        return self.add({"id": id, "map": over, "as": as_, "block": block, **fields})
+
+    def switch(
+        self,
+        id: str,  # noqa: A002
+        expression: str,
+        cases: dict[str, list[dict[str, Any]]],
+        default: list[dict[str, Any]] | None = None,
+        **fields: Any,
+    ) -> Flow:
+        s: dict[str, Any] = {"id": id, "switch": expression, "cases": cases, **fields}
+        if default is not None:
+            s["default"] = default
+        return self.add(s)
+
+    def fork(self, id: str, *branches: list[dict[str, Any]], **fields: Any) -> Flow:  # noqa: A002
+        return self.add({"id": id, "fork": [list(b) for b in branches], **fields})
+
+    def join(self, id: str, *steps: str, **fields: Any) -> Flow:  # noqa: A002
+        return self.add({"id": id, "join": list(steps), **fields})
+
+    def subflow(self, id: str, path: str, **fields: Any) -> Flow:  # noqa: A002
+        return self.add({"id": id, "subflow": path, **fields})
+
+    # --- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self._def)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self._def, indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, definition: dict[str, Any]) -> Flow:
+        issues = schema_issues(definition)
+        if issues:
+            raise FlowError(issues, definition.get("name") if isinstance(definition, dict) else None)
+        flow = cls.__new__(cls)
+        flow._def = copy.deepcopy(definition)
+        return flow
+
+    @classmethod
+    def load(cls, path: str | Path) -> Flow:
+        return cls.from_dict(load_definition(path))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+
+def step(id: str, block: str, **fields: Any) -> dict[str, Any]:  # noqa: A002
+    """A block step as a dict, for switch cases and fork branches built in Python."""
+    return {"id": id, "block": block, **fields}

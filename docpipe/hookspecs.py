@@ -1,0 +1,39 @@
+"""The whole plugin contract of docpipe, as pluggy hook specifications.
+
+A plugin is a module (or object) with functions decorated ``@docpipe.hookimpl``
+named after the hooks below, published under the ``docpipe`` entry-point group::
+
+    [project.entry-points.docpipe]
+    foo = "docpipe_foo"
+
+Hooks are called in the process that runs ``docpipe`` (the CLI, the server or
+an engine embedded in a program); worker processes do not load plugins, they
+import the block classes they run by their import path. Hook implementations
+must be stateless: other instances of a block run at the same time in other
+workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pluggy
+
+from docpipe.blocks import Block
+
+PROJECT = "docpipe"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_blocks(register: Callable[[type[Block]], None]) -> None:
+    """Register the blocks this plugin provides.
+
+    Call ``register(BlockClass)`` once per block class. Called once, in the main
+    process, when the plugin manager loads plugins. Not ``firstresult``: every
+    plugin's implementation is called. A block whose manifest is invalid, or
+    whose name another plugin already registered, is reported as a broken
+    plugin entry by ``docpipe blocks`` and never crashes the caller.
+    """

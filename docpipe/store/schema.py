@@ -1,0 +1,122 @@
+"""The run-record schema: four tables on SQLAlchemy Core, portable to PostgreSQL.
+
+* ``flows`` — flow definitions, one row per (name, version, content hash).
+* ``batches`` — one row per ``docpipe run`` invocation (a run group).
+* ``flow_runs`` — one row per document run through a flow; ``seq`` is the
+  insertion order, ``id`` the engine's run id.
+* ``task_runs`` — one row per attempt of a step on a document.
+
+Timestamps are float epoch seconds (``time.time()``). JSON payloads
+(definitions, params, counts, outputs) are stored as text the store encodes and
+decodes itself, so bulk writes need no per-row type processing.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+#: An autoincrement key: BIGINT (BIGSERIAL) on PostgreSQL, INTEGER on SQLite,
+#: where only ``INTEGER PRIMARY KEY`` is an alias of the rowid.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData()
+
+flows = sa.Table(
+    "flows",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("content_hash", sa.String(128), nullable=False),
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.UniqueConstraint("name", "version", "content_hash", name="uq_flows_name_version_hash"),
+)
+
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("flow_id", BigId, sa.ForeignKey("flows.id"), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("params", sa.Text),
+    sa.Column("argv", sa.Text),
+    sa.Column("n_inputs", sa.Integer, nullable=False),
+    sa.Column("counts", sa.Text),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("finished_at", sa.Double),
+)
+
+flow_runs = sa.Table(
+    "flow_runs",
+    metadata,
+    sa.Column("seq", BigId, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("batch_id", sa.String(64), sa.ForeignKey("batches.id"), nullable=False),
+    sa.Column("flow_id", BigId, sa.ForeignKey("flows.id"), nullable=False),
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("error_kind", sa.String(64)),
+    sa.Column("error", sa.Text),
+    sa.Column("outputs", sa.Text),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("finished_at", sa.Double),
+    sa.Index("ix_flow_runs_status", "status"),
+    sa.Index("ix_flow_runs_batch_id", "batch_id"),
+    sa.Index("ix_flow_runs_started_at", "started_at"),
+)
+
+# No foreign key on flow_run_id: task runs are the bulk of all writes and a
+# per-row constraint check on PostgreSQL would cost more than it protects.
+task_runs = sa.Table(
+    "task_runs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("flow_run_id", sa.String(64), nullable=False),
+    sa.Column("step", sa.String(255), nullable=False),
+    sa.Column("block", sa.String(255)),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("started_at", sa.Double),
+    sa.Column("finished_at", sa.Double),
+    sa.Column("worker", sa.String(64)),
+    sa.Column("error_kind", sa.String(64)),
+    sa.Column("error", sa.Text),
+    sa.Column("traceback", sa.Text),
+    sa.Index("ix_task_runs_flow_run_id", "flow_run_id"),
+)
+
+#: Column order of a task-run record tuple, as the engine hands it to the writer.
+TASK_RUN_FIELDS: tuple[str, ...] = (
+    "flow_run_id",
+    "step",
+    "block",
+    "attempt",
+    "status",
+    "started_at",
+    "finished_at",
+    "worker",
+    "error_kind",
+    "error",
+    "traceback",
+)
+
+#: Column order of a started flow-run record tuple, as the writer buffers it.
+FLOW_RUN_START_FIELDS: tuple[str, ...] = (
+    "id",
+    "batch_id",
+    "flow_id",
+    "document",
+    "status",
+    "started_at",
+)
+
+#: Column order of a finished flow-run record tuple: the key, then what is set.
+FLOW_RUN_FINISH_FIELDS: tuple[str, ...] = (
+    "id",
+    "status",
+    "error_kind",
+    "error",
+    "finished_at",
+    "outputs",
+)

@@ -1,0 +1,285 @@
+"""``pdf.text``: the text layer, page sizes and metadata of a PDF or a page image.
+
+A document is a file path. Its type is decided by its first bytes, never by its
+name: PDF, or a page image (PNG, JPEG, TIFF including multi-page TIFF), whose
+pages all need OCR. Every page whose text layer has fewer than ``min_chars``
+usable characters is listed in ``needs_ocr_pages``, for an OCR step to map over.
+
+Bad input is a typed failure of that one document, returned in its result slot:
+
+* an empty file, a damaged or truncated PDF or image -> :class:`CorruptDocument`
+* an unknown file type (whatever its name says), more pages than ``max_pages``
+  -> :class:`UnsupportedDocument`
+* a PDF that needs a password -> :class:`EncryptedDocument` (decrypting is
+  another block's job)
+* a file that cannot be read (missing, a folder, no permission) -> :class:`DocumentError`
+
+PyMuPDF is imported when the block first runs, not when the plugin loads: it
+takes about a second to import and ``docpipe blocks`` should not wait for it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import traceback
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from docpipe.blocks import Block, Manifest, Result, State
+from docpipe.errors import (
+    BlockFailed,
+    CorruptDocument,
+    DocumentError,
+    EncryptedDocument,
+    UnsupportedDocument,
+)
+from docpipe_pdf.sniff import HEAD_SIZE, FileType, describe, sniff
+
+if TYPE_CHECKING:
+    import pymupdf
+
+#: a PDF ends with ``%%EOF``; readers look for it in the last 1024 bytes
+TAIL_SIZE = 1024
+
+
+class PdfText(Block):
+    """Text layer, page sizes and metadata of a PDF or page image; flags the pages that need OCR."""
+
+    manifest = Manifest(
+        name="pdf.text",
+        version="1.0",
+        reads={"path": str},
+        writes={
+            "pages": list[dict],
+            "page_count": int,
+            "text": str,
+            "metadata": dict,
+            "needs_ocr_pages": list[int],
+            "mime": str,
+        },
+        # MuPDF parsing is CPU-bound and holds the GIL
+        runtime="process",
+        batch=1,
+        description=(
+            "Reads a PDF, PNG, JPEG or TIFF (type by content, not name): per-page text "
+            "{number, text, needs_ocr, width, height} in points, the joined text, metadata, "
+            "the page numbers without a usable text layer, and the MIME type."
+        ),
+    )
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        max_pages: int = Field(
+            default=5000,
+            ge=1,
+            description="a document with more pages fails as unsupported instead of being read",
+        )
+        min_chars: int = Field(
+            default=8,
+            ge=0,
+            description=(
+                "a PDF page whose text layer has fewer non-whitespace characters needs OCR; "
+                "0 marks no PDF page (image pages always need OCR)"
+            ),
+        )
+
+    def setup(self, params: BaseModel) -> None:
+        import pymupdf
+
+        # damaged files make MuPDF print to stderr; its errors become our typed failures
+        pymupdf.TOOLS.mupdf_display_errors(False)
+        pymupdf.TOOLS.mupdf_display_warnings(False)
+
+    def run(self, batch: list[State], params: Params) -> list[Result]:  # type: ignore[override]
+        return [read_guarded(state["path"], params) for state in batch]
+
+
+def read_guarded(path: Any, params: PdfText.Params) -> Result:
+    """:func:`read_document`, with every failure returned instead of raised."""
+    import pymupdf
+
+    try:
+        if not isinstance(path, str | os.PathLike):
+            return BlockFailed(f"'path' must be a string, got {type(path).__name__}")
+        return read_document(os.fspath(path), params)
+    except DocumentError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - one document must never fail the batch
+        # the traceback object does not cross the process boundary, a note does
+        exc.add_note("in the worker:\n" + "".join(traceback.format_tb(exc.__traceback__)))
+        return exc
+    finally:
+        # MuPDF keeps every warning in a list for the life of the process
+        pymupdf.TOOLS.reset_mupdf_warnings()
+
+
+def read_document(path: str, params: PdfText.Params) -> dict[str, Any]:
+    """What ``pdf.text`` writes for the file at ``path``; raises a :class:`DocumentError`."""
+    import pymupdf
+
+    head, tail, size = _read_ends(path)
+    if size == 0:
+        raise CorruptDocument("empty file (0 bytes)")
+    ftype = sniff(head)
+    if ftype is None:
+        raise UnsupportedDocument(_unsupported(path, head))
+
+    try:
+        doc = pymupdf.open(path, filetype=ftype.mupdf)
+    except (pymupdf.FileDataError, pymupdf.mupdf.FzErrorBase) as exc:
+        failure = _mupdf_failure(exc, f"damaged {ftype.label}, it cannot be opened", ftype, tail)
+        if failure is None:
+            raise
+        raise failure from exc
+
+    with doc:
+        if ftype.is_pdf:
+            if doc.is_repaired and b"%%EOF" not in tail:
+                raise CorruptDocument(
+                    "truncated PDF: the file ends without its %%EOF marker "
+                    "(an incomplete download or copy?)"
+                )
+            if doc.needs_pass:
+                raise EncryptedDocument("encrypted, no password given")
+        count = doc.page_count
+        if count == 0:
+            raise CorruptDocument(f"damaged {ftype.label}: it has no pages")
+        if count > params.max_pages:
+            raise UnsupportedDocument(
+                f"{count} pages, more than max_pages={params.max_pages}; "
+                "raise the step's max_pages param to read it"
+            )
+        pages = [_page(doc, number, ftype, params, tail) for number in range(1, count + 1)]
+        metadata = _metadata(doc, ftype)
+
+    return {
+        "pages": pages,
+        "page_count": count,
+        "text": "\n\n".join(p["text"] for p in pages if p["text"]),
+        "metadata": metadata,
+        "needs_ocr_pages": [p["number"] for p in pages if p["needs_ocr"]],
+        "mime": ftype.mime,
+    }
+
+
+def usable_chars(text: str) -> int:
+    """Characters of a text layer that carry text: not whitespace, control or U+FFFD."""
+    return sum(1 for c in text if c.isprintable() and not c.isspace() and c != "\ufffd")
+
+
+def iso_date(raw: str) -> str:
+    """A PDF date (``D:20240102030405+01'00'``) as ISO 8601; anything else unchanged."""
+    m = _PDF_DATE.match(raw.strip())
+    if m is None:
+        return raw
+    year, month, day, hour, minute, second, utc, sign, tz_hour, tz_minute = m.groups()
+    iso = f"{year}-{month or '01'}-{day or '01'}T{hour or '00'}:{minute or '00'}:{second or '00'}"
+    if utc:
+        iso += "+00:00"
+    elif sign:
+        iso += f"{sign}{tz_hour}:{tz_minute or '00'}"
+    try:
+        datetime.fromisoformat(iso)
+    except ValueError:
+        return raw
+    return iso
+
+
+_PDF_DATE = re.compile(
+    r"(?:D:)?(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?"
+    r"(?:(Z)|([+-])(\d{2})'?(?:(\d{2})'?)?)?$"
+)
+
+# PDF info keys -> ours
+_METADATA_KEYS = {
+    "format": "format",
+    "title": "title",
+    "author": "author",
+    "subject": "subject",
+    "keywords": "keywords",
+    "creator": "creator",
+    "producer": "producer",
+    "creationDate": "creation_date",
+    "modDate": "mod_date",
+    "encryption": "encryption",
+}
+
+
+def _read_ends(path: str) -> tuple[bytes, bytes, int]:
+    """The first and last bytes of a file and its size, without reading the rest."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(HEAD_SIZE)
+            f.seek(max(0, size - TAIL_SIZE))
+            tail = f.read(TAIL_SIZE)
+    except IsADirectoryError:
+        raise DocumentError("cannot read the file: it is a folder") from None
+    except OSError as exc:
+        raise DocumentError(f"cannot read the file: {exc.strerror or exc}") from None
+    return head, tail, size
+
+
+def _unsupported(path: str, head: bytes) -> str:
+    what = describe(head)
+    if path.lower().endswith(".pdf"):
+        return f"named .pdf but is not a PDF (no %PDF- header): it looks like {what}"
+    return f"unsupported file type: {what}; pdf.text reads PDF, PNG, JPEG and TIFF"
+
+
+def _mupdf_failure(exc: Exception, what: str, ftype: FileType, tail: bytes) -> DocumentError | None:
+    """The typed document failure for an error MuPDF raised; ``None`` when it is not the file's."""
+    import pymupdf
+
+    mupdf = pymupdf.mupdf
+    if isinstance(exc, mupdf.FzErrorSystem | mupdf.FzErrorAbort | mupdf.FzErrorTrylater):
+        return None  # out of memory, I/O, interrupted: not the document's fault
+    message = re.sub(r"^code=\d+: ", "", str(exc))
+    if isinstance(exc, pymupdf.FileDataError):
+        message = ""  # "Failed to open file '...' as type pdf." says nothing new
+    if ftype.is_pdf and b"%%EOF" not in tail:
+        what += "; it is probably truncated (no %%EOF marker at its end)"
+    text = f"{what}: {message}" if message else what
+    if isinstance(exc, mupdf.FzErrorUnsupported):
+        return UnsupportedDocument(text)
+    return CorruptDocument(text)
+
+
+def _page(
+    doc: pymupdf.Document, number: int, ftype: FileType, params: PdfText.Params, tail: bytes
+) -> dict[str, Any]:
+    import pymupdf
+
+    try:
+        page = doc.load_page(number - 1)
+        rect = page.rect
+        # ligatures expanded (ﬁ -> fi), whitespace normalised, text off the page dropped,
+        # glyphs without a Unicode mapping as U+FFFD (which usable_chars does not count)
+        flags = pymupdf.TEXT_MEDIABOX_CLIP
+        text = page.get_text("text", flags=flags).strip() if ftype.is_pdf else ""
+    except pymupdf.mupdf.FzErrorBase as exc:
+        failure = _mupdf_failure(exc, f"damaged {ftype.label}, page {number}", ftype, tail)
+        if failure is None:
+            raise
+        raise failure from exc
+    return {
+        "number": number,
+        "text": text,
+        "needs_ocr": not ftype.is_pdf or usable_chars(text) < params.min_chars,
+        "width": round(float(rect.width), 2),
+        "height": round(float(rect.height), 2),
+    }
+
+
+def _metadata(doc: pymupdf.Document, ftype: FileType) -> dict[str, str]:
+    raw = doc.metadata or {}
+    meta = {ours: str(raw.get(theirs) or "") for theirs, ours in _METADATA_KEYS.items()}
+    meta["creation_date"] = iso_date(meta["creation_date"])
+    meta["mod_date"] = iso_date(meta["mod_date"])
+    if not ftype.is_pdf:
+        meta["format"] = ftype.label
+    return meta

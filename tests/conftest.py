@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from docpipe.planner import Plan, build_plan
+from docpipe.plugins import Registry
+
+ROOT = Path(__file__).resolve().parent.parent
+TOYS = str(ROOT / "tests" / "plugins" / "toys.py")
+# fixture plugins import as top-level modules (`toys`), the way `--plugin FILE` loads them
+sys.path.insert(0, str(ROOT / "tests" / "plugins"))
+DOCPIPE = str(Path(sys.executable).parent / "docpipe")
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    """Installed plugins plus the fixture blocks of tests/plugins/toys.py."""
+    return Registry(extra=[TOYS])
+
+
+@pytest.fixture
+def plan(registry: Registry) -> Callable[..., Plan]:
+    def make(steps: list[dict[str, Any]], **flow: Any) -> Plan:
+        return build_plan({"name": "t", "version": "1", "steps": steps, **flow}, registry)
+
+    return make
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Callable[..., list[str]]:
+    """Write text documents: docs("a", "b b") -> [paths]."""
+
+    def make(*texts: str) -> list[str]:
+        folder = tmp_path / "docs"
+        folder.mkdir(exist_ok=True)
+        paths = []
+        for i, text in enumerate(texts):
+            p = folder / f"doc{i:04d}.txt"
+            p.write_text(text, encoding="utf-8")
+            paths.append(str(p))
+        return paths
+
+    return make
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real `docpipe` command."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([DOCPIPE, *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def write_flow(path: Path, steps: list[dict[str, Any]], **flow: Any) -> Path:
+    path.write_text(json.dumps({"name": "t", "version": "1", "steps": steps, **flow}))
+    return path

@@ -1,0 +1,139 @@
+"""Fixture blocks for the engine tests: CPU-heavy, batching, failing and crashing blocks.
+
+Loaded as a plugin with ``--plugin tests/plugins/toys.py`` (or ``Registry(extra=[...])``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+import docpipe
+from docpipe import Block, Manifest
+from docpipe.errors import CorruptDocument
+
+
+class ReadText(Block):
+    """Reads a text file; an empty file is a typed per-document error (returned, not raised)."""
+
+    manifest = Manifest(name="toy.read", version="1.0", reads={"path": str},
+                        writes={"text": str, "lines": list[str]}, runtime="thread")
+
+    def run(self, batch: list[docpipe.State], params: BaseModel) -> list[Any]:
+        out: list[Any] = []
+        for item in batch:
+            data = Path(item["path"]).read_text(encoding="utf-8")
+            if not data:
+                out.append(CorruptDocument(f"{item['path']}: empty file"))
+            else:
+                out.append({"text": data, "lines": data.splitlines()})
+        return out
+
+
+class Upper(Block):
+    manifest = Manifest(name="toy.upper", version="1.0", reads={"text": str},
+                        writes={"upper": str})
+
+    def run(self, batch: list[docpipe.State], params: BaseModel) -> list[Any]:
+        return [{"upper": item["text"].upper()} for item in batch]
+
+
+class Words(Block):
+    manifest = Manifest(name="toy.words", version="1.0", reads={"text": str},
+                        writes={"words": int})
+
+    def run(self, batch: list[docpipe.State], params: BaseModel) -> list[Any]:
+        return [{"words": len(item["text"].split())} for item in batch]
+
+
+class Digest(Block):
+    """CPU-heavy: iterated sha256. Records its worker pid and the size of each batch it got."""
+
+    manifest = Manifest(name="toy.digest", version="1.0", reads={"text": str},
+                        writes={"digest": str, "digest_pid": int, "digest_batch": int},
+                        runtime="process", batch=8, batch_wait=0.05)
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        rounds: int = 20000
+
+    def setup(self, params: BaseModel) -> None:
+        self.setups = getattr(self, "setups", 0) + 1
+        self.pid = os.getpid()
+
+    def run(self, batch: list[docpipe.State], params: Any) -> list[Any]:
+        out: list[Any] = []
+        for item in batch:
+            h = item["text"].encode()
+            for _ in range(params.rounds):
+                h = hashlib.sha256(h).digest()
+            out.append({"digest": h.hex(), "digest_pid": self.pid, "digest_batch": len(batch)})
+        return out
+
+
+class LineLen(Block):
+    """Mapped over lines: the length of one line."""
+
+    manifest = Manifest(name="toy.linelen", version="1.0", reads={"line": str},
+                        writes={"length": int}, runtime="process", batch=4, batch_wait=0.02)
+
+    def run(self, batch: list[docpipe.State], params: BaseModel) -> list[Any]:
+        return [{"length": len(item["line"])} for item in batch]
+
+
+class Fragile(Block):
+    """Raises for the whole batch when any text contains 'boom'; the engine must isolate it."""
+
+    manifest = Manifest(name="toy.fragile", version="1.0", reads={"text": str},
+                        writes={"checked": bool}, runtime="process", batch=8, batch_wait=0.05)
+
+    def run(self, batch: list[docpipe.State], params: BaseModel) -> list[Any]:
+        if any("boom" in item["text"] for item in batch):
+            raise ValueError("boom found in batch")
+        return [{"checked": True} for _ in batch]
+
+
+class Crash(Block):
+    """Kills its own worker process when the text contains 'segfault'; sleeps on 'slow'."""
+
+    manifest = Manifest(name="toy.crash", version="1.0", reads={"text": str},
+                        writes={"survived": bool}, runtime="process")
+
+    def run(self, batch: list[docpipe.State], params: BaseModel) -> list[Any]:
+        for item in batch:
+            if "segfault" in item["text"]:
+                os._exit(139)
+            if "slow" in item["text"]:
+                time.sleep(0.5)
+        return [{"survived": True} for _ in batch]
+
+
+class BrokenSetup(Block):
+    manifest = Manifest(name="toy.broken_setup", version="1.0", reads={"text": str},
+                        writes={"never": str}, runtime="process")
+
+    def setup(self, params: BaseModel) -> None:
+        raise FileNotFoundError("model directory /nonexistent/model not found")
+
+    def run(self, batch: list[docpipe.State], params: BaseModel) -> list[Any]:
+        return [{"never": "x"} for _ in batch]
+
+
+class Liar(Block):
+    """Breaks its manifest: writes a key it did not declare."""
+
+    manifest = Manifest(name="toy.liar", version="1.0", reads={"text": str}, writes={"truth": str})
+
+    def run(self, batch: list[docpipe.State], params: BaseModel) -> list[Any]:
+        return [{"lie": "x"} for _ in batch]
+
+
+@docpipe.hookimpl
+def register_blocks(register: Any) -> None:
+    for cls in (ReadText, Upper, Words, Digest, LineLen, Fragile, Crash, BrokenSetup, Liar):
+        register(cls)

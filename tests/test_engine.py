@@ -1,0 +1,144 @@
+"""The engine over real files with the fixture blocks of tests/plugins/toys.py."""
+
+from __future__ import annotations
+
+import hashlib
+
+from docpipe.engine import Engine
+
+
+def sha_rounds(text: str, rounds: int) -> str:
+    h = text.encode()
+    for _ in range(rounds):
+        h = hashlib.sha256(h).digest()
+    return h.hex()
+
+
+def test_chain_of_inline_thread_and_process_steps(plan, docs):
+    p = plan([
+        {"id": "read", "block": "toy.read"},
+        {"id": "up", "block": "toy.upper"},
+        {"id": "words", "block": "toy.words"},
+        {"id": "dig", "block": "toy.digest", "params": {"rounds": 50}},
+        {"id": "long", "expr": "words > 2 and upper.startswith('HELLO')", "output": "long"},
+    ], outputs=["upper", "words", "digest", "long"])
+    paths = docs("hello big world", "hi", "hello there you all")
+    with Engine(workers=2) as engine:
+        result = engine.run(p, paths)
+    assert [r.status for r in result.results] == ["succeeded"] * 3
+    out = [r.outputs for r in result.results]
+    assert [o["words"] for o in out] == [3, 1, 4]
+    assert out[0]["upper"] == "HELLO BIG WORLD"
+    assert [o["long"] for o in out] == [True, False, True]
+    assert out[1]["digest"] == sha_rounds("hi", 50)
+
+
+def test_batches_gather_ready_tasks_across_documents(plan, docs):
+    p = plan([{"id": "read", "block": "toy.read"},
+              {"id": "dig", "block": "toy.digest", "params": {"rounds": 2000}}],
+             outputs=["digest", "digest_pid", "digest_batch"])
+    paths = docs(*[f"document number {i}" for i in range(40)])
+    with Engine(workers=2) as engine:
+        result = engine.run(p, paths)
+        pool_pids = set(engine.pools("toy.digest")[0].pids())
+    assert result.counts == {"succeeded": 40, "failed": 0}
+    sizes = [r.outputs["digest_batch"] for r in result.results]
+    assert max(sizes) > 1, "no cross-document batch was formed"
+    assert max(sizes) <= 8, "a batch exceeded the block's batch size"
+    pids = {r.outputs["digest_pid"] for r in result.results}
+    assert pids <= pool_pids and len(pids) <= 2  # setup once per worker, workers reused
+    for i, r in enumerate(result.results):
+        assert r.outputs["digest"] == sha_rounds(f"document number {i}", 2000)
+
+
+def test_a_batch_that_raises_fails_only_the_bad_document(plan, docs):
+    p = plan([{"id": "read", "block": "toy.read"}, {"id": "check", "block": "toy.fragile"}])
+    paths = docs(*[("boom here" if i == 5 else f"fine {i}") for i in range(12)])
+    with Engine(workers=2) as engine:
+        result = engine.run(p, paths)
+    failed = result.failed
+    assert [f.document for f in failed] == [paths[5]]
+    assert failed[0].error_kind == "block_error"
+    assert "ValueError: boom found in batch" in failed[0].error
+    assert "Traceback" in failed[0].traceback
+    assert result.counts["succeeded"] == 11
+
+
+def test_a_dead_worker_fails_only_its_task_and_is_replaced(plan, docs):
+    p = plan([{"id": "read", "block": "toy.read"}, {"id": "crash", "block": "toy.crash"}],
+             outputs=["survived"])
+    texts = ["ok"] * 6 + ["segfault now"] + ["ok"] * 6
+    paths = docs(*texts)
+    with Engine(workers=2) as engine:
+        result = engine.run(p, paths)
+        pool = engine.pools("toy.crash")[0]
+        assert pool.spawned == 3  # two workers plus the replacement
+        # the restored pool keeps working
+        again = engine.run(p, docs("ok again"))
+    assert [f.document for f in result.failed] == [paths[6]]
+    assert result.failed[0].error_kind == "worker_died"
+    assert "exited with status 139" in result.failed[0].error
+    assert all(r.outputs == {"survived": True} for r in result.results if r.status == "succeeded")
+    assert again.counts == {"succeeded": 1, "failed": 0}
+
+
+def test_setup_failure_is_a_clear_error_per_document(plan, docs):
+    p = plan([{"id": "read", "block": "toy.read"}, {"id": "b", "block": "toy.broken_setup"}])
+    with Engine(workers=1) as engine:
+        result = engine.run(p, docs("a", "b"))
+    assert len(result.failed) == 2
+    for f in result.failed:
+        assert "setup of block 'toy.broken_setup' failed" in f.error
+        assert "/nonexistent/model" in f.error
+
+
+def test_manifest_violation_and_typed_document_errors(plan, docs):
+    p = plan([{"id": "read", "block": "toy.read"}, {"id": "lie", "block": "toy.liar"}])
+    paths = docs("text", "")
+    with Engine(workers=1) as engine:
+        result = engine.run(p, paths)
+    by_doc = {r.document: r for r in result.results}
+    assert "broke its manifest" in by_doc[paths[0]].error
+    assert by_doc[paths[0]].step == "lie"
+    assert by_doc[paths[1]].error_kind == "corrupt"  # returned by toy.read: typed, not a crash
+    assert by_doc[paths[1]].step == "read"
+
+
+def test_map_gathers_in_order_and_switch_routes(plan, docs):
+    p = plan([
+        {"id": "read", "block": "toy.read"},
+        {"id": "lens", "map": "lines", "as": "line", "block": "toy.linelen",
+         "outputs": {"length": "lengths"}},
+        {"id": "total", "expr": "sum(lengths)", "output": "total"},
+        {"id": "route", "switch": "'many' if len(lines) > 2 else 'few'",
+         "cases": {"many": [{"id": "m", "expr": "'MANY'", "output": "label"}],
+                   "few": [{"id": "f", "expr": "'FEW'", "output": "label"}]}},
+    ], outputs=["lengths", "total", "label"])
+    paths = docs("a\nbb\nccc\ndddd", "xyz\n", "")
+    with Engine(workers=2) as engine:
+        result = engine.run(p, paths)
+    r0, r1, r2 = result.results
+    assert r0.outputs == {"lengths": [1, 2, 3, 4], "total": 10, "label": "MANY"}
+    assert r1.outputs == {"lengths": [3], "total": 3, "label": "FEW"}
+    assert r2.status == "failed" and r2.error_kind == "corrupt"
+
+
+def test_when_skips_a_step_and_its_dependents(plan, docs):
+    p = plan([
+        {"id": "read", "block": "toy.read"},
+        {"id": "words", "block": "toy.words"},
+        {"id": "up", "block": "toy.upper", "when": "words > 1"},
+        {"id": "shout", "expr": "upper + '!'", "output": "shout", "when": "upper is not None"},
+    ], outputs=["words", "upper", "shout"])
+    with Engine(workers=1) as engine:
+        result = engine.run(p, docs("one two", "one"))
+    assert result.results[0].outputs == {"words": 2, "upper": "ONE TWO", "shout": "ONE TWO!"}
+    assert result.results[1].outputs == {"words": 1}
+    assert result.results[1].status == "succeeded"
+
+
+def test_max_in_flight_bounds_documents_but_all_complete(plan, docs):
+    p = plan([{"id": "read", "block": "toy.read"}, {"id": "w", "block": "toy.words"}])
+    with Engine(workers=2, max_in_flight=3) as engine:
+        result = engine.run(p, docs(*[f"w {i}" for i in range(30)]))
+    assert result.counts == {"succeeded": 30, "failed": 0}
