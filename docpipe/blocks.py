@@ -39,7 +39,7 @@ RUNTIMES: tuple[str, ...] = typing.get_args(Runtime)
 DEVICES: tuple[str, ...] = typing.get_args(Device)
 
 #: A document's state as a block sees it: the keys it reads, by its own names.
-State = Mapping[str, Any]
+State = dict[str, Any]
 #: What ``run`` returns per input: the written keys, or the error for that input.
 Result = dict[str, Any] | BaseException
 
@@ -97,7 +97,7 @@ class Block:
     def setup(self, params: BaseModel) -> None:  # noqa: B027 - optional hook
         """Run once per worker before the first batch: load models, open resources."""
 
-    def run(self, batch: list[State], params: BaseModel) -> list[Result]:
+    def run(self, batch: list[State], params: Any) -> list[Result]:
         raise NotImplementedError(f"{type(self).__name__}.run")
 
     @classmethod

@@ -141,7 +141,7 @@ def run(flow: str, inputs: tuple[str, ...], out: str | None, params: tuple[str, 
         with progress, Engine(store, workers=workers, max_in_flight=max_in_flight,
                               on_document=on_document) as engine:
             result = engine.run(plan, docs, argv=sys.argv)
-        if out:
+        if out and result.batch_id is not None:
             rows = store.batch_outputs(result.batch_id)  # from the store: what was recorded
             write_results(out, rows, plan.outputs)
     finally:

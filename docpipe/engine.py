@@ -273,8 +273,7 @@ class Engine:
             result: Any = block
         else:
             try:
-                result = check_results(block.run([inputs], node.params), 1,
-                                       node.block.cls.manifest.writes.keys(),  # type: ignore[union-attr]
+                result = check_results(block.run([inputs], node.params), 1, node.block_writes,
                                        node.label)[0]
             except BaseException as exc:  # noqa: BLE001
                 result = ErrorInfo.of(exc)
@@ -315,6 +314,7 @@ class Engine:
         if not items:
             return self._complete(run, node, {sk: [] for sk in node.writes.values()}, t, t, "main")
         run.maps[node.idx] = [len(items), t, *([None] * len(items))]
+        assert node.map_as is not None
         base = {k: run.state[v] for k, v in node.reads.items() if k != node.map_as}
         inline = node.runtime == "inline"
         for i, item in enumerate(items):

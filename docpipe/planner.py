@@ -42,6 +42,8 @@ class Node:
     params: BaseModel | None = None
     #: block key -> state key (block and map steps)
     reads: dict[str, str] = field(default_factory=dict)
+    #: the block's own write keys (what its results must hold)
+    block_writes: frozenset[str] = frozenset()
     writes: dict[str, str] = field(default_factory=dict)
     #: state keys whose absence skips the node (data reads; expressions see None instead)
     needs: tuple[str, ...] = ()
@@ -208,6 +210,7 @@ class _Builder:
                            node.id, key)
         node.reads = {k: inputs.get(k, k) for k in manifest.reads}
         node.writes = {k: outputs.get(k, k) for k in manifest.writes}
+        node.block_writes = frozenset(manifest.writes)
         if node.kind == "map":
             node.map_over, node.map_as = step["map"], step.get("as", "item")
             if node.map_as not in manifest.reads:

@@ -163,7 +163,7 @@ class Registry:
             return
         manifest = getattr(cls, "manifest", None)
         problems = manifest.problems() if manifest is not None else ["it has no manifest"]
-        if problems:
+        if manifest is None or problems:
             err = PluginLoadError(f"block {cls.__qualname__}: " + "; ".join(problems))
             self._broken(plugin, dist, err)
             return

@@ -1,4 +1,4 @@
-"""Write the sample documents in samples/ (see samples/README.md) with PyMuPDF.
+"""Write the sample documents in samples/ (described in docs/samples.md) with PyMuPDF.
 
 Usage::
 

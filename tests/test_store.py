@@ -87,7 +87,9 @@ def test_batch_runs_and_tasks_round_trip(store: Store) -> None:
         )
     )
     # run-a starts and finishes within the same flush: insert before update.
-    w.flow_run_finished("run-a", "ok", None, None, T0 + 2, {"doc_class": "invoice", "at": Path("x")})
+    w.flow_run_finished(
+        "run-a", "ok", None, None, T0 + 2, {"doc_class": "invoice", "at": Path("x")}
+    )
     w.flush()
     # run-b finishes in a later flush; run-c is still running.
     w.flow_run_finished("run-b", "failed", "corrupt", "bad xref", T0 + 3, {})

@@ -204,7 +204,7 @@ def test_encrypted_pdf(block: PdfText) -> None:
     assert isinstance(r, EncryptedDocument)
     assert str(r) == "encrypted, no password given"
     assert error_kind(r) == "encrypted"
-    # the password documented in samples/README.md opens it
+    # the password documented in docs/samples.md opens it
     with pymupdf.open(SAMPLES / "encrypted.pdf") as doc:
         assert doc.needs_pass
         assert doc.authenticate("docpipe")
