@@ -142,3 +142,56 @@ def test_max_in_flight_bounds_documents_but_all_complete(plan, docs):
     with Engine(workers=2, max_in_flight=3) as engine:
         result = engine.run(p, docs(*[f"w {i}" for i in range(30)]))
     assert result.counts == {"succeeded": 30, "failed": 0}
+
+
+def test_independent_steps_of_one_document_run_concurrently(plan, docs, tmp_path):
+    from docpipe.store import Store
+
+    p = plan([
+        {"id": "read", "block": "toy.read"},
+        {"id": "a", "block": "toy.sleep", "outputs": {"slept": "a"}},
+        {"id": "b", "block": "toy.sleep", "outputs": {"slept": "b"}},
+    ], outputs=["a", "b"])
+    store = Store(f"sqlite:///{tmp_path / 'd.db'}")
+    try:
+        with Engine(store, workers=2) as engine:
+            engine.run(p, docs("warm up the pool"))  # spawn cost out of the picture
+            result = engine.run(p, docs("x"))
+        tasks = {t["step"]: t for t in store.get_run(result.results[0].run_id)["tasks"]}
+    finally:
+        store.close()
+    a, b = tasks["a"], tasks["b"]
+    assert a["worker"] != b["worker"]
+    # both intervals overlap: neither waited for the other to finish
+    assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]
+
+
+def test_killing_a_busy_worker_fails_only_its_document(plan, docs):
+    import os
+    import signal
+    import threading
+    import time
+
+    p = plan([{"id": "read", "block": "toy.read"},
+              {"id": "s", "block": "toy.sleep", "params": {"seconds": 1.0}}], outputs=["slept"])
+    victims: list[int] = []
+    with Engine(workers=2) as engine:
+        engine.run(p, docs("warm up"))  # start the pool
+        pool = engine.pools("toy.sleep")[0]
+
+        def kill_one() -> None:
+            time.sleep(0.4)  # both workers are inside a 1 s call now
+            victims.append(pool.pids()[0])
+            os.kill(victims[0], signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_one)
+        killer.start()
+        result = engine.run(p, docs(*[f"doc {i}" for i in range(4)]))
+        killer.join()
+        assert pool.spawned == 3
+        assert victims[0] not in pool.pids()
+    assert len(result.failed) == 1
+    assert result.failed[0].error_kind == "worker_died"
+    assert "killed by signal 9" in result.failed[0].error
+    assert result.counts["succeeded"] == 3
+    assert victims[0] not in {r.outputs.get("slept") for r in result.results}

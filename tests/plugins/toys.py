@@ -113,6 +113,21 @@ class Crash(Block):
         return [{"survived": True} for _ in batch]
 
 
+class Sleep(Block):
+    """Sleeps, then reports its worker pid: for concurrency and kill tests."""
+
+    manifest = Manifest(name="toy.sleep", version="1.0", reads={"text": str},
+                        writes={"slept": int}, runtime="process")
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        seconds: float = 0.3
+
+    def run(self, batch: list[docpipe.State], params: Any) -> list[Any]:
+        time.sleep(params.seconds * len(batch))
+        return [{"slept": os.getpid()} for _ in batch]
+
+
 class BrokenSetup(Block):
     manifest = Manifest(name="toy.broken_setup", version="1.0", reads={"text": str},
                         writes={"never": str}, runtime="process")
@@ -135,5 +150,5 @@ class Liar(Block):
 
 @docpipe.hookimpl
 def register_blocks(register: Any) -> None:
-    for cls in (ReadText, Upper, Words, Digest, LineLen, Fragile, Crash, BrokenSetup, Liar):
+    for cls in (ReadText, Upper, Words, Digest, LineLen, Fragile, Crash, Sleep, BrokenSetup, Liar):
         register(cls)

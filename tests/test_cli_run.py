@@ -1,0 +1,92 @@
+"""`docpipe run` end to end: real files, real records, real result files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from pathlib import Path
+
+from conftest import ROOT, TOYS, run_cli, write_flow
+
+SAMPLES = ROOT / "samples"
+
+
+def test_demo_flow_over_the_samples(tmp_path: Path):
+    out = tmp_path / "results.csv"
+    db = tmp_path / "runs.db"
+    proc = run_cli("run", str(ROOT / "flows" / "idp.json"), str(SAMPLES), "--out", str(out),
+                   "--db", f"sqlite:///{db}")
+    assert proc.returncode == 1, proc.stderr  # the corrupt and encrypted samples fail, by design
+    rows = {Path(r["document"]).name: r for r in csv.DictReader(out.open())}
+    assert set(rows) == {p.name for p in SAMPLES.iterdir()}
+    assert rows["invoice.pdf"]["status"] == "succeeded"
+    assert rows["invoice.pdf"]["page_count"] == "2"
+    assert int(rows["invoice.pdf"]["word_count"]) > 50
+    assert rows["scanned.pdf"]["needs_ocr"] == "True"
+    assert rows["scan.png"]["mime"] == "image/png"
+    assert (rows["corrupt.pdf"]["status"], rows["corrupt.pdf"]["error_kind"]) == ("failed", "corrupt")
+    assert rows["encrypted.pdf"]["error_kind"] == "encrypted"
+    assert "failed" in proc.stderr and "corrupt.pdf" in proc.stderr
+    assert "5 succeeded, 2 failed" in proc.stderr
+    # every transition is in the store
+    con = sqlite3.connect(db)
+    statuses = dict(con.execute("select document, status from flow_runs").fetchall())
+    assert statuses[str(SAMPLES / "corrupt.pdf")] == "failed"
+    tasks = con.execute("select step, task_runs.status, worker, task_runs.error_kind from task_runs "
+                        "join flow_runs on flow_runs.id = task_runs.flow_run_id "
+                        "where document = ?", (str(SAMPLES / "corrupt.pdf"),)).fetchall()
+    assert ("text", "failed") == tasks[0][:2] and tasks[0][2].startswith("pid:")
+    assert tasks[0][3] == "corrupt"
+
+
+def test_run_with_params_globs_jsonl_and_verbose_tracebacks(tmp_path: Path):
+    docs = tmp_path / "in"
+    docs.mkdir()
+    for i in range(5):
+        (docs / f"d{i}.txt").write_text(f"some words {i}" + (" boom" if i == 3 else ""))
+    (docs / "skip.md").write_text("not matched by the glob")
+    flow = write_flow(tmp_path / "f.json", [
+        {"id": "read", "block": "toy.read"},
+        {"id": "dig", "block": "toy.digest", "params": {"rounds": "${params.rounds}"}},
+        {"id": "check", "block": "toy.fragile"},
+    ], params={"rounds": 1}, outputs=["digest", "digest_batch", "checked"])
+    out = tmp_path / "out.jsonl"
+    proc = run_cli("run", str(flow), str(docs / "*.txt"), "--plugin", TOYS, "-p", "rounds=7",
+                   "--out", str(out), "--db", f"sqlite:///{tmp_path / 'd.db'}", "-v", "-w", "2")
+    assert proc.returncode == 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 5 and [Path(r["document"]).name for r in rows] == [f"d{i}.txt" for i in range(5)]
+    bad = rows[3]
+    assert bad["status"] == "failed" and "boom found in batch" in bad["error"]
+    assert "Traceback" in proc.stderr and "raise ValueError" in proc.stderr
+    import hashlib
+    h = b"some words 0"
+    for _ in range(7):
+        h = hashlib.sha256(h).digest()
+    assert rows[0]["digest"] == h.hex()
+
+
+def test_runs_list_and_show_read_the_history(tmp_path: Path):
+    db = f"sqlite:///{tmp_path / 'd.db'}"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "empty.txt").write_text("")
+    (tmp_path / "in" / "ok.txt").write_text("fine")
+    flow = write_flow(tmp_path / "f.json", [{"id": "read", "block": "toy.read"},
+                                            {"id": "up", "block": "toy.upper"}])
+    assert run_cli("run", str(flow), str(tmp_path / "in"), "--plugin", TOYS, "--db", db,
+                   "-q").returncode == 1
+    listing = run_cli("runs", "list", "--status", "failed", "--db", db)
+    assert listing.returncode == 0
+    assert "empty.txt" in listing.stdout and "ok.txt" not in listing.stdout
+    con = sqlite3.connect(tmp_path / "d.db")
+    (run_id,) = con.execute("select id from flow_runs where status = 'failed'").fetchone()
+    show = run_cli("runs", "show", run_id, "--db", db)
+    assert show.returncode == 0
+    assert "read" in show.stdout and "failed" in show.stdout and "empty file" in show.stdout
+
+
+def test_missing_input_is_a_usage_error(tmp_path: Path):
+    proc = run_cli("run", str(ROOT / "flows" / "idp.json"), str(tmp_path / "nope.pdf"))
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr
