@@ -100,6 +100,10 @@ class Block:
     def run(self, batch: list[State], params: Any) -> list[Result]:
         raise NotImplementedError(f"{type(self).__name__}.run")
 
+    def teardown(self) -> None:  # noqa: B027 - optional hook
+        """Run once when the worker (or the engine, for inline and thread blocks) shuts down
+        cleanly: remove temporary files, release devices. Not called when a worker is killed."""
+
     @classmethod
     def ref(cls) -> str:
         """Import path of the class (``module:qualname``), used to rebuild it in a worker."""
@@ -108,6 +112,16 @@ class Block:
     @classmethod
     def params_schema(cls) -> dict[str, Any]:
         return cls.Params.model_json_schema()
+
+
+def params_key(params: BaseModel) -> str:
+    """An identity for a params instance, secrets included (``model_dump_json`` masks
+    ``SecretStr`` values, so two passwords would look alike): blocks with equal keys share
+    a pool. A digest, so the key itself reveals nothing."""
+    import hashlib
+    import pickle
+
+    return hashlib.sha256(pickle.dumps(params.model_dump(mode="python"))).hexdigest()
 
 
 def type_name(tp: Any) -> str:

@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any
 
-from docpipe.blocks import Block
+from docpipe.blocks import Block, params_key
 from docpipe.errors import ExpressionError
 from docpipe.executors import Done, ErrorInfo, check_results
 from docpipe.executors.local import ProcessPool, ThreadPool
+from docpipe.flow import redact_params
 from docpipe.planner import Node, Plan, switch_key
 
 SUCCEEDED, FAILED, SKIPPED = "succeeded", "failed", "skipped"
@@ -96,6 +96,19 @@ def _noop(*_: Any) -> None:
     return None
 
 
+def time_ordered_id() -> str:
+    """A 32-hex-digit id whose first 12 digits are the time in ms (the layout of a UUIDv7):
+    ids made later sort later, so the store's indexes on run ids grow at the end instead of
+    at random places (measured: random uuid4 keys made SQLite inserts ~2x slower)."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+def redact_arg(arg: str) -> str:
+    """A command-line argument as it may be recorded (``password=x`` -> ``password=***``)."""
+    key, sep, value = arg.partition("=")
+    return f"{key}=***" if sep and value and redact_params({key: value})[key] == "***" else arg
+
+
 class Engine:
     """Run plans over documents. Reuse one engine for several runs to keep pools warm."""
 
@@ -112,6 +125,7 @@ class Engine:
         self._pools: dict[tuple[str, str], _Batcher] = {}
         self._inline: dict[tuple[str, str], Block | ErrorInfo] = {}
         self._node_batcher: dict[Node, _Batcher] = {}
+        self._node_inline: dict[Node, Block | ErrorInfo] = {}
         self._ready: deque[tuple[_Run, Node]] = deque()
         self._calls: dict[int, tuple[_Batcher, list[tuple[Any, ...]]]] = {}
         self._call_seq = 0
@@ -127,8 +141,12 @@ class Engine:
         self._run_finished = writer.flow_run_finished if writer else _noop
         batch_id = flow_id = None
         if self.store is not None:
-            flow_id = self.store.put_flow(plan.name, plan.version, plan.content_hash, plan.definition)
-            batch_id = self.store.start_batch(flow_id, plan.params, len(docs), argv)
+            definition = plan.definition
+            if definition.get("params"):  # secret-looking param defaults are not recorded
+                definition = {**definition, "params": redact_params(definition["params"])}
+            flow_id = self.store.put_flow(plan.name, plan.version, plan.content_hash, definition)
+            argv = [redact_arg(a) for a in argv] if argv else argv
+            batch_id = self.store.start_batch(flow_id, redact_params(plan.params), len(docs), argv)
         self._batch_id, self._flow_id, self._params = batch_id, flow_id, plan.params
         self._plan, self._docs, self._next_doc = plan, docs, 0
         self._active = 0
@@ -153,6 +171,11 @@ class Engine:
         for b in self._pools.values():
             b.pool.close()
         self._pools.clear()
+        for block in self._inline.values():
+            if isinstance(block, Block):
+                block.teardown()
+        self._inline.clear()
+        self._node_inline.clear()
         self._node_batcher.clear()
 
     def __enter__(self) -> Engine:
@@ -196,7 +219,7 @@ class Engine:
     def _admit(self) -> None:
         while self._active < self.max_in_flight and self._next_doc < len(self._docs):
             doc = self._docs[self._next_doc]
-            run = _Run(uuid.uuid4().hex, self._next_doc, doc, self._plan, {"path": doc})
+            run = _Run(time_ordered_id(), self._next_doc, doc, self._plan, {"path": doc})
             self._order[run.id] = self._next_doc
             self._next_doc += 1
             self._active += 1
@@ -254,8 +277,11 @@ class Engine:
         return self._complete(run, node, {node.output: value}, t, time.time(), "main")
 
     def _inline_block(self, node: Node) -> Block | ErrorInfo:
+        block = self._node_inline.get(node)
+        if block is not None:
+            return block
         assert node.block is not None and node.params is not None
-        key = (node.block.name, node.params.model_dump_json())
+        key = (node.block.name, params_key(node.params))
         block = self._inline.get(key)
         if block is None:
             try:
@@ -264,6 +290,7 @@ class Engine:
             except BaseException as exc:  # noqa: BLE001
                 block = ErrorInfo.of(exc)
             self._inline[key] = block
+        self._node_inline[node] = block
         return block
 
     def _run_inline(self, run: _Run, node: Node, inputs: dict[str, Any], index: int) -> None:
@@ -347,7 +374,7 @@ class Engine:
             return b
         assert node.block is not None and node.params is not None
         m = node.block.cls.manifest
-        key = (m.name, node.params.model_dump_json())
+        key = (m.name, params_key(node.params))
         b = self._pools.get(key)
         if b is None:
             if m.runtime == "thread":

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,14 @@ def schema_issues(definition: Any) -> list[FlowIssue]:
         location = "/".join(str(p) for p in path) or "(top level)"
         issues.append(FlowIssue(f"{message} (at {location})", step=step, key=key))
     return issues
+
+
+_SECRET = re.compile(r"pass(word|wd|phrase)?|secret|token|credential|api_?key", re.IGNORECASE)
+
+
+def redact_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Flow params as they may be recorded: values of secret-looking names masked."""
+    return {k: ("***" if _SECRET.search(k) and v is not None else v) for k, v in params.items()}
 
 
 def canonical_json(definition: dict[str, Any]) -> str:

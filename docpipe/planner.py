@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,12 @@ class Node:
     deps: set[int] = field(default_factory=set)
     dependents: list[int] = field(default_factory=list)
 
-    @property
+    # cached: read on every task; only valid once planning finished (the engine's view)
+    @cached_property
     def runtime(self) -> str:
         return self.block.cls.manifest.runtime if self.block else "inline"
 
-    @property
+    @cached_property
     def label(self) -> str:
         return self.block.name if self.block else self.kind
 

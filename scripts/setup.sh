@@ -17,8 +17,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing system packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # try the machine's package lists first; refresh them only when that fails
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; }
   else
     echo "setup: these system packages are missing; install them as root, then rerun make:" >&2
     echo "  sudo apt-get install -y ${missing[*]}" >&2

@@ -195,3 +195,22 @@ def test_killing_a_busy_worker_fails_only_its_document(plan, docs):
     assert "killed by signal 9" in result.failed[0].error
     assert result.counts["succeeded"] == 3
     assert victims[0] not in {r.outputs.get("slept") for r in result.results}
+
+
+def test_secret_params_never_reach_the_records(tmp_path, registry, docs):
+    import sqlite3
+
+    from docpipe.planner import build_plan
+    from docpipe.store import Store
+
+    p = build_plan({"name": "t", "version": "1", "params": {"pdf_password": "s3cret!", "rounds": 2},
+                    "steps": [{"id": "read", "block": "toy.read"}]}, registry)
+    store = Store(f"sqlite:///{tmp_path / 'd.db'}")
+    try:
+        with Engine(store) as engine:
+            engine.run(p, docs("x"), argv=["docpipe", "run", "-p", "pdf_password=s3cret!"])
+    finally:
+        store.close()
+    dump = "\n".join(sqlite3.connect(tmp_path / "d.db").iterdump())
+    assert "s3cret!" not in dump
+    assert '"rounds": 2' in dump or '"rounds":2' in dump

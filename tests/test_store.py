@@ -1,24 +1,43 @@
-"""The run-record store, on real SQLite files: no mocks."""
+"""The run-record store, on real SQLite files: no mocks.
+
+Set ``DOCPIPE_TEST_PG_URL`` (e.g. ``postgresql+psycopg://docpipe@localhost/docpipe_test``,
+a database the tests may wipe) to run the backend-neutral tests on PostgreSQL too.
+"""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from docpipe.store import DEFAULT_URL, Store
-from docpipe.store.schema import flows, task_runs
+from docpipe.store import DEFAULT_URL, Store, new_id
+from docpipe.store.schema import flows, metadata, task_runs
 
 T0 = 1_700_000_000.0
+PG_URL = os.environ.get("DOCPIPE_TEST_PG_URL")
 
 
 def _url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"] if PG_URL else ["sqlite"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, or the wiped PostgreSQL test database."""
+    if request.param == "sqlite":
+        return _url(tmp_path / "runs.db")
+    assert PG_URL is not None
+    engine = sa.create_engine(PG_URL)
+    metadata.drop_all(engine)
+    engine.dispose()
+    return PG_URL
 
 
 def _task(run_id: str, step: str, started: float, **kw: Any) -> tuple[Any, ...]:
@@ -39,8 +58,8 @@ def _task(run_id: str, step: str, started: float, **kw: Any) -> tuple[Any, ...]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    s = Store(_url(tmp_path / "runs.db"))
+def store(db_url: str) -> Any:
+    s = Store(db_url)
     yield s
     s.close()
 
@@ -87,9 +106,7 @@ def test_batch_runs_and_tasks_round_trip(store: Store) -> None:
         )
     )
     # run-a starts and finishes within the same flush: insert before update.
-    w.flow_run_finished(
-        "run-a", "ok", None, None, T0 + 2, {"doc_class": "invoice", "at": Path("x")}
-    )
+    w.flow_run_finished("run-a", "ok", None, None, T0 + 2, {"doc_class": "invoice", "at": Path("x")})
     w.flush()
     # run-b finishes in a later flush; run-c is still running.
     w.flow_run_finished("run-b", "failed", "corrupt", "bad xref", T0 + 3, {})
@@ -180,9 +197,8 @@ def test_list_runs_filters_and_pages(store: Store) -> None:
     assert [b["id"] for b in store.list_batches(limit=1)] in ([b1], [b2])
 
 
-def test_flush_makes_records_visible_to_another_store(tmp_path: Path) -> None:
-    url = _url(tmp_path / "shared.db")
-    writer_store, reader_store = Store(url), Store(url)
+def test_flush_makes_records_visible_to_another_store(db_url: str) -> None:
+    writer_store, reader_store = Store(db_url), Store(db_url)
     try:
         flow_id = writer_store.put_flow("f", "1", "h", {})
         batch_id = writer_store.start_batch(flow_id, {}, 1)
@@ -215,8 +231,8 @@ def test_many_records_are_written_in_order(store: Store) -> None:
         assert list(ids) == [f"r{i}" for i in range(777)]
 
 
-def test_writer_error_surfaces_from_flush_and_close(tmp_path: Path) -> None:
-    store = Store(_url(tmp_path / "err.db"))
+def test_writer_error_surfaces_from_flush_and_close(db_url: str) -> None:
+    store = Store(db_url)
     flow_id = store.put_flow("f", "1", "h", {})
     batch_id = store.start_batch(flow_id, {}, 2)
     store.writer.flow_run_started("bad", batch_id, flow_id, "bad.pdf", T0)
@@ -231,6 +247,27 @@ def test_writer_error_surfaces_from_flush_and_close(tmp_path: Path) -> None:
     with pytest.raises(sa.exc.DBAPIError):
         store.close()
     store.close()  # idempotent once reported
+
+
+def test_unencodable_outputs_fail_only_that_run(store: Store) -> None:
+    flow_id = store.put_flow("f", "1", "h", {})
+    batch_id = store.start_batch(flow_id, {}, 2)
+    for run_id in ("odd", "fine"):
+        store.writer.flow_run_started(run_id, batch_id, flow_id, f"{run_id}.pdf", T0)
+    store.writer.flow_run_finished("odd", "ok", None, None, T0 + 1, {("tuple", "key"): 1})
+    store.writer.flow_run_finished("fine", "ok", None, None, T0 + 1, {"k": 1})
+    with pytest.raises(ValueError, match="outputs of flow run 'odd' cannot be stored"):
+        store.writer.flush()
+    outputs = {o["id"]: (o["status"], o["outputs"]) for o in store.batch_outputs(batch_id)}
+    assert outputs == {"odd": ("ok", None), "fine": ("ok", {"k": 1})}
+
+
+def test_new_id_is_a_time_ordered_uuid() -> None:
+    first = new_id()
+    time.sleep(0.002)
+    second = new_id()
+    assert len(first) == 32 and first < second
+    assert uuid.UUID(first).version == 7
 
 
 def test_default_url_env_and_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,14 +309,11 @@ def _write_from_process(url: str, name: str, n_runs: int, n_tasks: int) -> None:
     store.close()
 
 
-def test_two_processes_share_one_sqlite_file(tmp_path: Path) -> None:
-    url = _url(tmp_path / "multi.db")
+def test_two_processes_write_one_database_concurrently(db_url: str) -> None:
+    url = db_url
     n_runs, n_tasks = 500, 4
     ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_write_from_process, args=(url, name, n_runs, n_tasks))
-        for name in ("p1", "p2")
-    ]
+    procs = [ctx.Process(target=_write_from_process, args=(url, name, n_runs, n_tasks)) for name in ("p1", "p2")]
     for p in procs:
         p.start()
     for p in procs:

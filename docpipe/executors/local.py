@@ -9,6 +9,7 @@ Here a dead worker fails only the call it held, and is replaced.
 from __future__ import annotations
 
 import multiprocessing as mp
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -80,6 +81,8 @@ class ThreadPool:
 
     def close(self) -> None:
         self._exec.shutdown(wait=True, cancel_futures=True)
+        if self._block is not None:
+            self._block.teardown()
 
 
 class _Worker:
@@ -99,7 +102,9 @@ class ProcessPool:
         self.capacity = max(1, workers)
         self.busy = 0
         self.threads = threads
-        self._args = (cls.ref(), params.model_dump_json())
+        # pickled here, unpickled by the worker only after it set its thread limits (unpickling
+        # imports the block's module); secrets travel too (model_dump_json would mask them)
+        self._args = (cls.ref(), pickle.dumps(params))
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
         self._closing = False

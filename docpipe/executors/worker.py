@@ -33,20 +33,22 @@ def thread_env(threads: int) -> dict[str, str]:
     }
 
 
-def main(conn: Connection, block_ref: str, params_json: str, threads: int) -> None:
+def main(conn: Connection, block_ref: str, params_pickle: bytes, threads: int) -> None:
     os.environ.update(thread_env(threads))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us
+    import pickle
+
     from docpipe.blocks import import_ref
 
     setup_error: ErrorInfo | None = None
     block: Any = None
-    params: Any = None
     writes: frozenset[str] = frozenset()
     name = block_ref
+    params: Any = None
     try:
         cls = import_ref(block_ref)
         name, writes = cls.manifest.name, frozenset(cls.manifest.writes)
-        params = cls.Params.model_validate_json(params_json)
+        params = pickle.loads(params_pickle)
         block = cls()
         block.setup(params)
         torch = sys.modules.get("torch")
@@ -63,6 +65,8 @@ def main(conn: Connection, block_ref: str, params_json: str, threads: int) -> No
         except (EOFError, OSError):
             return
         if msg is None:
+            if block is not None and setup_error is None:
+                block.teardown()
             return
         call_id, inputs = msg
         started = time.time()

@@ -37,9 +37,9 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 from docpipe.store.schema import batches, flow_runs, flows, metadata, task_runs
-from docpipe.store.writer import BulkStatement, RecordWriter
+from docpipe.store.writer import RecordWriter
 
-__all__ = ["DEFAULT_URL", "BulkStatement", "RecordWriter", "Store", "metadata"]
+__all__ = ["DEFAULT_URL", "RecordWriter", "Store", "metadata", "new_id"]
 
 #: Where the store lives when neither the caller nor ``DOCPIPE_DB`` says otherwise.
 DEFAULT_URL = "sqlite:///.docpipe/docpipe.db"
@@ -49,6 +49,7 @@ _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",
     "PRAGMA foreign_keys = ON",
+    "PRAGMA cache_size = -65536",  # up to 64 MiB of pages: index inserts stay in memory
 )
 
 # The columns every flow-run listing shows, labelled as the dicts name them.
@@ -65,6 +66,25 @@ _RUN_COLUMNS = (
     flow_runs.c.finished_at,
 )
 _RUNS_WITH_FLOW = flow_runs.join(flows, flow_runs.c.flow_id == flows.c.id)
+
+
+def new_id() -> str:
+    """A new run id: 32 hex digits of a UUIDv7, so ids sort by creation time.
+
+    Use it for flow-run ids. Random ids (uuid4) scatter every insert across the
+    whole ``flow_runs.id`` and ``task_runs.flow_run_id`` indexes; time-ordered
+    ones append at their end, which keeps bulk writes fast as the store grows.
+    """
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 random bits, 74 used
+    value = (
+        (millis & 0xFFFF_FFFF_FFFF) << 80  # 48-bit Unix time in milliseconds
+        | 0x7 << 76  # version 7
+        | (rand >> 68) << 64  # 12 random bits
+        | 0b10 << 62  # RFC 9562 variant
+        | rand & (1 << 62) - 1  # 62 random bits
+    )
+    return f"{value:032x}"
 
 
 class Store:
@@ -108,9 +128,7 @@ class Store:
 
     # --- synchronous writes ------------------------------------------------------------
 
-    def put_flow(
-        self, name: str, version: str, content_hash: str, definition: Mapping[str, Any]
-    ) -> int:
+    def put_flow(self, name: str, version: str, content_hash: str, definition: Mapping[str, Any]) -> int:
         """Store a flow definition once per (name, version, content hash); return its id."""
         find = sa.select(flows.c.id).where(
             flows.c.name == name, flows.c.version == version, flows.c.content_hash == content_hash
@@ -188,11 +206,7 @@ class Store:
             query = query.where(flows.c.name == flow)
         if batch_id is not None:
             query = query.where(flow_runs.c.batch_id == batch_id)
-        query = (
-            query.order_by(flow_runs.c.started_at.desc(), flow_runs.c.seq.desc())
-            .limit(limit)
-            .offset(offset)
-        )
+        query = query.order_by(flow_runs.c.started_at.desc(), flow_runs.c.seq.desc()).limit(limit).offset(offset)
         return [_with_duration(row) for row in self._query(query)]
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
@@ -318,25 +332,37 @@ def _create_engine(url: str) -> tuple[sa.Engine, bool]:
     database = parsed.database or ""
     memory = database in ("", ":memory:") or parsed.query.get("mode") == "memory"
     if memory:
-        engine = sa.create_engine(
-            parsed, poolclass=StaticPool, connect_args={"check_same_thread": False}
-        )
+        engine = sa.create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
         if not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed)
-    sa.event.listen(engine, "connect", _sqlite_pragmas)
+    sa.event.listen(engine, "connect", _on_sqlite_connect)
+    sa.event.listen(engine, "begin", _on_sqlite_begin)
     return engine, memory
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
-    """Apply the SQLite PRAGMAs to every new connection."""
+def _on_sqlite_connect(dbapi_connection: Any, _record: object) -> None:
+    """Apply the SQLite PRAGMAs, and leave transactions to SQLAlchemy.
+
+    Python's ``sqlite3`` only opens a transaction implicitly before statements
+    that start with INSERT/UPDATE/DELETE/REPLACE (not before ``WITH ... UPDATE``);
+    turning that off and emitting BEGIN on SQLAlchemy's ``begin`` makes every
+    ``engine.begin()`` block one real transaction (the pattern SQLAlchemy
+    documents for pysqlite).
+    """
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         for pragma in _SQLITE_PRAGMAS:
             cursor.execute(pragma)
     finally:
         cursor.close()
+
+
+def _on_sqlite_begin(conn: sa.Connection) -> None:
+    """Open the transaction SQLAlchemy is beginning (see :func:`_on_sqlite_connect`)."""
+    conn.exec_driver_sql("BEGIN")
 
 
 def _create_schema(engine: sa.Engine, attempts: int = 5) -> None:

@@ -103,9 +103,7 @@ class BulkStatement:
         """Bind names of a ``k``-row statement, row by row: what a flattened chunk fills."""
         names = self._names.get(k)
         if names is None:
-            names = self._names[k] = tuple(
-                f"{field}_{i}" for i in range(k) for field in self.fields
-            )
+            names = self._names[k] = tuple(f"{field}_{i}" for i in range(k) for field in self.fields)
         return names
 
     def _compiled(self, k: int) -> tuple[str, tuple[int, ...] | None]:

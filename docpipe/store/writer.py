@@ -20,7 +20,6 @@ import atexit
 import json
 import threading
 from collections import deque
-from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
@@ -123,9 +122,7 @@ class RecordWriter:
             dialect,
         )
         if _supports_update_from(dialect):
-            self._finish_runs = BulkStatement(
-                "flow_runs.finish", _finish_builder, FLOW_RUN_FINISH_FIELDS, dialect
-            )
+            self._finish_runs = BulkStatement("flow_runs.finish", _finish_builder, FLOW_RUN_FINISH_FIELDS, dialect)
         else:
             self._finish_runs = BulkStatement(
                 "flow_runs.finish1",
@@ -151,9 +148,7 @@ class RecordWriter:
 
     # --- the hot path: append a tuple, nothing else -----------------------------------
 
-    def flow_run_started(
-        self, run_id: str, batch_id: str, flow_id: int, document: str, started_at: float
-    ) -> None:
+    def flow_run_started(self, run_id: str, batch_id: str, flow_id: int, document: str, started_at: float) -> None:
         """Record that flow run ``run_id`` of ``document`` started (status ``running``)."""
         self._started.append((run_id, batch_id, flow_id, document, "running", started_at))
 
@@ -166,7 +161,11 @@ class RecordWriter:
         finished_at: float,
         outputs: dict[str, Any],
     ) -> None:
-        """Record the end of flow run ``run_id``; ``outputs`` is stored as JSON text."""
+        """Record the end of flow run ``run_id``.
+
+        ``outputs`` is stored as JSON text (``default=str``), encoded later on
+        the writer thread: do not mutate it after this call.
+        """
         self._finished.append((run_id, status, error_kind, error, finished_at, outputs))
 
     def task_run(self, rec: tuple[Any, ...]) -> None:
@@ -204,9 +203,7 @@ class RecordWriter:
         self.wait()
         self._raise_error()
         if self._closed and self.pending():
-            raise RuntimeError(
-                f"record writer is closed: {self.pending()} records were not written"
-            )
+            raise RuntimeError(f"record writer is closed: {self.pending()} records were not written")
 
     def close(self) -> None:
         """Write what is buffered, stop the thread and raise a kept write error. Idempotent."""
@@ -224,7 +221,8 @@ class RecordWriter:
             error, lost = self._error, self._lost
             self._error, self._lost = None, 0
         if error is not None:
-            error.add_note(f"docpipe store: {lost} run records could not be written")
+            if lost:
+                error.add_note(f"docpipe store: {lost} run records could not be written")
             raise error
 
     # --- the writer thread ----------------------------------------------------------
@@ -265,9 +263,28 @@ class RecordWriter:
                 if tasks:
                     self._insert_tasks.execute(conn, tasks)
                 if finished:
-                    self._finish_runs.execute(conn, list(_encode_outputs(finished)))
+                    self._finish_runs.execute(conn, self._encode_outputs(finished))
         except Exception as exc:  # noqa: BLE001 -- kept and re-raised by flush()/close()
             self._keep_error(exc, len(finished) + len(tasks) + len(started))
+
+    def _encode_outputs(self, finished: list[Row]) -> list[Row]:
+        """Finished-run tuples with the outputs (the last item) turned into JSON text.
+
+        A run whose outputs cannot be encoded is still finished, with no
+        outputs; the error is kept for :meth:`flush`.
+        """
+        encode = _encode_json
+        rows = []
+        for run_id, status, error_kind, error, finished_at, outputs in finished:
+            try:
+                text: str | None = encode(outputs)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                problem = ValueError(f"outputs of flow run {run_id!r} cannot be stored: {exc}")
+                problem.__cause__ = exc
+                self._keep_error(problem, 0)
+                text = None
+            rows.append((run_id, status, error_kind, error, finished_at, text))
+        return rows
 
     def _keep_error(self, exc: BaseException, lost: int) -> None:
         """Remember the first error and count the records it cost."""
@@ -275,10 +292,3 @@ class RecordWriter:
             if self._error is None:
                 self._error = exc
             self._lost += lost
-
-
-def _encode_outputs(finished: list[Row]) -> Iterator[Row]:
-    """Finished-run tuples with the outputs (the last item) turned into JSON text."""
-    encode = _encode_json
-    for run_id, status, error_kind, error, finished_at, outputs in finished:
-        yield run_id, status, error_kind, error, finished_at, encode(outputs)
