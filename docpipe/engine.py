@@ -31,6 +31,7 @@ from docpipe.executors import Done, ErrorInfo, check_results
 from docpipe.executors.local import ProcessPool, ThreadPool
 from docpipe.flow import redact_params
 from docpipe.planner import Node, Plan, switch_key
+from docpipe.store import new_id
 
 SUCCEEDED, FAILED, SKIPPED = "succeeded", "failed", "skipped"
 
@@ -94,13 +95,6 @@ class _Batcher:
 
 def _noop(*_: Any) -> None:
     return None
-
-
-def time_ordered_id() -> str:
-    """A 32-hex-digit id whose first 12 digits are the time in ms (the layout of a UUIDv7):
-    ids made later sort later, so the store's indexes on run ids grow at the end instead of
-    at random places (measured: random uuid4 keys made SQLite inserts ~2x slower)."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 def redact_arg(arg: str) -> str:
@@ -219,7 +213,7 @@ class Engine:
     def _admit(self) -> None:
         while self._active < self.max_in_flight and self._next_doc < len(self._docs):
             doc = self._docs[self._next_doc]
-            run = _Run(time_ordered_id(), self._next_doc, doc, self._plan, {"path": doc})
+            run = _Run(new_id(), self._next_doc, doc, self._plan, {"path": doc})
             self._order[run.id] = self._next_doc
             self._next_doc += 1
             self._active += 1
