@@ -26,6 +26,8 @@ The contract, in one place:
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,6 +53,43 @@ class NoParams(BaseModel):
 
 
 @dataclass(frozen=True)
+class Retry:
+    """When and how a failed task is tried again. Every attempt is recorded.
+
+    ``on`` names error kinds (``worker_died``, ``timeout``, ``block_error``, ``corrupt``…)
+    or exception type names (``ConnectionError``); a failure matching none of them is
+    final. The delay before attempt ``n + 1`` is ``delay`` (fixed) or ``delay * 2**(n-1)``
+    (exponential), capped at ``max_delay``, then spread by +/- ``jitter`` (a fraction) so
+    that retries of many documents do not arrive in lockstep.
+    """
+
+    max_attempts: int = 1
+    backoff: Literal["fixed", "exponential"] = "exponential"
+    delay: float = 0.5
+    max_delay: float = 30.0
+    jitter: float = 0.2
+    on: tuple[str, ...] = ("worker_died", "timeout")
+
+    def allows(self, attempt: int, kind: str, type_name: str) -> bool:
+        """Whether a failure of ``attempt`` (1-based) with this kind/type is tried again."""
+        return attempt < self.max_attempts and (kind in self.on or type_name in self.on)
+
+    def delay_for(self, attempt: int) -> float:
+        base = self.delay if self.backoff == "fixed" else self.delay * 2 ** (attempt - 1)
+        base = min(base, self.max_delay)
+        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+    def merged(self, override: Mapping[str, Any] | None) -> Retry:
+        """This policy with a flow step's ``retry`` fields on top."""
+        if not override:
+            return self
+        fields = dict(override)
+        if "on" in fields:
+            fields["on"] = tuple(fields["on"])
+        return dataclasses.replace(self, **fields)
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What a block is and what it touches; the planner derives the flow graph from it."""
 
@@ -65,6 +104,10 @@ class Manifest:
     #: how long the engine may hold a partial batch waiting for more ready inputs (seconds)
     batch_wait: float = 0.01
     description: str = ""
+    #: default retry policy of the block's tasks; flow steps override it with ``retry``
+    retry: Retry = Retry()
+    #: default time limit per input in seconds (thread and process blocks); steps override it
+    timeout: float | None = None
 
     def problems(self) -> list[str]:
         """Everything wrong with this manifest, empty when it is valid."""

@@ -17,6 +17,7 @@ rest go on. Records go to the store's writer, which batches them off the loop.
 
 from __future__ import annotations
 
+import heapq
 import os
 import time
 from collections import deque
@@ -33,7 +34,7 @@ from docpipe.flow import redact_params
 from docpipe.planner import Node, Plan, switch_key
 from docpipe.store import new_id
 
-SUCCEEDED, FAILED, SKIPPED = "succeeded", "failed", "skipped"
+SUCCEEDED, FAILED, SKIPPED, RETRYING = "succeeded", "failed", "skipped", "retrying"
 
 
 @dataclass
@@ -84,13 +85,24 @@ class _Run:
         self.maps: dict[int, list[Any]] = {}
 
 
+class _Item:
+    """One input of a thread/process block waiting for, or inside, a pool call."""
+
+    __slots__ = ("run", "node", "inputs", "index", "attempt", "queued")
+
+    def __init__(self, run: _Run, node: Node, inputs: dict[str, Any], index: int,
+                 attempt: int) -> None:
+        self.run, self.node, self.inputs, self.index, self.attempt = run, node, inputs, index, attempt
+        self.queued = time.monotonic()
+
+
 class _Batcher:
     __slots__ = ("pool", "size", "wait", "items", "solo", "name")
 
     def __init__(self, pool: Any, size: int, wait: float, name: str) -> None:
         self.pool, self.size, self.wait, self.name = pool, size, wait, name
-        self.items: deque[tuple[Any, ...]] = deque()  # (run, node, inputs, map index, enqueued)
-        self.solo: deque[tuple[Any, ...]] = deque()  # isolated retries of a failed batch
+        self.items: deque[_Item] = deque()
+        self.solo: deque[_Item] = deque()  # inputs of a batch that raised, retried one by one
 
 
 def _noop(*_: Any) -> None:
@@ -121,8 +133,11 @@ class Engine:
         self._node_batcher: dict[Node, _Batcher] = {}
         self._node_inline: dict[Node, Block | ErrorInfo] = {}
         self._ready: deque[tuple[_Run, Node]] = deque()
-        self._calls: dict[int, tuple[_Batcher, list[tuple[Any, ...]]]] = {}
+        self._calls: dict[int, tuple[_Batcher, list[_Item]]] = {}
         self._call_seq = 0
+        self._deadlines: list[tuple[float, int, float]] = []  # (due, call id, timeout) heap
+        self._timers: list[tuple[float, int, _Item]] = []  # retries waiting for their delay
+        self._timer_seq = 0
 
     # --- public -------------------------------------------------------------------------
     def run(self, plan: Plan, documents: Iterable[str], *, argv: list[str] | None = None,
@@ -192,9 +207,17 @@ class Engine:
                     run, node = ready.popleft()
                     if not run.root.failed:
                         self._execute(run, node)
+            if self._timers and self._timers[0][0] <= time.monotonic():
+                self._fire_timers()
+                continue
             timeout = self._dispatch()
             if self._active == 0 and self._next_doc >= len(self._docs):
                 return
+            for due in (self._timers[0][0] if self._timers else None,
+                        self._expire_calls() if self._deadlines else None):
+                if due is not None:
+                    wait = max(0.0, due - time.monotonic())
+                    timeout = wait if timeout is None else min(timeout, wait)
             if not self._calls and timeout is None:
                 raise RuntimeError("docpipe engine stalled: documents in flight but nothing "
                                    "ready or running (this is a bug; please report it)")
@@ -242,7 +265,7 @@ class Engine:
             if node.runtime == "inline":
                 self._run_inline(run, node, inputs, -1)
             else:
-                self._enqueue(run, node, inputs, -1)
+                self._enqueue(_Item(run, node, inputs, -1, 1))
         elif kind == "map":
             self._start_map(run, node)
         elif kind == "expr":
@@ -287,7 +310,8 @@ class Engine:
         self._node_inline[node] = block
         return block
 
-    def _run_inline(self, run: _Run, node: Node, inputs: dict[str, Any], index: int) -> None:
+    def _run_inline(self, run: _Run, node: Node, inputs: dict[str, Any], index: int,
+                    attempt: int = 1) -> None:
         block = self._inline_block(node)
         t = time.time()
         if isinstance(block, ErrorInfo):
@@ -298,21 +322,20 @@ class Engine:
                                        node.label)[0]
             except BaseException as exc:  # noqa: BLE001
                 result = ErrorInfo.of(exc)
-        self._result(run, node, index, result, t, time.time(), "main")
+        if isinstance(result, ErrorInfo):
+            self._error(_Item(run, node, inputs, index, attempt), result, t, time.time(), "main")
+        else:
+            self._result(run, node, index, result, t, time.time(), "main", attempt)
 
-    def _result(self, run: _Run, node: Node, index: int, result: Any, started: float,
-                finished: float, worker: str) -> None:
-        """A block's result for one input: a dict of its writes, or an ErrorInfo."""
+    def _result(self, run: _Run, node: Node, index: int, result: dict[str, Any], started: float,
+                finished: float, worker: str, attempt: int = 1) -> None:
+        """A block's written keys for one input (a document, or one item of a map)."""
         if index < 0:
-            if isinstance(result, ErrorInfo):
-                return self._fail(run, node, result, started, worker, finished)
             writes = node.writes
             return self._complete(run, node, {writes[k]: v for k, v in result.items()},
-                                  started, finished, worker)
+                                  started, finished, worker, attempt)
         step = f"{run.prefix}{node.id}[{index}]"
-        if isinstance(result, ErrorInfo):
-            return self._fail(run, node, result, started, worker, finished, step=step)
-        self._task((run.root.id, step, node.label, 1, SUCCEEDED, started, finished, worker,
+        self._task((run.root.id, step, node.label, attempt, SUCCEEDED, started, finished, worker,
                     None, None, None))
         gather = run.maps[node.idx]
         gather[index + 2] = result
@@ -345,7 +368,7 @@ class Engine:
                 if run.root.failed:
                     return None
             else:
-                self._enqueue(run, node, inputs, i)
+                self._enqueue(_Item(run, node, inputs, i, 1))
         return None
 
     def _start_subflow(self, run: _Run, node: Node) -> None:
@@ -380,8 +403,9 @@ class Engine:
         self._node_batcher[node] = b
         return b
 
-    def _enqueue(self, run: _Run, node: Node, inputs: dict[str, Any], index: int) -> None:
-        self._batcher(node).items.append((run, node, inputs, index, time.monotonic()))
+    def _enqueue(self, item: _Item) -> None:
+        item.queued = time.monotonic()
+        self._batcher(item.node).items.append(item)
 
     def _dispatch(self) -> float | None:
         """Send what can go to idle workers; return how long until a partial batch is due."""
@@ -396,11 +420,11 @@ class Engine:
                     continue
                 items = b.items
                 # drop inputs of documents that failed meanwhile
-                while items and items[0][0].root.failed:
+                while items and items[0].run.root.failed:
                     items.popleft()
                 if not items:
                     break
-                due = items[0][4] + b.wait
+                due = items[0].queued + b.wait
                 if len(items) >= b.size or now >= due or quiet:
                     self._send(b, [items.popleft() for _ in range(min(b.size, len(items)))])
                 else:
@@ -409,34 +433,93 @@ class Engine:
                     break
         return timeout
 
-    def _send(self, b: _Batcher, items: list[tuple[Any, ...]]) -> None:
+    def _send(self, b: _Batcher, items: list[_Item]) -> None:
         self._call_seq += 1
-        self._calls[self._call_seq] = (b, items)
-        b.pool.submit(self._call_seq, [it[2] for it in items])
+        call_id = self._call_seq
+        self._calls[call_id] = (b, items)
+        limit = items[0].node.timeout
+        if limit is not None:
+            heapq.heappush(self._deadlines, (time.monotonic() + limit * len(items), call_id, limit))
+        b.pool.submit(call_id, [it.inputs for it in items])
+
+    def _expire_calls(self) -> float | None:
+        """Time out calls past their deadline; return the next deadline."""
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _due, call_id, limit = heapq.heappop(self._deadlines)
+            entry = self._calls.get(call_id)
+            if entry is None:
+                continue
+            b, items = entry
+            message = (f"block '{b.name}' exceeded its timeout ({limit:g} s per input, "
+                       f"{len(items)} input(s))")
+            if isinstance(b.pool, ProcessPool):
+                b.pool.kill(call_id, message + "; its worker was killed and replaced")
+            else:  # a thread cannot be killed: give up on the call, ignore its late result
+                del self._calls[call_id]
+                err = ErrorInfo("timeout", "BlockTimeout",
+                                message + "; the thread finishes in the background", "")
+                t = time.time()
+                for item in items:
+                    if not item.run.root.failed:
+                        self._error(item, err, t - limit, t, None)
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            item = heapq.heappop(self._timers)[2]
+            if item.run.root.failed:
+                continue
+            if item.node.runtime == "inline":
+                self._run_inline(item.run, item.node, item.inputs, item.index, item.attempt)
+            else:
+                self._enqueue(item)
 
     def _on_done(self, done: Done) -> None:
         done.pool.release(done)
-        b, items = self._calls.pop(done.call_id)
+        entry = self._calls.pop(done.call_id, None)
+        if entry is None:
+            return  # a thread call that already timed out
+        b, items = entry
         if done.error is not None:
-            if len(items) > 1 and done.error.kind != "worker_died":
+            if len(items) > 1 and done.error.kind not in ("worker_died", "timeout"):
                 b.solo.extend(items)  # isolate the document that broke the batch
                 return
-            for run, node, _inputs, index, _t in items:
-                if not run.root.failed:
-                    step = f"{run.prefix}{node.id}[{index}]" if index >= 0 else None
-                    self._fail(run, node, done.error, done.started, done.worker, done.finished,
-                               step=step)
+            for item in items:
+                if not item.run.root.failed:
+                    self._error(item, done.error, done.started, done.finished, done.worker)
             return
         assert done.results is not None
-        for (run, node, _inputs, index, _t), result in zip(items, done.results, strict=True):
-            if not run.root.failed:
-                self._result(run, node, index, result, done.started, done.finished, done.worker)
+        for item, result in zip(items, done.results, strict=True):
+            if item.run.root.failed:
+                continue
+            if isinstance(result, ErrorInfo):
+                self._error(item, result, done.started, done.finished, done.worker)
+            else:
+                self._result(item.run, item.node, item.index, result, done.started, done.finished,
+                             done.worker, item.attempt)
+
+    def _error(self, item: _Item, err: ErrorInfo, started: float, finished: float,
+               worker: str | None) -> None:
+        """A failed attempt of one input: schedule the next attempt, or fail the document."""
+        run, node = item.run, item.node
+        step = f"{run.prefix}{node.id}" + (f"[{item.index}]" if item.index >= 0 else "")
+        if node.retry.allows(item.attempt, err.kind, err.type):
+            self._task((run.root.id, step, node.label, item.attempt, RETRYING, started, finished,
+                        worker, err.kind, str(err), err.traceback or None))
+            retry = _Item(run, node, item.inputs, item.index, item.attempt + 1)
+            self._timer_seq += 1
+            due = time.monotonic() + node.retry.delay_for(item.attempt)
+            heapq.heappush(self._timers, (due, self._timer_seq, retry))
+            return
+        self._fail(run, node, err, started, worker, finished, step=step, attempt=item.attempt)
 
     # --- state transitions ---------------------------------------------------------------
     def _complete(self, run: _Run, node: Node, values: dict[str, Any], started: float,
-                  finished: float, worker: str) -> None:
+                  finished: float, worker: str, attempt: int = 1) -> None:
         run.state.update(values)
-        self._task((run.root.id, run.prefix + node.id, node.label, 1, SUCCEEDED, started,
+        self._task((run.root.id, run.prefix + node.id, node.label, attempt, SUCCEEDED, started,
                     finished, worker, None, None, None))
         self._release(run, node)
 
@@ -458,9 +541,9 @@ class Engine:
             self._finish(run)
 
     def _fail(self, run: _Run, node: Node, err: ErrorInfo, started: float, worker: str | None,
-              finished: float | None = None, step: str | None = None) -> None:
+              finished: float | None = None, step: str | None = None, attempt: int = 1) -> None:
         step = step or run.prefix + node.id
-        self._task((run.root.id, step, node.label, 1, FAILED, started, finished or time.time(),
+        self._task((run.root.id, step, node.label, attempt, FAILED, started, finished or time.time(),
                     worker, err.kind, str(err), err.traceback or None))
         run.failed = True
         self._finish(run, err, step)

@@ -95,6 +95,23 @@ FLOW_SCHEMA: dict[str, Any] = {
                 "fork": {"type": "array", "items": _STEP_LIST, "minItems": 1},
                 "join": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                 "subflow": {"type": "string", "minLength": 1},
+                "retry": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "retry policy of the step's tasks (overrides the block's)",
+                    "properties": {
+                        "max_attempts": {"type": "integer", "minimum": 1},
+                        "backoff": {"enum": ["fixed", "exponential"]},
+                        "delay": {"type": "number", "minimum": 0},
+                        "max_delay": {"type": "number", "minimum": 0},
+                        "jitter": {"type": "number", "minimum": 0, "maximum": 1},
+                        "on": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "timeout": {
+                    "type": "number", "exclusiveMinimum": 0,
+                    "description": "seconds per input before the task is killed (thread/process blocks)",
+                },
             },
             "oneOf": [
                 {"required": list(required),

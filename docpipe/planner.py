@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from docpipe.blocks import Block, type_name, types_compatible
+from docpipe.blocks import Block, Retry, type_name, types_compatible
 from docpipe.errors import ExpressionError, FlowError, FlowIssue
 from docpipe.expr import Expression
 from docpipe.flow import content_hash, load_definition, schema_issues, step_kind
@@ -58,6 +58,8 @@ class Node:
     map_over: str | None = None
     map_as: str | None = None
     subplan: Plan | None = None
+    retry: Retry = Retry()
+    timeout: float | None = None
     deps: set[int] = field(default_factory=set)
     dependents: list[int] = field(default_factory=list)
 
@@ -201,6 +203,11 @@ class _Builder:
             return
         node.block = info
         manifest = info.cls.manifest
+        node.retry = manifest.retry.merged(step.get("retry"))
+        node.timeout = step.get("timeout", manifest.timeout)
+        if node.timeout is not None and manifest.runtime == "inline":
+            self.issue(f"block '{info.name}' runs inline, in the engine's loop, where it cannot be "
+                       "interrupted: a timeout needs a thread or process block", node.id, "timeout")
         inputs, outputs = step.get("inputs", {}), step.get("outputs", {})
         for key in inputs:
             if key not in manifest.reads:

@@ -90,6 +90,7 @@ class _Worker:
         self.proc, self.conn = proc, conn
         self.call: tuple[int, float] | None = None  # (call id, sent at)
         self.label = f"pid:{proc.pid}"
+        self.killed_because: str | None = None
 
 
 class ProcessPool:
@@ -145,6 +146,15 @@ class ProcessPool:
     def release(self, done: Done) -> None:
         self.busy -= 1
 
+    def kill(self, call_id: int, reason: str) -> None:
+        """Kill the worker running ``call_id`` (a timeout); its call fails with ``reason``."""
+        with self._lock:
+            worker = next((w for w in self.workers if w.call and w.call[0] == call_id), None)
+            if worker is None:
+                return
+            worker.killed_because = reason
+        worker.proc.kill()
+
     def pids(self) -> list[int]:
         with self._lock:
             return [w.proc.pid for w in self.workers]
@@ -184,7 +194,10 @@ class ProcessPool:
             self.workers[self.workers.index(w)] = self._spawn()
             self.spawned += 1
         w.conn.close()
-        if call is not None:
+        if call is not None and w.killed_because is not None:
+            err = ErrorInfo("timeout", "BlockTimeout", w.killed_because, "")
+            self.events.put(Done(self, call[0], None, err, w.label, call[1], time.time()))
+        elif call is not None:
             code = w.proc.exitcode
             how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
             err = ErrorInfo("worker_died", "WorkerDied",

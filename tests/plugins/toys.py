@@ -128,6 +128,42 @@ class Sleep(Block):
         return [{"slept": os.getpid()} for _ in batch]
 
 
+class Flaky(Block):
+    """Fails with ConnectionError the first ``fail_times`` attempts per document (counted in a
+    marker file next to the document, so attempts in different workers count together)."""
+
+    manifest = Manifest(name="toy.flaky", version="1.0", reads={"path": str},
+                        writes={"attempts": int}, runtime="process")
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        fail_times: int = 2
+
+    def run(self, batch: list[docpipe.State], params: Any) -> list[Any]:
+        out: list[Any] = []
+        for item in batch:
+            marker = Path(item["path"] + ".attempts")
+            n = int(marker.read_text()) + 1 if marker.exists() else 1
+            marker.write_text(str(n))
+            if n <= params.fail_times:
+                out.append(ConnectionError(f"service unavailable (attempt {n})"))
+            else:
+                out.append({"attempts": n})
+        return out
+
+
+class Hang(Block):
+    """Hangs forever on a text containing 'hang' (a stuck native library, say)."""
+
+    manifest = Manifest(name="toy.hang", version="1.0", reads={"text": str},
+                        writes={"done": bool}, runtime="process")
+
+    def run(self, batch: list[docpipe.State], params: BaseModel) -> list[Any]:
+        if any("hang" in item["text"] for item in batch):
+            time.sleep(3600)
+        return [{"done": True} for _ in batch]
+
+
 class BrokenSetup(Block):
     manifest = Manifest(name="toy.broken_setup", version="1.0", reads={"text": str},
                         writes={"never": str}, runtime="process")
@@ -150,5 +186,6 @@ class Liar(Block):
 
 @docpipe.hookimpl
 def register_blocks(register: Any) -> None:
-    for cls in (ReadText, Upper, Words, Digest, LineLen, Fragile, Crash, Sleep, BrokenSetup, Liar):
+    for cls in (ReadText, Upper, Words, Digest, LineLen, Fragile, Crash, Sleep, Flaky, Hang, BrokenSetup,
+                Liar):
         register(cls)
