@@ -90,43 +90,43 @@ def main() -> None:
     """docpipe: run document-processing flows made of plugin blocks."""
 
 
-@main.command()
-@click.argument("flow", type=click.Path(dir_okay=False))
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write results (.csv or .jsonl).")
-@param_option
-@click.option("--workers", "-w", type=click.IntRange(min=1), help="Workers per pool (default: cores).")
-@click.option("--max-in-flight", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Documents in flight at once.")
-@click.option("--db", envvar="DOCPIPE_DB", help="Store URL (default sqlite:///.docpipe/docpipe.db).")
-@plugin_option
-@click.option("--verbose", "-v", is_flag=True, help="Print tracebacks of failures.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run(flow: str, inputs: tuple[str, ...], out: str | None, params: tuple[str, ...],
-        workers: int | None, max_in_flight: int, db: str | None, plugins: tuple[str, ...],
-        verbose: bool, quiet: bool) -> None:
-    """Run FLOW over INPUT files, folders or globs."""
+run_options = [
+    click.option("--out", "-o", type=click.Path(dir_okay=False),
+                 help="Write results (.csv or .jsonl), built from the run records."),
+    click.option("--workers", "-w", type=click.IntRange(min=1),
+                 help="Workers per process/thread pool (default: cores)."),
+    click.option("--max-in-flight", type=click.IntRange(min=1), default=256, show_default=True,
+                 help="Documents in flight at once."),
+    click.option("--db", envvar="DOCPIPE_DB", help="Store URL (default sqlite:///.docpipe/docpipe.db)."),
+    plugin_option,
+    click.option("--verbose", "-v", is_flag=True, help="Print tracebacks of failures."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    click.option("--summary", is_flag=True, help="Print a table: one line per document."),
+]
+
+
+def with_run_options(f: Any) -> Any:
+    for option in reversed(run_options):
+        f = option(f)
+    return f
+
+
+def execute(plan: Any, store: Any, *, docs: list[str] | None = None, resume: str | None = None,
+            retry_failed: bool = False, out: str | None, workers: int | None, max_in_flight: int,
+            verbose: bool, quiet: bool, summary: bool = False, correlation_id: str | None = None,
+            ) -> None:
+    """Run (or resume) a batch with a progress bar, write ``out``, print the summary, exit."""
     from docpipe.engine import Engine
     from docpipe.outputs import write_results
-    from docpipe.planner import plan_file
-    from docpipe.store import Store
 
-    reg = _registry(plugins)
-    _warn_broken(reg)
-    try:
-        plan = plan_file(flow, reg, _params(params))
-    except FlowError as exc:
-        _print_flow_error(exc)
-        sys.exit(2)
-    docs = expand_inputs(inputs)
     if out and Path(out).suffix.lower() not in (".csv", ".jsonl"):
         raise click.BadParameter("use a .csv or .jsonl file name", param_hint="--out")
-    store = Store(db)
+    total = len(docs) if docs is not None else len(store.batch_inputs(resume))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("[red]{task.fields[failed]} failed"),
                         TextColumn("{task.fields[rate]} docs/s"), TimeElapsedColumn(),
                         console=err, disable=quiet, transient=False)
-    task = progress.add_task(plan.name, total=len(docs), failed=0, rate="-")
+    task = progress.add_task(plan.name, total=total, failed=0, rate="-")
     failed = 0
 
     def on_document(result: Any) -> None:
@@ -140,10 +140,15 @@ def run(flow: str, inputs: tuple[str, ...], out: str | None, params: tuple[str, 
     try:
         with progress, Engine(store, workers=workers, max_in_flight=max_in_flight,
                               on_document=on_document) as engine:
-            result = engine.run(plan, docs, argv=sys.argv)
+            if resume is not None:
+                result = engine.resume(plan, resume, retry_failed=retry_failed)
+            else:
+                result = engine.run(plan, docs or [], argv=sys.argv, correlation_id=correlation_id)
+        rows = store.batch_outputs(result.batch_id) if result.batch_id else []  # what was recorded
         if out and result.batch_id is not None:
-            rows = store.batch_outputs(result.batch_id)  # from the store: what was recorded
             write_results(out, rows, plan.outputs)
+        if summary:
+            _print_summary(rows, plan.outputs)
     finally:
         store.close()
     counts = result.counts
@@ -156,6 +161,114 @@ def run(flow: str, inputs: tuple[str, ...], out: str | None, params: tuple[str, 
         if verbose and r.traceback:
             err.print(r.traceback, markup=False, highlight=False)
     sys.exit(1 if result.failed else 0)
+
+
+def _print_summary(rows: list[dict[str, Any]], outputs: list[str]) -> None:
+    """One line per document: its status and its scalar outputs as ``key=value``."""
+    table = Table(title="documents", expand=True)
+    table.add_column("document", overflow="fold", ratio=1)
+    table.add_column("status", overflow="fold", ratio=1)
+    table.add_column("outputs", overflow="fold", ratio=3)
+    for row in rows:
+        values = row.get("outputs") or {}
+        shown = []
+        for key in outputs:
+            value = values.get(key)
+            if isinstance(value, dict | list):
+                value = len(value) if value else None
+            if value not in (None, ""):
+                shown.append(f"{key}={value}")
+        status = row["status"] if not row["error"] else f"{row['status']} [{row['error_kind']}] {row['error']}"
+        table.add_row(Path(row["document"]).name, status, "  ".join(shown))
+    out.print(table)
+
+
+def _unfinished_batch(store: Any, plan: Any, docs: list[str]) -> str | None:
+    """The newest batch of this exact flow over these exact inputs that did not finish."""
+    for b in store.list_batches(limit=200):
+        if b["status"] not in ("running", "interrupted") or b["flow"] != plan.name:
+            continue
+        full = store.batch(b["id"])
+        if full and full["content_hash"] == plan.content_hash and store.batch_inputs(b["id"]) == docs:
+            return str(b["id"])
+    return None
+
+
+@main.command()
+@click.argument("flow", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True)
+@param_option
+@click.option("--correlation-id", help="Tag the batch and its runs (searchable in `runs list`).")
+@click.option("--resume", "resume_", is_flag=True,
+              help="Finish the last interrupted batch of this flow over these inputs, if any.")
+@with_run_options
+def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation_id: str | None,
+        resume_: bool, out: str | None, workers: int | None, max_in_flight: int, db: str | None,
+        plugins: tuple[str, ...], verbose: bool, quiet: bool, summary: bool) -> None:
+    """Run FLOW over INPUT files, folders or globs."""
+    from docpipe.planner import plan_file
+    from docpipe.store import Store
+
+    reg = _registry(plugins)
+    _warn_broken(reg)
+    try:
+        plan = plan_file(flow, reg, _params(params))
+    except FlowError as exc:
+        _print_flow_error(exc)
+        sys.exit(2)
+    docs = [str(Path(d).resolve()) for d in expand_inputs(inputs)]
+    store = Store(db)
+    batch = _unfinished_batch(store, plan, docs) if resume_ else None
+    if resume_:
+        err.print(f"resuming batch {batch}" if batch else "nothing to resume: starting a new batch",
+                  highlight=False)
+    execute(plan, store, docs=None if batch else docs, resume=batch, out=out, workers=workers,
+            max_in_flight=max_in_flight, verbose=verbose, quiet=quiet, summary=summary,
+            correlation_id=correlation_id)
+
+
+def plan_for_batch(store: Any, batch_id: str, params: tuple[str, ...],
+                   plugins: tuple[str, ...]) -> Any:
+    """The plan a batch started with (its recorded definition), with its params; secrets that
+    were masked in the record must be given again with ``-p``."""
+    from docpipe.planner import build_plan
+
+    batch = store.batch(batch_id)
+    if batch is None:
+        store.close()
+        raise click.BadParameter(f"no batch {batch_id} in {store.url}", param_hint="BATCH_ID")
+    given = _params(params)
+    recorded = {k: v for k, v in (batch["params"] or {}).items() if k not in given}
+    masked = [k for k, v in recorded.items() if v == "***"]
+    if masked:
+        store.close()
+        raise click.UsageError("these params were secret and not recorded; give them again: "
+                               + " ".join(f"-p {k}=..." for k in masked))
+    reg = _registry(plugins)
+    _warn_broken(reg)
+    try:
+        return build_plan(batch["definition"], reg, params={**recorded, **given})
+    except FlowError as exc:
+        store.close()
+        _print_flow_error(exc)
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("batch_id")
+@param_option
+@with_run_options
+def resume(batch_id: str, params: tuple[str, ...], out: str | None, workers: int | None,
+           max_in_flight: int, db: str | None, plugins: tuple[str, ...], verbose: bool,
+           quiet: bool, summary: bool) -> None:
+    """Finish an interrupted batch: finished documents are kept, steps that succeeded are not
+    run again, runs that were in flight continue, documents never started are started."""
+    from docpipe.store import Store
+
+    store = Store(db)
+    plan = plan_for_batch(store, batch_id, params, plugins)
+    execute(plan, store, resume=batch_id, out=out, workers=workers, max_in_flight=max_in_flight,
+            verbose=verbose, quiet=quiet, summary=summary)
 
 
 @main.command()
@@ -220,64 +333,11 @@ def blocks(as_json: bool, plugins: tuple[str, ...]) -> None:
                   + (f" ({b.dist})" if b.dist else "") + f": {b.error}", highlight=False)
 
 
-@main.group()
-def runs() -> None:
-    """Inspect recorded flow runs."""
+from docpipe.cli_history import flows, metrics, runs  # noqa: E402 - registered below
 
-
-@runs.command("list")
-@click.option("--status", type=click.Choice(["running", "succeeded", "failed"]))
-@click.option("--flow")
-@click.option("--batch")
-@click.option("--limit", default=50, show_default=True)
-@click.option("--db", envvar="DOCPIPE_DB")
-def runs_list(status: str | None, flow: str | None, batch: str | None, limit: int,
-              db: str | None) -> None:
-    """List flow runs, newest first."""
-    from docpipe.store import Store
-
-    store = Store(db)
-    try:
-        rows = store.list_runs(status=status, flow=flow, batch_id=batch, limit=limit)
-    finally:
-        store.close()
-    table = Table()
-    for col in ("run", "flow", "document", "status", "error"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r["id"], f"{r['flow']} {r['flow_version']}", r["document"], r["status"],
-                      f"[{r['error_kind']}] {r['error']}" if r["error"] else "")
-    out.print(table)
-
-
-@runs.command("show")
-@click.argument("run_id")
-@click.option("--db", envvar="DOCPIPE_DB")
-def runs_show(run_id: str, db: str | None) -> None:
-    """Show one flow run with every task."""
-    from docpipe.store import Store
-
-    store = Store(db)
-    try:
-        run_ = store.get_run(run_id)
-    finally:
-        store.close()
-    if run_ is None:
-        err.print(f"no run {run_id}")
-        sys.exit(2)
-    out.print(f"run {run_['id']}  {run_['document']}  {run_['status']}", highlight=False)
-    table = Table()
-    for col in ("step", "block", "status", "attempt", "worker", "ms", "error"):
-        table.add_column(col, overflow="fold")
-    for t in run_["tasks"]:
-        ms = f"{(t['finished_at'] - t['started_at']) * 1000:.1f}" if t["finished_at"] else ""
-        table.add_row(t["step"], t["block"], t["status"], str(t["attempt"]), t["worker"] or "",
-                      ms, t["error"] or "")
-    out.print(table)
-    for t in run_["tasks"]:
-        if t["traceback"]:
-            out.print(f"traceback of step {t['step']}:", highlight=False)
-            out.print(t["traceback"], markup=False, highlight=False)
+main.add_command(runs)
+main.add_command(flows)
+main.add_command(metrics)
 
 
 def entrypoint() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from docpipe.blocks import Block, params_key
 from docpipe.errors import ExpressionError
-from docpipe.executors import Done, ErrorInfo, check_results
+from docpipe.executors import WAKE, Done, ErrorInfo, check_results
 from docpipe.executors.local import ProcessPool, ThreadPool
 from docpipe.flow import redact_params
 from docpipe.planner import Node, Plan, switch_key
@@ -140,14 +140,16 @@ class Engine:
         self._timer_seq = 0
 
     # --- public -------------------------------------------------------------------------
-    def run(self, plan: Plan, documents: Iterable[str], *, argv: list[str] | None = None,
-            ) -> BatchResult:
-        t0 = time.perf_counter()
-        docs = list(documents)
-        writer = self.store.writer if self.store is not None else None
-        self._task = writer.task_run if writer else _noop
-        self._run_started = writer.flow_run_started if writer else _noop
-        self._run_finished = writer.flow_run_finished if writer else _noop
+    def run(self, plan: Plan, documents: Iterable[str | tuple[str, str | None]], *,
+            argv: list[str] | None = None, correlation_id: str | None = None) -> BatchResult:
+        """Run ``plan`` over ``documents`` (paths, or ``(path, correlation_id)`` pairs) as one
+        new batch. Failed documents are results, not exceptions."""
+        docs: list[str] = []
+        self._correlation: dict[str, str | None] = {}
+        for d in documents:
+            path, corr = (d, correlation_id) if isinstance(d, str) else d
+            docs.append(path)
+            self._correlation[path] = corr
         batch_id = flow_id = None
         if self.store is not None:
             definition = plan.definition
@@ -155,10 +157,49 @@ class Engine:
                 definition = {**definition, "params": redact_params(definition["params"])}
             flow_id = self.store.put_flow(plan.name, plan.version, plan.content_hash, definition)
             argv = [redact_arg(a) for a in argv] if argv else argv
-            batch_id = self.store.start_batch(flow_id, redact_params(plan.params), len(docs), argv)
+            batch_id = self.store.start_batch(flow_id, redact_params(plan.params), len(docs), argv,
+                                              inputs=docs, correlation_id=correlation_id)
+        return self._run_batch(plan, docs, batch_id, flow_id, {}, {})
+
+    def resume(self, plan: Plan, batch_id: str, *, retry_failed: bool = False) -> BatchResult:
+        """Finish an interrupted batch: documents that finished keep their result; runs that
+        were in flight when the process died continue from their last recorded steps (steps
+        that succeeded are not run again); documents never started are started. With
+        ``retry_failed``, failed documents continue from their last succeeded step too."""
+        if self.store is None:
+            raise ValueError("resume needs a store")
+        batch = self.store.batch(batch_id)
+        if batch is None:
+            raise KeyError(f"no batch {batch_id} in {self.store.url}")
+        docs = self.store.batch_inputs(batch_id)
+        self._correlation = {d: batch.get("correlation_id") for d in docs}
+        previous = self.store.resume_state(batch_id)
+        finished: dict[str, DocResult] = {}
+        resumable: dict[str, dict[str, Any]] = {}
+        for doc, entry in previous.items():
+            again = entry["status"] == "running" or (retry_failed and entry["status"] == FAILED)
+            if again:
+                resumable[doc] = entry
+            else:
+                finished[doc] = DocResult(entry["run_id"], doc, entry["status"],
+                                          entry.get("error_kind"), entry.get("error"))
+        self.store.resume_batch(batch_id)
+        return self._run_batch(plan, docs, batch_id, batch["flow_id"], finished, resumable)
+
+    def _run_batch(self, plan: Plan, docs: list[str], batch_id: str | None, flow_id: int | None,
+                   finished: dict[str, DocResult], resumable: dict[str, dict[str, Any]],
+                   ) -> BatchResult:
+        t0 = time.perf_counter()
+        writer = self.store.writer if self.store is not None else None
+        self._task = writer.task_run if writer else _noop
+        self._run_started = writer.flow_run_started if writer else _noop
+        self._run_resumed = writer.flow_run_resumed if writer else _noop
+        self._run_finished = writer.flow_run_finished if writer else _noop
         self._batch_id, self._flow_id, self._params = batch_id, flow_id, plan.params
         self._plan, self._docs, self._next_doc = plan, docs, 0
+        self._finished_before, self._resumable = finished, resumable
         self._active = 0
+        self._order: dict[str, int] = {}
         self._results: list[DocResult] = []
         status = "interrupted"
         try:
@@ -195,7 +236,6 @@ class Engine:
 
     # --- the loop -----------------------------------------------------------------------
     def _loop(self) -> None:
-        self._order: dict[str, int] = {}
         ready, events = self._ready, self._events
         while True:
             while True:
@@ -218,7 +258,8 @@ class Engine:
                 if due is not None:
                     wait = max(0.0, due - time.monotonic())
                     timeout = wait if timeout is None else min(timeout, wait)
-            if not self._calls and timeout is None:
+            waiting = any(b.items or b.solo for b in self._pools.values())  # for workers
+            if not self._calls and timeout is None and not waiting:
                 raise RuntimeError("docpipe engine stalled: documents in flight but nothing "
                                    "ready or running (this is a bug; please report it)")
             try:
@@ -234,15 +275,45 @@ class Engine:
                 self._on_done(done)
 
     def _admit(self) -> None:
+        plan, nodes = self._plan, self._plan.nodes
         while self._active < self.max_in_flight and self._next_doc < len(self._docs):
-            doc = self._docs[self._next_doc]
-            run = _Run(new_id(), self._next_doc, doc, self._plan, {"path": doc})
-            self._order[run.id] = self._next_doc
+            seq, doc = self._next_doc, self._docs[self._next_doc]
             self._next_doc += 1
+            before = self._finished_before.get(doc)
+            if before is not None:  # finished in an earlier attempt of this batch: kept as is
+                self._order[before.run_id] = seq
+                self._results.append(before)
+                self.on_document(before)
+                continue
             self._active += 1
-            self._run_started(run.id, self._batch_id, self._flow_id, doc, time.time())
-            nodes = self._plan.nodes
-            self._ready.extend((run, nodes[i]) for i in self._plan.roots)
+            entry = self._resumable.get(doc)
+            if entry is None:
+                run = _Run(new_id(), seq, doc, plan, {"path": doc})
+                self._run_started(run.id, self._batch_id, self._flow_id, doc, time.time(),
+                                  self._correlation.get(doc))
+                self._ready.extend((run, nodes[i]) for i in plan.roots)
+            else:
+                run = _Run(entry["run_id"], seq, doc, plan, {"path": doc})
+                self._run_resumed(run.id, time.time())
+                self._restore(run, entry["steps"])
+            self._order[run.id] = seq
+
+    def _restore(self, run: _Run, steps: dict[str, dict[str, Any]]) -> None:
+        """Put back what a run's succeeded steps wrote; queue what is left to do."""
+        nodes = run.plan.nodes
+        done = [n for n in nodes if n.id in steps]
+        for n in done:
+            run.state.update(steps[n.id])
+        pending = run.pending
+        for n in done:
+            pending[n.idx] = -len(nodes) - 1  # never reaches 0 again: never re-queued
+            run.left -= 1
+            for d in n.dependents:
+                pending[d] -= 1
+        if run.left == 0:
+            self._finish(run)
+            return
+        self._ready.extend((run, n) for n in nodes if pending[n.idx] == 0)
 
     # --- executing one node ---------------------------------------------------------------
     def _execute(self, run: _Run, node: Node) -> None:
@@ -477,6 +548,8 @@ class Engine:
                 self._enqueue(item)
 
     def _on_done(self, done: Done) -> None:
+        if done is WAKE:
+            return
         done.pool.release(done)
         entry = self._calls.pop(done.call_id, None)
         if entry is None:
@@ -520,7 +593,7 @@ class Engine:
                   finished: float, worker: str, attempt: int = 1) -> None:
         run.state.update(values)
         self._task((run.root.id, run.prefix + node.id, node.label, attempt, SUCCEEDED, started,
-                    finished, worker, None, None, None))
+                    finished, worker, None, None, None, values))
         self._release(run, node)
 
     def _skip(self, run: _Run, node: Node) -> None:

@@ -54,7 +54,10 @@ class BlockContract:
         params = self.block.Params.model_validate(self.params)
         block = self.block()
         block.setup(params)
-        results = block.run([dict(i) for i in self.inputs], params)
+        try:
+            results = block.run([dict(i) for i in self.inputs], params)
+        finally:
+            block.teardown()
         assert isinstance(results, list) and len(results) == len(self.inputs)
         for r in results:
             assert isinstance(r, BaseException) or set(r) == set(self.block.manifest.writes)

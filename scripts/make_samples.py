@@ -161,6 +161,22 @@ MEMO = """
 on 2 April. Please do not forward this memo.</p>
 """
 
+POLICY = """
+<h1>Information Security Policy</h1>
+<p><b>Document:</b> ISP-07, version 3.1 &nbsp; <b>Owner:</b> Chief Information Security Officer</p>
+<h2>1. Access control</h2>
+<p>Access to production systems follows role-based access control and the principle of least
+privilege. Accounts are reviewed quarterly (NIST SP 800-53 AC-2, AC-2(3); ISO/IEC 27001:2022
+Annex A control A.5.15). Multi-factor authentication is required for all remote access
+(CIS Safeguard 6.4).</p>
+<h2>2. Logging and monitoring</h2>
+<p>Security events are written to a central audit log and retained for one year
+(AU-6; SOC 2 CC7.2). Alerts go to the incident response team within 15 minutes.</p>
+<h2>3. Encryption</h2>
+<p>Data at rest is protected with encryption (AES-256); keys are rotated yearly under the key
+management procedure (SC-12, SC-28; SOC 2 CC6.1).</p>
+"""
+
 
 # --- building ------------------------------------------------------------------------
 
@@ -239,6 +255,9 @@ def build() -> dict[str, bytes]:
             metadata("Delivery note DN-2024-0107 (scanned)", "Scanner", "Delivery note"),
         ),
         "scan.png": scan(RECEIPT, A5).tobytes("png"),
+        "security_policy.pdf": pdf_bytes(
+            html_pdf([POLICY], metadata("Information Security Policy", "CISO office", "Policy"))
+        ),
         "encrypted.pdf": pdf_bytes(
             memo,
             encryption=pymupdf.PDF_ENCRYPT_AES_256,

@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +62,31 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 def write_flow(path: Path, steps: list[dict[str, Any]], **flow: Any) -> Path:
     path.write_text(json.dumps({"name": "t", "version": "1", "steps": steps, **flow}))
     return path
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """The URL of an empty PostgreSQL test database on a private server (see tests/pg.py).
+
+    ``DOCPIPE_TEST_PG_URL`` names an existing database to use instead.
+    """
+    given = os.environ.get("DOCPIPE_TEST_PG_URL")
+    if given:
+        yield given
+        return
+    from pg import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store database: a SQLite file, or the wiped PostgreSQL test database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    from pg import wipe
+
+    url: str = request.getfixturevalue("pg_url")
+    wipe(url)
+    return url

@@ -1,14 +1,13 @@
-"""The run-record store, on real SQLite files: no mocks.
+"""The run-record store on real databases, no mocks: SQLite files and a private PostgreSQL server.
 
-Set ``DOCPIPE_TEST_PG_URL`` (e.g. ``postgresql+psycopg://docpipe@localhost/docpipe_test``,
-a database the tests may wipe) to run the backend-neutral tests on PostgreSQL too.
+Tests taking ``store_url`` (tests/conftest.py) run once per database; the
+PostgreSQL one is started by tests/pg.py (or ``DOCPIPE_TEST_PG_URL`` names one).
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import time
 import uuid
 from pathlib import Path
@@ -18,26 +17,13 @@ import pytest
 import sqlalchemy as sa
 
 from docpipe.store import DEFAULT_URL, Store, new_id
-from docpipe.store.schema import flows, metadata, task_runs
+from docpipe.store.schema import flows, task_runs
 
 T0 = 1_700_000_000.0
-PG_URL = os.environ.get("DOCPIPE_TEST_PG_URL")
 
 
 def _url(path: Path) -> str:
     return f"sqlite:///{path}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"] if PG_URL else ["sqlite"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database: a SQLite file, or the wiped PostgreSQL test database."""
-    if request.param == "sqlite":
-        return _url(tmp_path / "runs.db")
-    assert PG_URL is not None
-    engine = sa.create_engine(PG_URL)
-    metadata.drop_all(engine)
-    engine.dispose()
-    return PG_URL
 
 
 def _task(run_id: str, step: str, started: float, **kw: Any) -> tuple[Any, ...]:
@@ -58,8 +44,8 @@ def _task(run_id: str, step: str, started: float, **kw: Any) -> tuple[Any, ...]:
 
 
 @pytest.fixture
-def store(db_url: str) -> Any:
-    s = Store(db_url)
+def store(store_url: str) -> Any:
+    s = Store(store_url)
     yield s
     s.close()
 
@@ -127,6 +113,8 @@ def test_batch_runs_and_tasks_round_trip(store: Store) -> None:
         "error": None,
         "started_at": T0,
         "finished_at": T0 + 2,
+        "correlation_id": None,
+        "attempt": 1,
         "duration": 2.0,
     }
     assert runs[0]["status"] == "running" and runs[0]["duration"] is None
@@ -148,6 +136,7 @@ def test_batch_runs_and_tasks_round_trip(store: Store) -> None:
         "error_kind": None,
         "error": None,
         "traceback": None,
+        "outputs": None,
     }
     failed = store.get_run("run-b")
     assert failed is not None
@@ -197,8 +186,8 @@ def test_list_runs_filters_and_pages(store: Store) -> None:
     assert [b["id"] for b in store.list_batches(limit=1)] in ([b1], [b2])
 
 
-def test_flush_makes_records_visible_to_another_store(db_url: str) -> None:
-    writer_store, reader_store = Store(db_url), Store(db_url)
+def test_flush_makes_records_visible_to_another_store(store_url: str) -> None:
+    writer_store, reader_store = Store(store_url), Store(store_url)
     try:
         flow_id = writer_store.put_flow("f", "1", "h", {})
         batch_id = writer_store.start_batch(flow_id, {}, 1)
@@ -231,8 +220,8 @@ def test_many_records_are_written_in_order(store: Store) -> None:
         assert list(ids) == [f"r{i}" for i in range(777)]
 
 
-def test_writer_error_surfaces_from_flush_and_close(db_url: str) -> None:
-    store = Store(db_url)
+def test_writer_error_surfaces_from_flush_and_close(store_url: str) -> None:
+    store = Store(store_url)
     flow_id = store.put_flow("f", "1", "h", {})
     batch_id = store.start_batch(flow_id, {}, 2)
     store.writer.flow_run_started("bad", batch_id, flow_id, "bad.pdf", T0)
@@ -309,10 +298,10 @@ def _write_from_process(url: str, name: str, n_runs: int, n_tasks: int) -> None:
     store.close()
 
 
-def test_two_processes_write_one_database_concurrently(db_url: str) -> None:
-    url = db_url
+def test_two_processes_write_one_database_concurrently(store_url: str) -> None:
+    url = store_url
     n_runs, n_tasks = 500, 4
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")  # separate processes, without re-importing everything
     procs = [ctx.Process(target=_write_from_process, args=(url, name, n_runs, n_tasks)) for name in ("p1", "p2")]
     for p in procs:
         p.start()

@@ -54,6 +54,10 @@ class Done:
     finished: float
 
 
+#: put on the engine's event queue to wake its loop (e.g. a worker finished its set-up)
+WAKE: Any = object()
+
+
 def check_results(results: Any, n: int, writes: frozenset[str], block: str) -> list[Any]:
     """Normalise what ``run`` returned: exceptions become :class:`ErrorInfo`; a dict whose
     keys are not exactly the declared writes becomes an error for that input."""

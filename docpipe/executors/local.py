@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from docpipe.blocks import Block
-from docpipe.executors import Done, ErrorInfo, check_results
+from docpipe.executors import WAKE, Done, ErrorInfo, check_results
 from docpipe.executors.worker import main as worker_main
 
 
@@ -89,6 +89,7 @@ class _Worker:
     def __init__(self, proc: Any, conn: Connection) -> None:
         self.proc, self.conn = proc, conn
         self.call: tuple[int, float] | None = None  # (call id, sent at)
+        self.ready = False  # set up and waiting for calls
         self.label = f"pid:{proc.pid}"
         self.killed_because: str | None = None
 
@@ -125,11 +126,14 @@ class ProcessPool:
         return _Worker(proc, parent)
 
     def idle(self) -> int:
-        return self.capacity - self.busy
+        """Workers that finished ``setup()`` and hold no call. Calls go only to those, so a
+        call's timeout never counts a worker's start-up or model loading."""
+        with self._lock:
+            return sum(1 for w in self.workers if w.ready and w.call is None)
 
     def submit(self, call_id: int, inputs: list[dict[str, Any]]) -> None:
         with self._lock:
-            worker = next(w for w in self.workers if w.call is None)
+            worker = next(w for w in self.workers if w.ready and w.call is None)
             worker.call = (call_id, time.time())
         self.busy += 1
         try:
@@ -178,9 +182,15 @@ class ProcessPool:
 
     def _receive(self, w: _Worker) -> None:
         try:
-            call_id, results, error, started, finished = w.conn.recv()
+            msg = w.conn.recv()
         except (EOFError, OSError):
             return  # died; the sentinel handles it
+        if msg[0] == "ready":
+            with self._lock:
+                w.ready = True
+            self.events.put(WAKE)  # the engine may have inputs waiting for this worker
+            return
+        call_id, results, error, started, finished = msg
         with self._lock:
             w.call = None
         self.events.put(Done(self, call_id, results, error, w.label, started, finished))

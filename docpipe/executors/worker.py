@@ -59,6 +59,10 @@ def main(conn: Connection, block_ref: str, params_pickle: bytes, threads: int) -
         setup_error = ErrorInfo(setup_error.kind, setup_error.type,
                                 f"setup of block '{name}' failed: {setup_error.message}",
                                 setup_error.traceback)
+    try:
+        conn.send(("ready", os.getpid()))  # calls are only sent to ready workers
+    except (BrokenPipeError, OSError):
+        return
     while True:
         try:
             msg = conn.recv()

@@ -1,24 +1,35 @@
 """The run-record store: flows, batches, flow runs and task runs, on SQLAlchemy Core.
 
 SQLite by default (``sqlite:///.docpipe/docpipe.db`` under the current
-directory, or whatever ``DOCPIPE_DB`` names); PostgreSQL when the URL points at
-one. Only portable SQL is used; the SQLite PRAGMAs (WAL, ``synchronous=NORMAL``,
-a 30 s busy timeout, foreign keys on) are applied only on SQLite connections.
+directory, or whatever ``DOCPIPE_DB`` names); PostgreSQL (psycopg 3:
+``postgresql+psycopg://user@host/db``) when the URL points at one. Only portable
+SQL is used; the SQLite PRAGMAs (WAL, ``synchronous=NORMAL``, a 30 s busy
+timeout, foreign keys on) are applied only on SQLite connections. Opening a
+store brings its schema to this docpipe's with the Alembic migrations
+(:mod:`docpipe.store.migrate`), so a newer docpipe opens an older database.
 
 Flows and batches are written synchronously (a handful per run). Flow runs and
 task runs go through :attr:`Store.writer`, a :class:`RecordWriter` that buffers
 them in memory and writes them in bulk from one background thread. Every query
 first waits for the writer, so it sees all records reported before it.
 
+Large output values (JSON over ``blob_threshold`` bytes, 64 KiB by default) and
+bytes go to :attr:`Store.blobs`, a content-addressed :class:`~docpipe.blobs.BlobStore`
+(``$DOCPIPE_BLOBS``, else ``blobs/`` next to a SQLite file, else ``.docpipe/blobs``);
+rows hold references that every query resolves unless told not to.
+
     store = Store()
     flow_id = store.put_flow("invoices", "1.0", digest, definition)
-    batch_id = store.start_batch(flow_id, params={}, n_inputs=len(docs))
+    batch_id = store.start_batch(flow_id, params={}, n_inputs=len(docs), inputs=docs)
     store.writer.flow_run_started(run_id, batch_id, flow_id, "a.pdf", time.time())
-    store.writer.task_run((run_id, "ocr", "ocr.tesseract", 1, "ok", t0, t1, "pid:42", None, None,
-                           None))
-    store.writer.flow_run_finished(run_id, "ok", None, None, time.time(), {"text": "..."})
-    store.finish_batch(batch_id, "ok", {"ok": 1})
+    store.writer.task_run((run_id, "ocr", "ocr.tesseract", 1, "succeeded", t0, t1, "pid:42", None,
+                           None, None, {"text": "..."}))
+    store.writer.flow_run_finished(run_id, "succeeded", None, None, time.time(), {"text": "..."})
+    store.finish_batch(batch_id, "succeeded", {"succeeded": 1})
     store.close()
+
+After a crash, :meth:`Store.resume_state` says what each document's run had
+finished, step by step, with the outputs to carry on from.
 """
 
 from __future__ import annotations
@@ -28,29 +39,34 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.pool import StaticPool
 
-from docpipe.store.schema import batches, flow_runs, flows, metadata, task_runs
+from docpipe.blobs import DEFAULT_THRESHOLD, BlobStore, resolve
+from docpipe.store.connect import create_engine, default_blob_dir
+from docpipe.store.migrate import StoreSchemaError, upgrade
+from docpipe.store.schema import batch_inputs, batches, flow_runs, flows, metadata, task_runs
 from docpipe.store.writer import RecordWriter
 
-__all__ = ["DEFAULT_URL", "RecordWriter", "Store", "metadata", "new_id"]
+__all__ = [
+    "DEFAULT_URL",
+    "FAILED",
+    "SUCCEEDED",
+    "RecordWriter",
+    "Store",
+    "StoreSchemaError",
+    "metadata",
+    "new_id",
+]
 
 #: Where the store lives when neither the caller nor ``DOCPIPE_DB`` says otherwise.
 DEFAULT_URL = "sqlite:///.docpipe/docpipe.db"
-
-_SQLITE_PRAGMAS = (
-    "PRAGMA busy_timeout = 30000",
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = NORMAL",
-    "PRAGMA foreign_keys = ON",
-    "PRAGMA cache_size = -65536",  # up to 64 MiB of pages: index inserts stay in memory
-)
+#: The statuses the engine records and the store's queries look for.
+SUCCEEDED, FAILED = "succeeded", "failed"
 
 # The columns every flow-run listing shows, labelled as the dicts name them.
 _RUN_COLUMNS = (
@@ -64,8 +80,39 @@ _RUN_COLUMNS = (
     flow_runs.c.error,
     flow_runs.c.started_at,
     flow_runs.c.finished_at,
+    flow_runs.c.correlation_id,
+    flow_runs.c.attempt,
 )
 _RUNS_WITH_FLOW = flow_runs.join(flows, flow_runs.c.flow_id == flows.c.id)
+_BATCH_COLUMNS = (
+    batches.c.id,
+    batches.c.flow_id,
+    flows.c.name.label("flow"),
+    flows.c.version.label("flow_version"),
+    batches.c.status,
+    batches.c.params,
+    batches.c.argv,
+    batches.c.n_inputs,
+    batches.c.counts,
+    batches.c.correlation_id,
+    batches.c.started_at,
+    batches.c.finished_at,
+)
+_BATCHES_WITH_FLOW = batches.join(flows, batches.c.flow_id == flows.c.id)
+_TASK_COLUMNS = (
+    task_runs.c.step,
+    task_runs.c.block,
+    task_runs.c.attempt,
+    task_runs.c.status,
+    task_runs.c.started_at,
+    task_runs.c.finished_at,
+    task_runs.c.worker,
+    task_runs.c.error_kind,
+    task_runs.c.error,
+    task_runs.c.traceback,
+    task_runs.c.outputs,
+)
+_BLOB_MARK = '"$blob"'  # only text holding this can hold a blob reference
 
 
 def new_id() -> str:
@@ -93,19 +140,35 @@ class Store:
     url: str
     engine: sa.Engine
     writer: RecordWriter
+    blobs: BlobStore
 
-    def __init__(self, url: str | None = None) -> None:
-        """Open (and create if needed) the store at ``url``.
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        blob_threshold: int = DEFAULT_THRESHOLD,
+        blob_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Open the store at ``url``, creating or migrating its schema as needed.
 
         ``None`` means ``$DOCPIPE_DB``, else :data:`DEFAULT_URL` (relative to the
-        current directory; its folder is created).
+        current directory; its folder is created). Output values whose JSON is
+        longer than ``blob_threshold`` bytes go to the blob store in
+        ``blob_dir`` (default: ``$DOCPIPE_BLOBS``, else ``blobs`` next to a
+        SQLite file, else ``.docpipe/blobs``; created on first use).
         """
         self.url = url or os.environ.get("DOCPIPE_DB") or DEFAULT_URL
-        self.engine, shared = _create_engine(self.url)
+        self.engine, shared = create_engine(self.url)
         # A single shared in-memory connection must not interleave transactions.
         self._lock: threading.Lock | None = threading.Lock() if shared else None
-        _create_schema(self.engine)
-        self.writer = RecordWriter(self.engine, lock=self._lock)
+        try:
+            upgrade(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
+        self.blob_threshold = blob_threshold
+        self.blobs = BlobStore(Path(blob_dir) if blob_dir is not None else default_blob_dir(self.url))
+        self.writer = RecordWriter(self.engine, lock=self._lock, blobs=self.blobs, blob_threshold=blob_threshold)
 
     def __repr__(self) -> str:
         """``Store('sqlite:///...')`` with any password hidden."""
@@ -158,8 +221,17 @@ class Store:
         params: Mapping[str, Any],
         n_inputs: int,
         argv: list[str] | None = None,
+        *,
+        inputs: Sequence[str] | None = None,
+        correlation_id: str | None = None,
     ) -> str:
-        """Record the start of one ``docpipe run`` invocation; return its id (uuid4 hex)."""
+        """Record the start of one ``docpipe run`` invocation; return its id (uuid4 hex).
+
+        ``inputs``, the documents in order (``n_inputs`` of them), are written
+        with the batch, in the same transaction, so a resume knows them all.
+        """
+        if inputs is not None and len(inputs) != n_inputs:
+            raise ValueError(f"start_batch: n_inputs is {n_inputs} but {len(inputs)} inputs were given")
         batch_id = uuid.uuid4().hex
         row = {
             "id": batch_id,
@@ -169,10 +241,23 @@ class Store:
             "argv": None if argv is None else json.dumps(list(argv)),
             "n_inputs": n_inputs,
             "started_at": time.time(),
+            "correlation_id": correlation_id,
         }
         with self._begin() as conn:
             conn.execute(batches.insert().values(row))
+            if inputs:
+                rows = [{"batch_id": batch_id, "seq": i, "document": doc} for i, doc in enumerate(inputs)]
+                conn.execute(batch_inputs.insert(), rows)
         return batch_id
+
+    def resume_batch(self, batch_id: str) -> None:
+        """Mark batch ``batch_id`` running again (no end time), as a resume starts."""
+        with self._begin() as conn:
+            result = conn.execute(
+                batches.update().where(batches.c.id == batch_id).values(status="running", finished_at=None)
+            )
+        if result.rowcount == 0:
+            raise KeyError(f"no batch {batch_id!r} in {self!r}")
 
     def finish_batch(self, batch_id: str, status: str, counts: Mapping[str, int]) -> None:
         """Record the end of batch ``batch_id``, once the writer has written its runs."""
@@ -183,7 +268,51 @@ class Store:
         if result.rowcount == 0:
             raise KeyError(f"no batch {batch_id!r} in {self!r}")
 
-    # --- queries ----------------------------------------------------------------------
+    # --- flows ------------------------------------------------------------------------
+
+    def list_flows(self) -> list[dict[str, Any]]:
+        """Every stored flow definition, by name then age: ``id, name, version, content_hash,
+        created_at, n_runs`` (its flow runs)."""
+        n_runs = (
+            sa.select(flow_runs.c.flow_id, sa.func.count().label("n_runs"))
+            .group_by(flow_runs.c.flow_id)
+            .subquery("n")
+        )
+        query = (
+            sa.select(
+                flows.c.id,
+                flows.c.name,
+                flows.c.version,
+                flows.c.content_hash,
+                flows.c.created_at,
+                sa.func.coalesce(n_runs.c.n_runs, 0).label("n_runs"),
+            )
+            .select_from(flows.outerjoin(n_runs, n_runs.c.flow_id == flows.c.id))
+            .order_by(flows.c.name, flows.c.created_at, flows.c.id)
+        )
+        return [dict(row) for row in self._query(query)]
+
+    def get_flow(self, name: str, version: str | None = None, content_hash: str | None = None) -> dict[str, Any] | None:
+        """The newest stored definition of flow ``name`` (of that version / content hash, if given).
+
+        The dict has ``id, name, version, content_hash, created_at`` and the
+        decoded ``definition``; ``None`` if there is none.
+        """
+        query = sa.select(flows).where(flows.c.name == name)
+        if version is not None:
+            query = query.where(flows.c.version == version)
+        if content_hash is not None:
+            query = query.where(flows.c.content_hash == content_hash)
+        query = query.order_by(flows.c.created_at.desc(), flows.c.id.desc()).limit(1)
+        with self._connect() as conn:
+            found = conn.execute(query).mappings().first()
+        if found is None:
+            return None
+        flow = dict(found)
+        flow["definition"] = json.loads(flow["definition"])
+        return flow
+
+    # --- runs -------------------------------------------------------------------------
 
     def list_runs(
         self,
@@ -193,28 +322,46 @@ class Store:
         batch_id: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        correlation_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Flow runs, newest first, optionally filtered by status, flow name and batch.
+        """Flow runs, newest first, filtered by status, flow name, batch, correlation id and
+        start time (``since <= started_at < until``, epoch seconds).
 
         Each dict has ``id, batch_id, flow, flow_version, document, status,
-        error_kind, error, started_at, finished_at, duration``.
+        error_kind, error, started_at, finished_at, correlation_id, attempt,
+        duration``.
         """
-        query = sa.select(*_RUN_COLUMNS).select_from(_RUNS_WITH_FLOW)
-        if status is not None:
-            query = query.where(flow_runs.c.status == status)
-        if flow is not None:
-            query = query.where(flows.c.name == flow)
-        if batch_id is not None:
-            query = query.where(flow_runs.c.batch_id == batch_id)
+        query: sa.Select[Any] = sa.select(*_RUN_COLUMNS).select_from(_RUNS_WITH_FLOW)
+        query = _filter_runs(query, status, flow, batch_id, correlation_id, since, until)
         query = query.order_by(flow_runs.c.started_at.desc(), flow_runs.c.seq.desc()).limit(limit).offset(offset)
         return [_with_duration(row) for row in self._query(query)]
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
+    def count_runs(
+        self,
+        *,
+        status: str | None = None,
+        flow: str | None = None,
+        batch_id: str | None = None,
+        correlation_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> dict[str, int]:
+        """How many flow runs :meth:`list_runs` would find with these filters, by status."""
+        query: sa.Select[Any] = sa.select(flow_runs.c.status, sa.func.count().label("n"))
+        query = query.select_from(_RUNS_WITH_FLOW) if flow is not None else query.select_from(flow_runs)
+        query = _filter_runs(query, status, flow, batch_id, correlation_id, since, until)
+        return {row["status"]: int(row["n"]) for row in self._query(query.group_by(flow_runs.c.status))}
+
+    def get_run(self, run_id: str, *, resolve_blobs: bool = True) -> dict[str, Any] | None:
         """One flow run with its ``flow_id``, decoded ``outputs`` and ``tasks``, or ``None``.
 
         ``tasks`` are ordered by ``started_at`` (then insertion) and have ``step,
         block, attempt, status, started_at, finished_at, duration, worker,
-        error_kind, error, traceback``.
+        error_kind, error, traceback, outputs``. With ``resolve_blobs=False``
+        offloaded values stay references (``{"$blob": sha256, "size", "type"}``;
+        the file is ``store.blobs.path(sha256)``).
         """
         run_query = (
             sa.select(*_RUN_COLUMNS, flow_runs.c.flow_id, flow_runs.c.outputs)
@@ -222,18 +369,7 @@ class Store:
             .where(flow_runs.c.id == run_id)
         )
         task_query = (
-            sa.select(
-                task_runs.c.step,
-                task_runs.c.block,
-                task_runs.c.attempt,
-                task_runs.c.status,
-                task_runs.c.started_at,
-                task_runs.c.finished_at,
-                task_runs.c.worker,
-                task_runs.c.error_kind,
-                task_runs.c.error,
-                task_runs.c.traceback,
-            )
+            sa.select(*_TASK_COLUMNS)
             .where(task_runs.c.flow_run_id == run_id)
             .order_by(task_runs.c.started_at, task_runs.c.id)
         )
@@ -243,44 +379,48 @@ class Store:
             if found is None:
                 return None
             tasks = [_with_duration(row) for row in conn.execute(task_query).mappings()]
+        for task in tasks:
+            task["outputs"] = self._decode(task["outputs"], resolve_blobs)
         run = _with_duration(found)
-        run["outputs"] = _loads(run["outputs"])
+        run["outputs"] = self._decode(run["outputs"], resolve_blobs)
         run["tasks"] = tasks
         return run
 
+    # --- batches ----------------------------------------------------------------------
+
     def list_batches(self, limit: int = 50) -> list[dict[str, Any]]:
         """Batches, newest first, with their flow and decoded ``params``, ``argv``, ``counts``."""
-        query = (
-            sa.select(
-                batches.c.id,
-                batches.c.flow_id,
-                flows.c.name.label("flow"),
-                flows.c.version.label("flow_version"),
-                batches.c.status,
-                batches.c.params,
-                batches.c.argv,
-                batches.c.n_inputs,
-                batches.c.counts,
-                batches.c.started_at,
-                batches.c.finished_at,
-            )
-            .select_from(batches.join(flows, batches.c.flow_id == flows.c.id))
-            .order_by(batches.c.started_at.desc())
-            .limit(limit)
-        )
-        out = []
-        for row in self._query(query):
-            batch = _with_duration(row)
-            for key in ("params", "argv", "counts"):
-                batch[key] = _loads(batch[key])
-            out.append(batch)
-        return out
+        query = sa.select(*_BATCH_COLUMNS).select_from(_BATCHES_WITH_FLOW)
+        return [_decode_batch(row) for row in self._query(query.order_by(batches.c.started_at.desc()).limit(limit))]
 
-    def batch_outputs(self, batch_id: str) -> list[dict[str, Any]]:
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        """Batch ``batch_id`` as :meth:`list_batches` gives it, plus its flow's ``content_hash``
+        and decoded ``definition`` (what a resume runs); ``None`` if there is none."""
+        query = (
+            sa.select(*_BATCH_COLUMNS, flows.c.content_hash, flows.c.definition)
+            .select_from(_BATCHES_WITH_FLOW)
+            .where(batches.c.id == batch_id)
+        )
+        rows = self._query(query)
+        if not rows:
+            return None
+        batch = _decode_batch(rows[0])
+        batch["definition"] = json.loads(batch["definition"])
+        return batch
+
+    def batch_inputs(self, batch_id: str) -> list[str]:
+        """The documents batch ``batch_id`` was started with, in order (``[]`` if none were given)."""
+        query = (
+            sa.select(batch_inputs.c.document).where(batch_inputs.c.batch_id == batch_id).order_by(batch_inputs.c.seq)
+        )
+        with self._connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def batch_outputs(self, batch_id: str, *, resolve_blobs: bool = True) -> list[dict[str, Any]]:
         """Every flow run of batch ``batch_id`` in insertion order, with decoded ``outputs``.
 
         Each dict has ``id, document, status, error_kind, error, outputs,
-        started_at, finished_at, duration``.
+        correlation_id, attempt, started_at, finished_at, duration``.
         """
         query = (
             sa.select(
@@ -290,6 +430,8 @@ class Store:
                 flow_runs.c.error_kind,
                 flow_runs.c.error,
                 flow_runs.c.outputs,
+                flow_runs.c.correlation_id,
+                flow_runs.c.attempt,
                 flow_runs.c.started_at,
                 flow_runs.c.finished_at,
             )
@@ -299,11 +441,69 @@ class Store:
         out = []
         for row in self._query(query):
             run = _with_duration(row)
-            run["outputs"] = _loads(run["outputs"])
+            run["outputs"] = self._decode(run["outputs"], resolve_blobs)
             out.append(run)
         return out
 
+    def failed_documents(self, batch_id: str) -> list[str]:
+        """The documents of batch ``batch_id`` whose run failed, in input order, each once."""
+        query = (
+            sa.select(flow_runs.c.document)
+            .where(flow_runs.c.batch_id == batch_id, flow_runs.c.status == FAILED)
+            .order_by(flow_runs.c.seq)
+        )
+        self.writer.wait()
+        with self._connect() as conn:
+            return list(dict.fromkeys(conn.execute(query).scalars()))
+
+    def resume_state(self, batch_id: str) -> dict[str, dict[str, Any]]:
+        """What the runs of batch ``batch_id`` had done: ``{document: {"run_id", "status",
+        "attempt", "steps"}}``.
+
+        ``steps`` maps each step that succeeded to the outputs (state keys it
+        wrote) of its latest recorded success, blob references resolved. A
+        step recorded without outputs (an 11-field task record) is left out:
+        its result cannot be restored, so it must run again. If a document
+        has several runs in the batch, the latest started one counts.
+        """
+        runs_query = (
+            sa.select(flow_runs.c.id, flow_runs.c.document, flow_runs.c.status, flow_runs.c.attempt)
+            .where(flow_runs.c.batch_id == batch_id)
+            .order_by(flow_runs.c.seq)
+        )
+        tasks_query = (
+            sa.select(task_runs.c.flow_run_id, task_runs.c.step, task_runs.c.outputs)
+            .select_from(task_runs.join(flow_runs, task_runs.c.flow_run_id == flow_runs.c.id))
+            .where(
+                flow_runs.c.batch_id == batch_id,
+                task_runs.c.status == SUCCEEDED,
+                task_runs.c.outputs.is_not(None),
+            )
+            .order_by(task_runs.c.id)
+        )
+        self.writer.wait()
+        with self._connect() as conn:
+            runs = conn.execute(runs_query).all()
+            tasks = conn.execute(tasks_query).all()
+        steps: dict[str, dict[str, Any]] = {}
+        for run_id, step, outputs in tasks:  # oldest first: the latest success wins
+            steps.setdefault(run_id, {})[step] = outputs
+        state: dict[str, dict[str, Any]] = {}
+        for run_id, document, status, attempt in runs:
+            done = {step: self._decode(text, True) for step, text in steps.get(run_id, {}).items()}
+            state[document] = {"run_id": run_id, "status": status, "attempt": attempt, "steps": done}
+        return state
+
     # --- connections ------------------------------------------------------------------
+
+    def _decode(self, text: str | None, resolve_blobs: bool) -> Any:
+        """Stored JSON text decoded, its blob references resolved if asked; ``None`` stays ``None``."""
+        if text is None:
+            return None
+        value = json.loads(text)
+        if resolve_blobs and _BLOB_MARK in text:
+            value = resolve(value, self.blobs)
+        return value
 
     def _query(self, query: sa.Select[Any]) -> list[sa.RowMapping]:
         """Wait for the writer, then run ``query`` and return its rows as mappings."""
@@ -324,57 +524,29 @@ class Store:
             yield conn
 
 
-def _create_engine(url: str) -> tuple[sa.Engine, bool]:
-    """An engine for ``url``, and whether all threads share one in-memory connection."""
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True), False
-    database = parsed.database or ""
-    memory = database in ("", ":memory:") or parsed.query.get("mode") == "memory"
-    if memory:
-        engine = sa.create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
-    else:
-        if not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(parsed)
-    sa.event.listen(engine, "connect", _on_sqlite_connect)
-    sa.event.listen(engine, "begin", _on_sqlite_begin)
-    return engine, memory
-
-
-def _on_sqlite_connect(dbapi_connection: Any, _record: object) -> None:
-    """Apply the SQLite PRAGMAs, and leave transactions to SQLAlchemy.
-
-    Python's ``sqlite3`` only opens a transaction implicitly before statements
-    that start with INSERT/UPDATE/DELETE/REPLACE (not before ``WITH ... UPDATE``);
-    turning that off and emitting BEGIN on SQLAlchemy's ``begin`` makes every
-    ``engine.begin()`` block one real transaction (the pattern SQLAlchemy
-    documents for pysqlite).
-    """
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    try:
-        for pragma in _SQLITE_PRAGMAS:
-            cursor.execute(pragma)
-    finally:
-        cursor.close()
-
-
-def _on_sqlite_begin(conn: sa.Connection) -> None:
-    """Open the transaction SQLAlchemy is beginning (see :func:`_on_sqlite_connect`)."""
-    conn.exec_driver_sql("BEGIN")
-
-
-def _create_schema(engine: sa.Engine, attempts: int = 5) -> None:
-    """Create missing tables; retry if another process creates them at the same moment."""
-    for attempt in range(attempts):
-        try:
-            metadata.create_all(engine)
-            return
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
+def _filter_runs(
+    query: sa.Select[Any],
+    status: str | None,
+    flow: str | None,
+    batch_id: str | None,
+    correlation_id: str | None,
+    since: float | None,
+    until: float | None,
+) -> sa.Select[Any]:
+    """``query`` over flow runs (joined with flows when ``flow`` is given) with the filters given."""
+    if status is not None:
+        query = query.where(flow_runs.c.status == status)
+    if flow is not None:
+        query = query.where(flows.c.name == flow)
+    if batch_id is not None:
+        query = query.where(flow_runs.c.batch_id == batch_id)
+    if correlation_id is not None:
+        query = query.where(flow_runs.c.correlation_id == correlation_id)
+    if since is not None:
+        query = query.where(flow_runs.c.started_at >= since)
+    if until is not None:
+        query = query.where(flow_runs.c.started_at < until)
+    return query
 
 
 def _with_duration(row: Mapping[Any, Any]) -> dict[str, Any]:
@@ -383,6 +555,14 @@ def _with_duration(row: Mapping[Any, Any]) -> dict[str, Any]:
     started, finished = out.get("started_at"), out.get("finished_at")
     out["duration"] = None if started is None or finished is None else finished - started
     return out
+
+
+def _decode_batch(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A batch row as a dict with ``duration`` and its JSON columns decoded."""
+    batch = _with_duration(row)
+    for key in ("params", "argv", "counts"):
+        batch[key] = _loads(batch[key])
+    return batch
 
 
 def _loads(text: str | None) -> Any:

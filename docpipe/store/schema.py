@@ -1,14 +1,22 @@
-"""The run-record schema: four tables on SQLAlchemy Core, portable to PostgreSQL.
+"""The run-record schema: five tables on SQLAlchemy Core, portable to PostgreSQL.
 
 * ``flows`` — flow definitions, one row per (name, version, content hash).
 * ``batches`` — one row per ``docpipe run`` invocation (a run group).
+* ``batch_inputs`` — the documents a batch was given, in order.
 * ``flow_runs`` — one row per document run through a flow; ``seq`` is the
-  insertion order, ``id`` the engine's run id.
-* ``task_runs`` — one row per attempt of a step on a document.
+  insertion order, ``id`` the engine's run id, ``attempt`` 1 plus the times it
+  was resumed.
+* ``task_runs`` — one row per attempt of a step on a document, with the state
+  keys it wrote (``outputs``).
 
 Timestamps are float epoch seconds (``time.time()``). JSON payloads
 (definitions, params, counts, outputs) are stored as text the store encodes and
-decodes itself, so bulk writes need no per-row type processing.
+decodes itself, so bulk writes need no per-row type processing; large values in
+outputs are blob references (:mod:`docpipe.blobs`).
+
+This module is the current schema. The database follows it through the Alembic
+migrations in ``docpipe/store/migrations``: a change here needs a new revision
+there (``tests/test_store_migrations.py`` checks that they agree).
 """
 
 from __future__ import annotations
@@ -45,6 +53,16 @@ batches = sa.Table(
     sa.Column("counts", sa.Text),
     sa.Column("started_at", sa.Double, nullable=False),
     sa.Column("finished_at", sa.Double),
+    sa.Column("correlation_id", sa.String(255)),
+    sa.Index("ix_batches_correlation_id", "correlation_id"),
+)
+
+batch_inputs = sa.Table(
+    "batch_inputs",
+    metadata,
+    sa.Column("batch_id", sa.String(64), sa.ForeignKey("batches.id"), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("document", sa.Text, nullable=False),
 )
 
 flow_runs = sa.Table(
@@ -61,9 +79,12 @@ flow_runs = sa.Table(
     sa.Column("outputs", sa.Text),
     sa.Column("started_at", sa.Double, nullable=False),
     sa.Column("finished_at", sa.Double),
+    sa.Column("correlation_id", sa.String(255)),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("1")),
     sa.Index("ix_flow_runs_status", "status"),
     sa.Index("ix_flow_runs_batch_id", "batch_id"),
     sa.Index("ix_flow_runs_started_at", "started_at"),
+    sa.Index("ix_flow_runs_correlation_id", "correlation_id"),
 )
 
 # No foreign key on flow_run_id: task runs are the bulk of all writes and a
@@ -83,10 +104,12 @@ task_runs = sa.Table(
     sa.Column("error_kind", sa.String(64)),
     sa.Column("error", sa.Text),
     sa.Column("traceback", sa.Text),
+    sa.Column("outputs", sa.Text),
     sa.Index("ix_task_runs_flow_run_id", "flow_run_id"),
 )
 
-#: Column order of a task-run record tuple, as the engine hands it to the writer.
+#: Column order of a task-run record tuple, as the engine hands it to the writer
+#: (``outputs`` may be left off: an 11-field record stores none).
 TASK_RUN_FIELDS: tuple[str, ...] = (
     "flow_run_id",
     "step",
@@ -99,6 +122,7 @@ TASK_RUN_FIELDS: tuple[str, ...] = (
     "error_kind",
     "error",
     "traceback",
+    "outputs",
 )
 
 #: Column order of a started flow-run record tuple, as the writer buffers it.
@@ -109,6 +133,7 @@ FLOW_RUN_START_FIELDS: tuple[str, ...] = (
     "document",
     "status",
     "started_at",
+    "correlation_id",
 )
 
 #: Column order of a finished flow-run record tuple: the key, then what is set.
@@ -120,3 +145,6 @@ FLOW_RUN_FINISH_FIELDS: tuple[str, ...] = (
     "finished_at",
     "outputs",
 )
+
+#: Column order of a resumed flow-run record tuple: the key, then the new start time.
+FLOW_RUN_RESUME_FIELDS: tuple[str, ...] = ("id", "started_at")

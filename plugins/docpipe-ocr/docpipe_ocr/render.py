@@ -110,13 +110,11 @@ def render_scale(width: float, height: float, dpi: float, max_pixels: int) -> fl
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"page has no area ({width} x {height} pt)")
-    # ceil() in the rendered size can add a pixel a side: keep a one-pixel margin
-    return min(
-        dpi / 72,
-        math.sqrt(max_pixels / ((width + 1) * (height + 1))),
-        (MAX_SIDE - 1) / width,
-        (MAX_SIDE - 1) / height,
-    )
+    # Rounding a page that does not start on a whole pixel out to whole pixels adds up to
+    # 2 pixels a side: solve (width*z + 2) * (height*z + 2) = max_pixels for z.
+    a, b, c = width * height, 2 * (width + height), 4 - max_pixels
+    fit = (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
+    return min(dpi / 72, fit, (MAX_SIDE - 2) / width, (MAX_SIDE - 2) / height)
 
 
 def render_page(

@@ -42,7 +42,8 @@ from docpipe_ocr.render import open_document, render_page
 #: Tesseract's page segmentation modes that produce text (0 is orientation only, 2 is not implemented)
 PSM_MODES = frozenset({1, *range(3, 14)})
 
-_LANGUAGES = re.compile(r"^[A-Za-z0-9_/]+(\+[A-Za-z0-9_/]+)*$")
+#: language names as pytesseract.get_languages() lists them (it leaves out script/... models)
+_LANGUAGES = re.compile(r"^[a-z_]+(\+[a-z_]+)*$")
 
 
 class TesseractOcr(Block):
@@ -96,7 +97,7 @@ class TesseractOcr(Block):
                 raise ValueError(f"psm {value} gives no text; use 1 or 3-13 (3: automatic, the default)")
             return value
 
-    def setup(self, params: BaseModel) -> None:
+    def setup(self, params: Params) -> None:  # type: ignore[override]
         # One Tesseract thread per worker. Its OpenMP threading, with several workers on a
         # 2-core machine, measured about 6x slower than one thread each: the pool is the
         # parallelism. pytesseract passes os.environ to the tesseract subprocess.
@@ -106,7 +107,6 @@ class TesseractOcr(Block):
         # damaged files make MuPDF print to stderr; its errors become typed failures instead
         pymupdf.TOOLS.mupdf_display_errors(False)
         pymupdf.TOOLS.mupdf_display_warnings(False)
-        assert isinstance(params, TesseractOcr.Params)
         check_tesseract(params.languages)
 
     def run(self, batch: list[State], params: Params) -> list[Result]:  # type: ignore[override]
@@ -126,19 +126,17 @@ def check_tesseract(languages: str) -> None:
     missing = [lang for lang in languages.split("+") if lang not in installed]
     if missing:
         packages = " ".join(apt_package(lang) for lang in missing)
-        names = ", ".join(missing)
+        what = "pack" if len(missing) == 1 else "packs"
         have = ", ".join(sorted(installed - {"osd"})) or "none"
         raise MissingDependency(
-            f"Tesseract language pack {names} not installed (installed: {have}): "
+            f"Tesseract language {what} {', '.join(missing)} not installed (installed: {have}): "
             f"apt-get install {packages}"
         )
 
 
 def apt_package(language: str) -> str:
     """The Debian package of a Tesseract language pack: chi_sim -> tesseract-ocr-chi-sim."""
-    if language.startswith("script/"):
-        return "tesseract-ocr-script-" + language.removeprefix("script/").lower()[:4]
-    return "tesseract-ocr-" + language.lower().replace("_", "-")
+    return "tesseract-ocr-" + language.replace("_", "-")
 
 
 def ocr_guarded(path: Any, page: Any, params: TesseractOcr.Params) -> Result:

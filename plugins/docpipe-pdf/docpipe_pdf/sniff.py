@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+
+from docpipe.errors import DocumentError
 
 #: how many leading bytes :func:`sniff` and :func:`describe` need
 HEAD_SIZE = 1024
+#: a PDF ends with ``%%EOF``; readers look for it in the last 1024 bytes
+TAIL_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,21 @@ def sniff(head: bytes) -> FileType | None:
     if b"%PDF-" in head[:HEAD_SIZE]:
         return PDF
     return None
+
+
+def read_ends(path: str) -> tuple[bytes, bytes, os.stat_result]:
+    """The first :data:`HEAD_SIZE` and last :data:`TAIL_SIZE` bytes of a file and its stat,
+    without reading the rest; raises :class:`DocumentError` when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            stat = os.fstat(f.fileno())
+            head = f.read(HEAD_SIZE)
+            f.seek(max(0, stat.st_size - TAIL_SIZE))
+            return head, f.read(TAIL_SIZE), stat
+    except IsADirectoryError:
+        raise DocumentError("cannot read the file: it is a folder") from None
+    except OSError as exc:
+        raise DocumentError(f"cannot read the file: {exc.strerror or exc}") from None
 
 
 # formats people hand to a PDF pipeline by mistake, named in the error message

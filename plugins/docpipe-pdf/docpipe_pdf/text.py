@@ -11,7 +11,7 @@ Bad input is a typed failure of that one document, returned in its result slot:
 * an unknown file type (whatever its name says), more pages than ``max_pages``
   -> :class:`UnsupportedDocument`
 * a PDF that needs a password -> :class:`EncryptedDocument` (decrypting is
-  another block's job)
+  ``pdf.decrypt``'s job: put it first and read its ``pdf_path``)
 * a file that cannot be read (missing, a folder, no permission) -> :class:`DocumentError`
 
 PyMuPDF is imported when the block first runs, not when the plugin loads: it
@@ -36,14 +36,10 @@ from docpipe.errors import (
     EncryptedDocument,
     UnsupportedDocument,
 )
-from docpipe_pdf.sniff import HEAD_SIZE, FileType, describe, sniff
+from docpipe_pdf.sniff import FileType, describe, read_ends, sniff
 
 if TYPE_CHECKING:
     import pymupdf
-
-#: a PDF ends with ``%%EOF``; readers look for it in the last 1024 bytes
-TAIL_SIZE = 1024
-
 
 class PdfText(Block):
     """Text layer, page sizes and metadata of a PDF or page image; flags the pages that need OCR."""
@@ -121,8 +117,8 @@ def read_document(path: str, params: PdfText.Params) -> dict[str, Any]:
     """What ``pdf.text`` writes for the file at ``path``; raises a :class:`DocumentError`."""
     import pymupdf
 
-    head, tail, size = _read_ends(path)
-    if size == 0:
+    head, tail, stat = read_ends(path)
+    if stat.st_size == 0:
         raise CorruptDocument("empty file (0 bytes)")
     ftype = sniff(head)
     if ftype is None:
@@ -145,7 +141,7 @@ def read_document(path: str, params: PdfText.Params) -> dict[str, Any]:
                 )
             if doc.needs_pass:
                 raise EncryptedDocument("encrypted, no password given")
-        count = doc.page_count
+        count = _page_count(doc, ftype, tail)
         if count == 0:
             raise CorruptDocument(f"damaged {ftype.label}: it has no pages")
         if count > params.max_pages:
@@ -209,21 +205,6 @@ _METADATA_KEYS = {
 }
 
 
-def _read_ends(path: str) -> tuple[bytes, bytes, int]:
-    """The first and last bytes of a file and its size, without reading the rest."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(HEAD_SIZE)
-            f.seek(max(0, size - TAIL_SIZE))
-            tail = f.read(TAIL_SIZE)
-    except IsADirectoryError:
-        raise DocumentError("cannot read the file: it is a folder") from None
-    except OSError as exc:
-        raise DocumentError(f"cannot read the file: {exc.strerror or exc}") from None
-    return head, tail, size
-
-
 def _unsupported(path: str, head: bytes) -> str:
     what = describe(head)
     if path.lower().endswith(".pdf"):
@@ -249,6 +230,22 @@ def _mupdf_failure(exc: Exception, what: str, ftype: FileType, tail: bytes) -> D
     return CorruptDocument(text)
 
 
+def _page_count(doc: pymupdf.Document, ftype: FileType, tail: bytes) -> int:
+    import pymupdf
+
+    try:
+        return int(doc.page_count)
+    except pymupdf.mupdf.FzErrorBase as exc:
+        failure = _mupdf_failure(exc, f"damaged {ftype.label}, its pages cannot be counted", ftype, tail)
+        if failure is None:
+            raise
+        raise failure from exc
+    except RuntimeError as exc:
+        # PyMuPDF's own check of a page tree whose /Count is absurd ("Invalid number of pages")
+        message = re.sub(r"^code=\d+: ", "", str(exc))
+        raise CorruptDocument(f"damaged {ftype.label}: its page tree is broken ({message})") from exc
+
+
 def _page(
     doc: pymupdf.Document, number: int, ftype: FileType, params: PdfText.Params, tail: bytes
 ) -> dict[str, Any]:
@@ -261,6 +258,11 @@ def _page(
         # glyphs without a Unicode mapping as U+FFFD (which usable_chars does not count)
         flags = pymupdf.TEXT_MEDIABOX_CLIP
         text = page.get_text("text", flags=flags).strip() if ftype.is_pdf else ""
+    except ValueError:  # load_page: "page not in document"
+        raise CorruptDocument(
+            f"damaged {ftype.label}: page {number} is missing "
+            "(its page tree counts more pages than it holds)"
+        ) from None
     except pymupdf.mupdf.FzErrorBase as exc:
         failure = _mupdf_failure(exc, f"damaged {ftype.label}, page {number}", ftype, tail)
         if failure is None:

@@ -363,6 +363,125 @@ def test_unexpected_error_is_returned_not_raised(
     assert "in boom" in "".join(again.__notes__)
 
 
+@pytest.mark.parametrize(
+    ("content", "looks_like"),
+    [
+        (b"PK\x03\x04" + b"\x00" * 100, "ZIP archive"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "OLE2 file"),
+        (bytes(range(256)), "unknown binary format"),
+    ],
+)
+def test_other_files_named_pdf(block: PdfText, tmp_path: Path, content: bytes, looks_like: str) -> None:
+    path = tmp_path / "invoice.pdf"
+    path.write_bytes(content)
+    r = read(block, path)
+    assert isinstance(r, UnsupportedDocument)
+    assert str(r).startswith("named .pdf but is not a PDF (no %PDF- header): it looks like ")
+    assert looks_like in str(r)
+
+
+def raw_pdf(pages_dict: str) -> bytes:
+    """A one-page PDF written byte by byte, with ``pages_dict`` as its page tree root (object 2):
+    PyMuPDF refuses to write the broken trees these tests need."""
+    content = "BT /F1 11 Tf 72 720 Td (Hello from a hand-made page) Tj ET"
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        pages_dict,
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        "/Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(content)} >>\nstream\n{content}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.7\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("pages_dict", "message"),
+    [
+        ("<< /Type /Pages /Kids [3 0 R] /Count 1 >>", None),
+        ("<< /Type /Pages /Kids [3 0 R] /Count 3 >>", "damaged PDF: page 2 is missing"),
+        ("<< /Type /Pages /Kids [3 0 R] /Count 1000000 >>", "damaged PDF: its page tree is broken"),
+        ("<< /Type /Pages /Kids [3 0 R 2 0 R] /Count 2 >>", "damaged PDF, page 2: cycle in page tree"),
+    ],
+    ids=["sound", "count-too-high", "count-absurd", "loop"],
+)
+def test_broken_page_trees(block: PdfText, tmp_path: Path, pages_dict: str, message: str | None) -> None:
+    path = tmp_path / "tree.pdf"
+    path.write_bytes(raw_pdf(pages_dict))
+    r = read(block, path)
+    if message is None:
+        assert ok(r)["text"] == "Hello from a hand-made page"
+    else:
+        assert isinstance(r, CorruptDocument), r
+        assert str(r).startswith(message)
+
+
+@pytest.fixture(scope="module")
+def thousands_of_pages(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3,000-page PDF: 100 pages with their own text, copied 30 times (PyMuPDF takes
+    about 10 s to write 3,000 pages of text one by one, this about 1 s)."""
+    hundred = pymupdf.open()
+    for number in range(1, 101):
+        hundred.new_page(width=200, height=100).insert_text((20, 50), f"document page {number}", fontsize=11)
+    doc = pymupdf.open()
+    for _ in range(30):
+        doc.insert_pdf(hundred)
+    path = tmp_path_factory.mktemp("big") / "3000-pages.pdf"
+    doc.save(path)
+    return path
+
+
+def test_thousands_of_pages(block: PdfText, thousands_of_pages: Path) -> None:
+    r = ok(read(block, thousands_of_pages, max_pages=3000))
+    assert r["page_count"] == 3000
+    assert [p["number"] for p in r["pages"]] == list(range(1, 3001))
+    assert r["pages"][0]["text"] == "document page 1"
+    assert r["pages"][1234]["text"] == "document page 35"
+    assert r["pages"][2999]["text"] == "document page 100"
+    assert r["needs_ocr_pages"] == []
+    assert r["text"].count("\n\n") == 2999
+
+
+def test_more_pages_than_max_pages_fails_before_reading_a_page(
+    block: PdfText, thousands_of_pages: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def page(*args: object) -> dict[str, Any]:
+        raise AssertionError("a page was read")
+
+    monkeypatch.setattr(text_module, "_page", page)
+    r = read(block, thousands_of_pages, max_pages=2999)
+    assert isinstance(r, UnsupportedDocument)
+    assert str(r) == "3000 pages, more than max_pages=2999; raise the step's max_pages param to read it"
+    assert error_kind(r) == "unsupported"
+
+
+@pytest.mark.parametrize("size", [14400, 1_000_000])
+def test_pages_of_absurd_size(block: PdfText, tmp_path: Path, size: int) -> None:
+    # 14400 pt (200 inches) is the largest page PDF 1.7 allows; larger boxes occur anyway
+    doc = pymupdf.open()
+    page = doc.new_page(width=14400, height=14400)
+    page.insert_text((72, 72), "Top left corner of a huge page", fontsize=11)
+    page.insert_text((7000, 7200), "In the middle of the huge page", fontsize=400)
+    doc.xref_set_key(page.xref, "MediaBox", f"[0 0 {size} {size}]")
+    path = tmp_path / "huge.pdf"
+    doc.save(path)
+    r = ok(read(block, path))
+    (p,) = r["pages"]
+    assert (p["width"], p["height"]) == (float(size), float(size))
+    assert "Top left corner of a huge page" in p["text"]
+    assert "In the middle of the huge page" in p["text"]
+    assert r["needs_ocr_pages"] == []
+
+
 # --- pages, params ---------------------------------------------------------------------
 
 

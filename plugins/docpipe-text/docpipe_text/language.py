@@ -111,7 +111,10 @@ class Language(Block):
         language, score = self.detect("\n\n".join(pages), params.min_chars, params.max_chars)
         per_page = []
         for number, page in enumerate(pages, start=1):
-            page_language, page_score = self.detect(page, params.min_chars, params.max_chars)
+            if len(pages) == 1:  # the page is the whole text: same answer, no second detection
+                page_language, page_score = language, score
+            else:
+                page_language, page_score = self.detect(page, params.min_chars, params.max_chars)
             per_page.append({"page": number, "language": page_language, "score": page_score})
         return {"language": language, "language_score": score, "page_languages": per_page}
 
@@ -122,7 +125,7 @@ class Language(Block):
         from langdetect.lang_detect_exception import LangDetectException
 
         if self._factory is None:
-            self.setup(BaseModel())
+            self.setup(Language.Params())
         assert self._factory is not None
         sample = bounded_sample(flatten(text), max_chars)
         if is_garbage(sample) or sum(map(str.isalpha, sample)) < max(min_chars, 1):

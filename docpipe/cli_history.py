@@ -1,0 +1,215 @@
+"""``docpipe runs …`` and ``docpipe flows …``: the recorded history, read from the store."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+db_option = click.option("--db", envvar="DOCPIPE_DB", help="Store URL.")
+
+
+def parse_since(text: str | None) -> float | None:
+    """``30m``, ``2h``, ``7d`` (ago) or an ISO 8601 date/time -> epoch seconds."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text.strip())
+    if m:
+        seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return time.time() - seconds
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use 30m, 2h, 7d or an ISO date like 2026-11-25T08:00",
+                                 param_hint="--since") from None
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+def _store(db: str | None) -> Any:
+    from docpipe.store import Store
+
+    return Store(db)
+
+
+@click.group()
+def runs() -> None:
+    """Inspect, retry and resume recorded runs."""
+
+
+@runs.command("list")
+@click.option("--status", type=click.Choice(["running", "succeeded", "failed"]))
+@click.option("--flow", help="Flow name.")
+@click.option("--batch", help="Batch id.")
+@click.option("--correlation-id")
+@click.option("--since", help="30m, 2h, 7d or an ISO date.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@db_option
+def runs_list(status: str | None, flow: str | None, batch: str | None, correlation_id: str | None,
+              since: str | None, limit: int, as_json: bool, db: str | None) -> None:
+    """List flow runs (one per document), newest first."""
+    filters = {"status": status, "flow": flow, "batch_id": batch, "correlation_id": correlation_id,
+               "since": parse_since(since)}
+    with _store(db) as store:
+        rows = store.list_runs(**filters, limit=limit)
+        counts = store.count_runs(**{k: v for k, v in filters.items() if k != "status"})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    out.print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no runs",
+              highlight=False)
+    table = Table()
+    for col in ("run", "started", "flow", "document", "status", "s", "error"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        duration = f"{r['duration']:.2f}" if r.get("duration") is not None else ""
+        table.add_row(r["id"], _when(r["started_at"]), f"{r['flow']} {r['flow_version']}",
+                      r["document"], r["status"], duration,
+                      f"[{r['error_kind']}] {r['error']}" if r["error"] else "")
+    out.print(table)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@db_option
+def runs_show(run_id: str, db: str | None) -> None:
+    """One flow run with every task attempt: status, worker, timings, errors, tracebacks."""
+    with _store(db) as store:
+        run = store.get_run(run_id, resolve_blobs=False)
+    if run is None:
+        err.print(f"no run {run_id}")
+        sys.exit(2)
+    out.print(f"run {run['id']}  {run['document']}  {run['status']}  batch {run['batch_id']}"
+              + (f"  correlation {run['correlation_id']}" if run.get("correlation_id") else ""),
+              highlight=False)
+    table = Table()
+    for col in ("step", "block", "status", "attempt", "worker", "start", "ms", "error"):
+        table.add_column(col, overflow="fold")
+    for t in run["tasks"]:
+        ms = f"{t['duration'] * 1000:.1f}" if t.get("duration") is not None else ""
+        table.add_row(t["step"], t["block"] or "", t["status"], str(t["attempt"]),
+                      t["worker"] or "", _when(t["started_at"]), ms, t["error"] or "")
+    out.print(table)
+    for t in run["tasks"]:
+        if t["traceback"]:
+            out.print(f"traceback of step {t['step']} (attempt {t['attempt']}):", highlight=False)
+            out.print(t["traceback"], markup=False, highlight=False)
+
+
+@runs.command("batches")
+@click.option("--limit", default=20, show_default=True)
+@db_option
+def runs_batches(limit: int, db: str | None) -> None:
+    """List batches (one per `docpipe run`), newest first."""
+    with _store(db) as store:
+        rows = store.list_batches(limit=limit)
+    table = Table()
+    for col in ("batch", "started", "flow", "status", "inputs", "counts"):
+        table.add_column(col, overflow="fold")
+    for b in rows:
+        counts = ", ".join(f"{k} {v}" for k, v in (b.get("counts") or {}).items())
+        table.add_row(b["id"], _when(b["started_at"]), f"{b['flow']} {b['flow_version']}",
+                      b["status"], str(b["n_inputs"]), counts)
+    out.print(table)
+
+
+@runs.command("retry")
+@click.argument("batch_id")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE")
+@click.option("--out", "-o", type=click.Path(dir_okay=False))
+@click.option("--workers", "-w", type=click.IntRange(min=1))
+@click.option("--plugin", "plugins", multiple=True, metavar="PATH")
+@click.option("--verbose", "-v", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+@db_option
+def runs_retry(batch_id: str, params: tuple[str, ...], out: str | None, workers: int | None,
+               plugins: tuple[str, ...], verbose: bool, quiet: bool, db: str | None) -> None:
+    """Rerun the failed documents of a batch (from their last succeeded step), in the same
+    batch: each document keeps one run and one row in the results."""
+    from docpipe.cli import execute, plan_for_batch
+
+    store = _store(db)
+    plan = plan_for_batch(store, batch_id, params, plugins)
+    execute(plan, store, resume=batch_id, retry_failed=True, out=out, workers=workers,
+            max_in_flight=256, verbose=verbose, quiet=quiet)
+
+
+@click.group()
+def flows() -> None:
+    """Flow definitions as recorded: every version by name, version and content hash."""
+
+
+@flows.command("list")
+@db_option
+def flows_list(db: str | None) -> None:
+    """Every recorded flow version."""
+    with _store(db) as store:
+        rows = store.list_flows()
+    table = Table()
+    for col in ("flow", "version", "content hash", "recorded", "runs"):
+        table.add_column(col)
+    for f in rows:
+        table.add_row(f["name"], f["version"], f["content_hash"][:12], _when(f["created_at"]),
+                      str(f.get("n_runs", "")))
+    out.print(table)
+
+
+@flows.command("show")
+@click.argument("name")
+@click.option("--version")
+@click.option("--hash", "content_hash")
+@db_option
+def flows_show(name: str, version: str | None, content_hash: str | None, db: str | None) -> None:
+    """The exact JSON of a recorded flow version (the latest when no version is given)."""
+    with _store(db) as store:
+        flow = store.get_flow(name, version=version, content_hash=content_hash)
+    if flow is None:
+        err.print(f"no recorded flow {name}" + (f" version {version}" if version else ""))
+        sys.exit(2)
+    click.echo(json.dumps(flow["definition"], indent=2, ensure_ascii=False))
+
+
+@flows.command("push")
+@click.argument("flow_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--plugin", "plugins", multiple=True, metavar="PATH")
+@db_option
+def flows_push(flow_file: str, plugins: tuple[str, ...], db: str | None) -> None:
+    """Validate FLOW_FILE and record it as a version without running it."""
+    from docpipe.cli import _print_flow_error, _registry
+    from docpipe.errors import FlowError
+    from docpipe.flow import redact_params
+    from docpipe.planner import plan_file
+
+    try:
+        plan = plan_file(flow_file, _registry(plugins))
+    except FlowError as exc:
+        _print_flow_error(exc)
+        sys.exit(2)
+    definition = plan.definition
+    if definition.get("params"):
+        definition = {**definition, "params": redact_params(definition["params"])}
+    with _store(db) as store:
+        store.put_flow(plan.name, plan.version, plan.content_hash, definition)
+    out.print(f"recorded {plan.name} {plan.version} ({plan.content_hash[:12]})", highlight=False)
+
+
+@click.command()
+@db_option
+def metrics(db: str | None) -> None:
+    """Print Prometheus metrics computed from the run records (text exposition format)."""
+    from docpipe.metrics import exposition
+
+    with _store(db) as store:
+        click.echo(exposition(store).decode(), nl=False)

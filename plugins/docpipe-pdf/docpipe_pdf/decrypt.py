@@ -1,0 +1,308 @@
+"""``pdf.decrypt``: open password-protected PDFs so the blocks after it can read them.
+
+It reads ``path`` and writes ``pdf_path``, the file later blocks should read, and
+``encrypted``:
+
+* not an encrypted PDF (a plain PDF, a page image, any other file, an empty
+  file) -> ``pdf_path`` is ``path`` itself, untouched, and ``encrypted`` is
+  false. ``pdf.text`` judges those files, so a file gets the same verdict (for
+  instance "empty file (0 bytes)") with or without this step in the flow;
+* an encrypted PDF -> ``pdf_path`` is a decrypted copy, ``encrypted`` is true.
+  A PDF with only an owner password (it opens without one, but its permissions
+  restrict printing or copying) is decrypted without any password.
+
+Passwords are tried in this order: the ``password`` param, each line of the
+``passwords_file`` param, the environment variable ``password_env`` names
+(``DOCPIPE_PDF_PASSWORD`` by default). None matched -> the document fails with
+``EncryptedDocument("encrypted, no password matched (tried N)")``. A password
+never appears in a message, an output, a log line or a returned exception: the
+param is a pydantic ``SecretStr`` (masked in reprs and JSON dumps) and every
+message is scrubbed of the candidates before it leaves the block.
+
+A PDF that qpdf cannot open at all is a ``CorruptDocument``; one encrypted with
+a security handler other than the standard password one (certificate
+encryption) is an ``EncryptedDocument`` that says so.
+
+**The decrypted copy lives only as long as the worker.** It is written into a
+private folder (mode 0700, the copy 0600) that ``setup`` creates and
+``teardown`` removes. It has to be a file because the blocks after this one run
+in other worker processes and open the document by path (``pdf.text`` reads it,
+OCR renders its pages); nothing else keeps the decrypted content. A worker that
+is killed (``SIGKILL``, out of memory) cannot run ``teardown``: its
+``docpipe-decrypt-*`` folder stays behind under the temporary folder (or
+``work_dir``), readable only by its owner. The copies of one worker accumulate
+for its lifetime (about the size of the encrypted input), so point ``work_dir``
+at a disk with room for them when a run holds many large encrypted PDFs.
+
+A copy is named by a sha256 of the source's real path, size and modification
+time, so a document seen again by the same worker (a rerun, another flow on the
+same engine) reuses it, and a changed source gets a fresh copy. It is written
+to a temporary name and renamed into place, so a reader never sees half a file.
+
+pikepdf (qpdf) is imported in ``setup``, not when the plugin loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import traceback
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from docpipe.blocks import Block, Manifest, Result, State
+from docpipe.errors import (
+    BlockFailed,
+    CorruptDocument,
+    DocpipeError,
+    DocumentError,
+    EncryptedDocument,
+    MissingDependency,
+)
+from docpipe_pdf.sniff import read_ends, sniff
+
+if TYPE_CHECKING:
+    import pikepdf
+
+#: the default of the ``password_env`` param
+PASSWORD_ENV = "DOCPIPE_PDF_PASSWORD"
+#: worded as ``pdf.text`` words it, so the verdict reads the same with or without this step
+TRUNCATED = (
+    "truncated PDF: the file ends without its %%EOF marker (an incomplete download or copy?)"
+)
+
+
+class PdfDecrypt(Block):
+    """Decrypt password-protected PDFs into a private working copy; other files pass through."""
+
+    manifest = Manifest(
+        name="pdf.decrypt",
+        version="1.0",
+        reads={"path": str},
+        writes={"pdf_path": str, "encrypted": bool},
+        # qpdf's key derivation and rewriting are CPU-bound
+        runtime="process",
+        batch=1,
+        description=(
+            "pdf_path: a decrypted copy of an encrypted PDF (password from the password param, "
+            "passwords_file or an environment variable), else the input path untouched; "
+            "encrypted: whether the PDF was encrypted."
+        ),
+    )
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        password: SecretStr | None = Field(
+            default=None,
+            description="the password to try first (never shown in records, reprs or dumps)",
+        )
+        passwords_file: str | None = Field(
+            default=None,
+            description=(
+                "a UTF-8 file of passwords to try, one a line, in order; blank lines and lines "
+                "starting with '#' are skipped, other lines are taken as they are"
+            ),
+        )
+        password_env: str | None = Field(
+            default=PASSWORD_ENV,
+            description="the environment variable whose value is tried last; null to try none",
+        )
+        work_dir: str | None = Field(
+            default=None,
+            description=(
+                "the folder in which each worker makes its private folder for decrypted copies "
+                "(default: the system's temporary folder)"
+            ),
+        )
+
+        # both checked when the flow is validated, before a document is touched
+        @field_validator("passwords_file")
+        @classmethod
+        def _a_file(cls, value: str | None) -> str | None:
+            if value is not None and not Path(value).is_file():
+                raise ValueError(f"passwords_file {value!r} is not a file")
+            return value
+
+        @field_validator("work_dir")
+        @classmethod
+        def _a_folder(cls, value: str | None) -> str | None:
+            if value is not None and not Path(value).is_dir():
+                raise ValueError(f"work_dir {value!r} is not a folder")
+            return value
+
+    _passwords: tuple[SecretStr, ...] = ()
+    _env_name: str | None = PASSWORD_ENV
+    _work: str | None = None
+    _cleanup: weakref.finalize | None = None
+
+    def setup(self, params: BaseModel) -> None:
+        assert isinstance(params, PdfDecrypt.Params)
+        try:
+            import pikepdf  # noqa: F401
+        except ImportError as exc:
+            raise MissingDependency(
+                "pdf.decrypt needs pikepdf: pip install pikepdf (or reinstall docpipe-pdf)"
+            ) from exc
+        self._passwords = candidate_passwords(params)
+        self._env_name = params.password_env
+        self._work = tempfile.mkdtemp(prefix="docpipe-decrypt-", dir=params.work_dir)
+        os.chmod(self._work, 0o700)  # mkdtemp already does; said out loud
+        # teardown removes it; so does garbage collection or interpreter exit if teardown is
+        # never called (a test, an engine that is not closed); a killed worker cannot
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._work, ignore_errors=True)
+
+    def teardown(self) -> None:
+        if self._cleanup is not None:
+            self._cleanup()
+
+    @property
+    def work_dir(self) -> str | None:
+        """This worker's private folder of decrypted copies (``None`` before ``setup``)."""
+        return self._work
+
+    def run(self, batch: list[State], params: Params) -> list[Result]:  # type: ignore[override]
+        return [self._guarded(state["path"]) for state in batch]
+
+    # --- one document -------------------------------------------------------------------
+
+    def _guarded(self, path: Any) -> Result:
+        """:meth:`_decrypt`, with every failure returned (scrubbed of passwords) instead of raised."""
+        if not isinstance(path, str | os.PathLike):
+            return BlockFailed(f"'path' must be a string, got {type(path).__name__}")
+        try:
+            return self._decrypt(os.fspath(path))
+        except DocumentError as exc:
+            # a fresh exception: no traceback frames (whose locals hold passwords), no chain
+            return type(exc)(self._scrub(str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one document must never fail the batch
+            failure = BlockFailed(self._scrub(f"{type(exc).__name__}: {exc}"))
+            # code lines only (no values); the traceback object does not cross processes
+            failure.add_note("in the worker:\n" + "".join(traceback.format_tb(exc.__traceback__)))
+            return failure
+
+    def _decrypt(self, path: str) -> dict[str, Any]:
+        import pikepdf
+
+        passthrough = {"pdf_path": path, "encrypted": False}
+        head, tail, stat = read_ends(path)
+        ftype = sniff(head)
+        if stat.st_size == 0 or ftype is None or not ftype.is_pdf:
+            return passthrough
+        if self._work is None:
+            raise RuntimeError("pdf.decrypt: setup() was not called")
+
+        target = os.path.join(self._work, copy_name(path, stat))
+        if os.path.exists(target):
+            return {"pdf_path": target, "encrypted": True}
+        with self._open(path, tail) as pdf:
+            if not pdf.is_encrypted:
+                return passthrough
+            # qpdf rebuilt a lost xref: a truncated file would leave a whole-looking copy, and
+            # pdf.text (which says "truncated" for such a file) would never know
+            repaired = any("reconstruct cross-reference" in w for w in pdf.get_warnings())
+            if repaired and b"%%EOF" not in tail:
+                raise CorruptDocument(TRUNCATED)
+            try:
+                self._write(pdf, target)
+            except pikepdf.PdfError as exc:
+                raise CorruptDocument(
+                    f"damaged PDF, its decrypted copy cannot be written: {_qpdf_message(exc, path)}"
+                ) from None
+        return {"pdf_path": target, "encrypted": True}
+
+    def _open(self, path: str, tail: bytes) -> pikepdf.Pdf:
+        """The PDF at ``path``, opened with the first password that works (none first)."""
+        import pikepdf
+
+        for secret in (None, *self._passwords):
+            try:
+                return pikepdf.open(path, password="" if secret is None else secret.get_secret_value())
+            except pikepdf.PasswordError:
+                continue
+            except pikepdf.PdfError as exc:
+                raise _open_failure(exc, path, tail) from None
+        message = f"encrypted, no password matched (tried {len(self._passwords)})"
+        if not self._passwords:
+            env = f"the {self._env_name} environment variable" if self._env_name else "password_env"
+            message += f": give the step a password or passwords_file param, or set {env}"
+        raise EncryptedDocument(message)
+
+    def _write(self, pdf: pikepdf.Pdf, target: str) -> None:
+        """Save ``pdf`` unencrypted at ``target``, atomically, readable by the owner only."""
+        assert self._work is not None
+        os.makedirs(self._work, mode=0o700, exist_ok=True)  # a temp cleaner may have taken it
+        fd, part = tempfile.mkstemp(dir=self._work, prefix=".", suffix=".part")  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pdf.save(f, encryption=False)
+            os.replace(part, target)
+        except BaseException:
+            Path(part).unlink(missing_ok=True)
+            raise
+
+    def _scrub(self, message: str) -> str:
+        """``message`` with every candidate password masked (belt and braces: none is ever put
+        in a message on purpose)."""
+        for secret in sorted(self._passwords, key=lambda s: -len(s.get_secret_value())):
+            value = secret.get_secret_value()
+            if value:
+                message = message.replace(value, "***")
+        return message
+
+
+def candidate_passwords(params: PdfDecrypt.Params) -> tuple[SecretStr, ...]:
+    """The passwords to try, in order, without repeats or empty ones (the empty password is
+    always tried first anyway)."""
+    values: list[str] = []
+    if params.password is not None:
+        values.append(params.password.get_secret_value())
+    if params.passwords_file is not None:
+        values += read_passwords_file(params.passwords_file)
+    if params.password_env:
+        values.append(os.environ.get(params.password_env, ""))
+    return tuple(SecretStr(v) for v in dict.fromkeys(v for v in values if v))
+
+
+def read_passwords_file(path: str) -> list[str]:
+    """The passwords in a passwords file: one a line; blank and ``#`` lines skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DocpipeError(f"passwords_file {path!r} is not UTF-8 text") from None
+    except OSError as exc:
+        raise DocpipeError(f"cannot read passwords_file {path!r}: {exc.strerror or exc}") from None
+    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def copy_name(path: str, stat: os.stat_result) -> str:
+    """The decrypted copy's file name: a digest of the source's real path, size and mtime."""
+    key = f"{os.path.realpath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest() + ".pdf"
+
+
+def _qpdf_message(exc: Exception, path: str) -> str:
+    """qpdf's message without the file name it starts with (the record names the document)."""
+    message = str(exc)
+    if message.startswith(path):
+        message = message[len(path) :].lstrip(": ")
+    return message or type(exc).__name__
+
+
+def _open_failure(exc: Exception, path: str, tail: bytes) -> DocumentError:
+    message = _qpdf_message(exc, path)
+    if "unsupported encryption filter" in message:
+        return EncryptedDocument(
+            "encrypted with a security handler other than the standard password one "
+            "(certificate encryption?); pdf.decrypt cannot open it"
+        )
+    if "encryption dictionary" in message:
+        return EncryptedDocument(f"encrypted in a way pdf.decrypt cannot open: {message}")
+    if b"%%EOF" not in tail:
+        return CorruptDocument(TRUNCATED)
+    return CorruptDocument(f"damaged PDF, it cannot be opened: {message}")

@@ -1,0 +1,131 @@
+"""Crash and resume: kill `docpipe run` with SIGKILL mid-batch, resume, and every document
+has exactly one run and one result row, with the right status."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DOCPIPE, TOYS, run_cli, write_flow
+
+N_DOCS = 120
+
+
+def make_inputs(folder: Path) -> list[Path]:
+    folder.mkdir()
+    paths = []
+    for i in range(N_DOCS):
+        p = folder / f"doc{i:03d}.txt"
+        p.write_text("" if i % 40 == 7 else f"document {i} has some words")  # 3 fail: empty
+        paths.append(p)
+    return paths
+
+
+def flow(tmp_path: Path) -> Path:
+    return write_flow(tmp_path / "flow.json", [
+        {"id": "read", "block": "toy.read"},
+        {"id": "slow", "block": "toy.sleep", "params": {"seconds": 0.02}},
+        {"id": "words", "block": "toy.words"},
+        {"id": "label", "expr": "'long' if words > 4 else 'short'", "output": "label"},
+    ], outputs=["words", "label", "slept"])
+
+
+def db_rows(db: Path, sql: str) -> list[tuple]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def start(tmp_path: Path, db: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([DOCPIPE, "run", str(flow(tmp_path)), str(tmp_path / "in"),
+                             "--plugin", TOYS, "--db", f"sqlite:///{db}", "--out", str(out),
+                             "-w", "2", "-q", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(db: Path, sql: str, at_least: int, proc: subprocess.Popen[str]) -> None:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"docpipe run ended before the kill point: {proc.stderr.read()}")
+        try:
+            if db.exists() and db_rows(db, sql)[0][0] >= at_least:
+                return
+        except sqlite3.OperationalError:
+            pass  # tables not created yet
+        time.sleep(0.02)
+    pytest.fail("kill point never reached")
+
+
+def check_exactly_once(db: Path, out: Path) -> None:
+    runs = db_rows(db, "select document, status from flow_runs")
+    assert len(runs) == N_DOCS, "a document has no run or more than one"
+    status = dict(runs)
+    assert len(status) == N_DOCS
+    for doc, st in status.items():
+        assert st == ("failed" if int(Path(doc).stem[3:]) % 40 == 7 else "succeeded"), doc
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == N_DOCS
+    assert sorted(r["document"] for r in rows) == sorted(status)
+    assert {r["document"]: r["status"] for r in rows} == status
+    ok = [r for r in rows if r["status"] == "succeeded"]
+    assert all(r["label"] == "long" and r["words"] == "5" for r in ok)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_point", [
+    ("before any run finished", "select count(*) from flow_runs", 1),
+    ("mid-batch", "select count(*) from flow_runs where status != 'running'", 40),
+    ("after every run finished", "select count(*) from flow_runs where status != 'running'",
+     N_DOCS),
+])
+def test_sigkill_then_resume_gives_every_document_exactly_once(tmp_path, kill_point):
+    _name, sql, threshold = kill_point
+    make_inputs(tmp_path / "in")
+    db, out = tmp_path / "runs.db", tmp_path / "results.csv"
+    proc = start(tmp_path, db, out)
+    wait_for(db, sql, threshold, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # resume by re-running the same command with --resume
+    again = start(tmp_path, db, out, "--resume")
+    stdout, stderr = again.communicate(timeout=120)
+    assert again.returncode == 1, stderr  # the empty documents fail, by design
+    assert "resuming batch" in stderr
+    check_exactly_once(db, out)
+    assert db_rows(db, "select count(*) from batches") == [(1,)]
+    # finished steps were not run again: one succeeded 'read' per succeeded document
+    reads = db_rows(db, "select flow_run_id, count(*) from task_runs where step = 'read' "
+                        "and status = 'succeeded' group by flow_run_id having count(*) > 1")
+    assert reads == []
+
+
+def test_resume_by_batch_id_and_retry_failed_documents(tmp_path):
+    make_inputs(tmp_path / "in")
+    db, out = tmp_path / "runs.db", tmp_path / "results.csv"
+    proc = start(tmp_path, db, out)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    ((batch,),) = db_rows(db, "select id from batches")
+    # fix the empty documents, then retry the failed ones inside the same batch
+    for p in (tmp_path / "in").iterdir():
+        if p.stat().st_size == 0:
+            p.write_text("now it has five words")
+    retry = run_cli("runs", "retry", batch, "--plugin", TOYS, "--db", f"sqlite:///{db}",
+                    "--out", str(out), "-q")
+    assert retry.returncode == 0, retry.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == N_DOCS and {r["status"] for r in rows} == {"succeeded"}
+    assert len(db_rows(db, "select id from flow_runs")) == N_DOCS
+    attempts = db_rows(db, "select attempt from flow_runs where document like '%doc007.txt'")
+    assert attempts == [(2,)]
+    again = run_cli("resume", batch, "--plugin", TOYS, "--db", f"sqlite:///{db}", "-q")
+    assert again.returncode == 0  # nothing left to do: every document finished
