@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TOYS, run_cli, write_flow
 
 SAMPLES = ROOT / "samples"
