@@ -183,10 +183,11 @@ def _print_summary(rows: list[dict[str, Any]], outputs: list[str]) -> None:
     out.print(table)
 
 
-def _unfinished_batch(store: Any, plan: Any, docs: list[str]) -> str | None:
-    """The newest batch of this exact flow over these exact inputs that did not finish."""
+def _previous_batch(store: Any, plan: Any, docs: list[str]) -> str | None:
+    """The newest batch of this exact flow over these exact inputs (finished or not: a
+    finished one has nothing left to run, and its results are written again as they are)."""
     for b in store.list_batches(limit=200):
-        if b["status"] not in ("running", "interrupted") or b["flow"] != plan.name:
+        if b["flow"] != plan.name:
             continue
         full = store.batch(b["id"])
         if full and full["content_hash"] == plan.content_hash and store.batch_inputs(b["id"]) == docs:
@@ -200,7 +201,7 @@ def _unfinished_batch(store: Any, plan: Any, docs: list[str]) -> str | None:
 @param_option
 @click.option("--correlation-id", help="Tag the batch and its runs (searchable in `runs list`).")
 @click.option("--resume", "resume_", is_flag=True,
-              help="Finish the last interrupted batch of this flow over these inputs, if any.")
+              help="Continue the last batch of this flow over these inputs, if there is one.")
 @with_run_options
 def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation_id: str | None,
         resume_: bool, out: str | None, workers: int | None, max_in_flight: int, db: str | None,
@@ -218,7 +219,7 @@ def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation
         sys.exit(2)
     docs = [str(Path(d).resolve()) for d in expand_inputs(inputs)]
     store = Store(db)
-    batch = _unfinished_batch(store, plan, docs) if resume_ else None
+    batch = _previous_batch(store, plan, docs) if resume_ else None
     if resume_:
         err.print(f"resuming batch {batch}" if batch else "nothing to resume: starting a new batch",
                   highlight=False)
