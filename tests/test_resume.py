@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import DOCPIPE, TOYS, run_cli, write_flow
 
 N_DOCS = 120
@@ -36,36 +36,37 @@ def flow(tmp_path: Path) -> Path:
     ], outputs=["words", "label", "slept"])
 
 
-def db_rows(db: Path, sql: str) -> list[tuple]:
-    con = sqlite3.connect(db)
+def db_rows(url: str, sql: str) -> list[tuple]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
-        return con.execute(sql).fetchall()
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(sql)]
     finally:
-        con.close()
+        engine.dispose()
 
 
-def start(tmp_path: Path, db: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+def start(tmp_path: Path, db: str, out: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen([DOCPIPE, "run", str(flow(tmp_path)), str(tmp_path / "in"),
-                             "--plugin", TOYS, "--db", f"sqlite:///{db}", "--out", str(out),
+                             "--plugin", TOYS, "--db", db, "--out", str(out),
                              "-w", "2", "-q", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(db: Path, sql: str, at_least: int, proc: subprocess.Popen[str]) -> None:
+def wait_for(db: str, sql: str, at_least: int, proc: subprocess.Popen[str]) -> None:
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"docpipe run ended before the kill point: {proc.stderr.read()}")
         try:
-            if db.exists() and db_rows(db, sql)[0][0] >= at_least:
+            if db_rows(db, sql)[0][0] >= at_least:
                 return
-        except sqlite3.OperationalError:
-            pass  # tables not created yet
+        except sa.exc.DBAPIError:
+            pass  # no database or tables yet
         time.sleep(0.02)
     pytest.fail("kill point never reached")
 
 
-def check_exactly_once(db: Path, out: Path) -> None:
+def check_exactly_once(db: str, out: Path) -> None:
     runs = db_rows(db, "select document, status from flow_runs")
     assert len(runs) == N_DOCS, "a document has no run or more than one"
     status = dict(runs)
@@ -87,10 +88,10 @@ def check_exactly_once(db: Path, out: Path) -> None:
     ("after every run finished", "select count(*) from flow_runs where status != 'running'",
      N_DOCS),
 ])
-def test_sigkill_then_resume_gives_every_document_exactly_once(tmp_path, kill_point):
+def test_sigkill_then_resume_gives_every_document_exactly_once(tmp_path, kill_point, store_url):
     _name, sql, threshold = kill_point
     make_inputs(tmp_path / "in")
-    db, out = tmp_path / "runs.db", tmp_path / "results.csv"
+    db, out = store_url, tmp_path / "results.csv"
     proc = start(tmp_path, db, out)
     wait_for(db, sql, threshold, proc)
     os.kill(proc.pid, signal.SIGKILL)
@@ -108,9 +109,9 @@ def test_sigkill_then_resume_gives_every_document_exactly_once(tmp_path, kill_po
     assert reads == []
 
 
-def test_resume_by_batch_id_and_retry_failed_documents(tmp_path):
+def test_resume_by_batch_id_and_retry_failed_documents(tmp_path, store_url):
     make_inputs(tmp_path / "in")
-    db, out = tmp_path / "runs.db", tmp_path / "results.csv"
+    db, out = store_url, tmp_path / "results.csv"
     proc = start(tmp_path, db, out)
     proc.communicate(timeout=120)
     assert proc.returncode == 1
@@ -119,13 +120,35 @@ def test_resume_by_batch_id_and_retry_failed_documents(tmp_path):
     for p in (tmp_path / "in").iterdir():
         if p.stat().st_size == 0:
             p.write_text("now it has five words")
-    retry = run_cli("runs", "retry", batch, "--plugin", TOYS, "--db", f"sqlite:///{db}",
+    retry = run_cli("runs", "retry", batch, "--plugin", TOYS, "--db", db,
                     "--out", str(out), "-q")
     assert retry.returncode == 0, retry.stderr
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == N_DOCS and {r["status"] for r in rows} == {"succeeded"}
     assert len(db_rows(db, "select id from flow_runs")) == N_DOCS
-    attempts = db_rows(db, "select attempt from flow_runs where document like '%doc007.txt'")
+    doc7 = str(tmp_path / 'in' / 'doc007.txt')
+    attempts = db_rows(db, f"select attempt from flow_runs where document = '{doc7}'")
     assert attempts == [(2,)]
-    again = run_cli("resume", batch, "--plugin", TOYS, "--db", f"sqlite:///{db}", "-q")
+    again = run_cli("resume", batch, "--plugin", TOYS, "--db", db, "-q")
     assert again.returncode == 0  # nothing left to do: every document finished
+
+
+def test_two_runs_at_once_on_one_sqlite_file(tmp_path):
+    """Two `docpipe run` processes writing to the same SQLite database at the same time."""
+    make_inputs(tmp_path / "in")
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    a = start(tmp_path, db, tmp_path / "a.csv")
+    b = start(tmp_path, db, tmp_path / "b.csv")
+    for proc in (a, b):
+        _out, stderr = proc.communicate(timeout=180)
+        assert proc.returncode == 1, stderr
+    assert db_rows(db, "select count(*) from batches") == [(2,)]
+    assert db_rows(db, "select count(*) from flow_runs") == [(2 * N_DOCS,)]
+    per_batch = db_rows(db, "select batch_id, status, count(*) from flow_runs "
+                            "group by batch_id, status order by batch_id, status")
+    assert [(st, n) for _b, st, n in per_batch] == [("failed", 3), ("succeeded", N_DOCS - 3)] * 2
+    tasks = db_rows(db, "select count(*) from task_runs where status = 'succeeded' and step = 'words'")
+    assert tasks == [(2 * (N_DOCS - 3),)]
+    assert db_rows(db, "pragma integrity_check") == [("ok",)]
+    for name in ("a.csv", "b.csv"):
+        assert len(list(csv.DictReader((tmp_path / name).open()))) == N_DOCS
