@@ -36,6 +36,8 @@ def test_demo_flow_over_the_samples(tmp_path: Path):
     ids = {c["id"] for c in json.loads(policy["control_ids"])}
     assert {"AC-2", "A.5.15", "CC6.1"} <= ids
     assert "multi-factor authentication" in json.loads(policy["keywords"])
+    assert "Northwind Office Supplies Ltd" in json.loads(rows["invoice.pdf"]["organizations"])
+    assert rows["report_de.pdf"]["organizations"] == ""  # English NER skips German, by `when`
     assert "7 succeeded, 1 failed" in proc.stderr or "7 succeeded, 1 failed" in proc.stdout
     assert "security_policy.pdf" in proc.stdout  # the --summary table
     # every transition is in the store

