@@ -94,3 +94,34 @@ def test_backoff_policy():
     assert len(jittered) > 1 and all(0.5 <= d <= 1.5 for d in jittered)
     assert r.allows(1, "timeout", "BlockTimeout") and not r.allows(4, "timeout", "BlockTimeout")
     assert not r.allows(1, "block_error", "ValueError")
+
+
+def test_a_worker_killed_mid_batch_has_its_task_retried_and_the_run_completes(plan, docs, store):
+    import os
+    import signal
+    import threading
+    import time
+
+    p = plan([{"id": "read", "block": "toy.read"},
+              {"id": "s", "block": "toy.sleep", "params": {"seconds": 1.0},
+               "retry": {"max_attempts": 2, "delay": 0, "on": ["worker_died"]}}],
+             outputs=["slept"])
+    victims: list[int] = []
+    with Engine(store, workers=2) as engine:
+        engine.run(p, docs("warm up"))
+        pool = engine.pools("toy.sleep")[0]
+
+        def kill_one() -> None:
+            time.sleep(0.4)
+            victims.append(pool.pids()[0])
+            os.kill(victims[0], signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_one)
+        killer.start()
+        result = engine.run(p, docs(*[f"doc {i}" for i in range(4)]))
+        killer.join()
+    assert result.counts == {"succeeded": 4, "failed": 0}
+    retried = [r for r in result.results
+               if [a[1] for a in attempts_of(store, r.run_id, "s")] == ["retrying", "succeeded"]]
+    assert len(retried) == 1
+    assert attempts_of(store, retried[0].run_id, "s")[0][2] == "worker_died"
