@@ -216,7 +216,7 @@ def setting(model_dir: Path, tokens: int, precision: str, device: str, n: int, n
         files.append(str(folder / f"{i:05d}.txt"))
     say(f"[{tokens} tokens, {precision}] bare-model batch sweep ...")
     sweep_texts = texts[: min(n, 128)]
-    bare(tok, model, sweep_texts[:16], tokens, 16, device)  # warm-up
+    bare(tok, model, sweep_texts, tokens, 16, device)  # warm-up: a full pass
     sweep = {b: round(len(sweep_texts) / bare(tok, model, sweep_texts, tokens, b, device)[0], 2)
              for b in BATCH_SWEEP}
     best_batch = max(sweep, key=sweep.__getitem__)

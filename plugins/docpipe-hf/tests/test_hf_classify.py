@@ -98,7 +98,7 @@ def test_registered_with_its_manifest() -> None:
     info = Registry().blocks["hf.classify"]
     assert info.cls is Classify and info.dist == "docpipe-hf"
     m = Classify.manifest
-    assert (m.runtime, m.device, m.batch) == ("process", "auto", 32)
+    assert (m.runtime, m.device, m.batch) == ("process", "auto", 16)
     assert m.reads == {"full_text": str}
     assert set(m.writes) == {"doc_class", "doc_class_score", "doc_class_top"}
 
