@@ -32,7 +32,7 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt)
 "${pip[@]}" "setuptools>=68" wheel
-editables=(-e ".[test,bench]")
+editables=(-e ".[test,bench,ui,uitest,ray]")
 for dir in plugins/*/; do
   [ -f "$dir/pyproject.toml" ] && editables+=(-e "$dir")
 done
