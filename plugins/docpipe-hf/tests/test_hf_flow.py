@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hf_helpers import SAMPLES
+from hf_helpers import ROOT, SAMPLES
 
 from docpipe.engine import SUCCEEDED
 from docpipe.testing import run_flow
@@ -74,3 +74,21 @@ def test_translation_step_without_a_model_validates_and_is_skipped() -> None:
     result = run_flow(flow, ["a.pdf", "b.pdf"])
     assert [r.status for r in result.results] == [SUCCEEDED, SUCCEEDED]
     assert all(r.outputs == {"language": "de"} for r in result.results)
+
+
+@pytest.mark.ml
+@pytest.mark.slow
+def test_the_idp_flow_translates_when_given_a_model(marian_model: Path, doctype_model: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """flows/idp.json itself: with `translation_model` set, the German and French samples get a
+    translation (from the tiny test model, so only its shape is checked), English ones do not."""
+    monkeypatch.setenv("DOCPIPE_PDF_PASSWORD", "docpipe")
+    docs = ["invoice.pdf", "lettre_fr.pdf", "report_de.pdf"]
+    result = run_flow(ROOT / "flows" / "idp.json", [SAMPLES / d for d in docs], workers=2,
+                      params={"translation_model": str(marian_model)})
+    assert [r.status for r in result.results] == [SUCCEEDED] * 3, result.failed
+    out = {Path(r.document).name: r.outputs for r in result.results}
+    assert "translation" not in out["invoice.pdf"] and out["invoice.pdf"]["language"] == "en"
+    for name, language in (("lettre_fr.pdf", "fr"), ("report_de.pdf", "de")):
+        assert out[name]["language"] == language and out[name]["translated_from"] == language
+        assert isinstance(out[name]["translation"], str) and out[name]["translation"].strip()
