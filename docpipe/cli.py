@@ -335,10 +335,12 @@ def blocks(as_json: bool, plugins: tuple[str, ...]) -> None:
 
 
 from docpipe.cli_history import flows, metrics, runs  # noqa: E402 - registered below
+from docpipe.cli_serve import serve  # noqa: E402
 
 main.add_command(runs)
 main.add_command(flows)
 main.add_command(metrics)
+main.add_command(serve)
 
 from docpipe.cli_models import models  # noqa: E402
 

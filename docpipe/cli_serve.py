@@ -1,0 +1,58 @@
+"""``docpipe serve``: the web UI and REST API (:mod:`docpipe.server`) on uvicorn."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+err = Console(stderr=True)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Anything but a loopback address exposes the server, and then "
+                   "reading needs the token too.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--db", envvar="DOCPIPE_DB", help="Store URL (default sqlite:///.docpipe/docpipe.db).")
+@click.option("--data-dir", default=".docpipe", show_default=True, type=click.Path(file_okay=False),
+              help="Where uploaded files are kept (in uploads/, under generated names).")
+@click.option("--allow-dir", "allow_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="A folder whose files runs may be started on by path (repeatable; none by default).")
+@click.option("--max-upload", default=100, show_default=True, type=click.FloatRange(min=0),
+              help="Largest upload in MiB (a larger request is refused with 413).")
+@click.option("--workers", "-w", type=click.IntRange(min=1), help="Workers per pool for runs started here.")
+@click.option("--plugin", "plugins", multiple=True, metavar="PATH",
+              help="Load a plugin module or .py file (repeatable).")
+def serve(host: str, port: int, db: str | None, data_dir: str, allow_dirs: tuple[str, ...], max_upload: float,
+          workers: int | None, plugins: tuple[str, ...]) -> None:
+    """Serve the web UI and the REST API (/api/, OpenAPI at /openapi.json).
+
+    Starting, retrying and resuming runs needs a token: DOCPIPE_TOKEN, or one
+    generated now and printed once.
+    """
+    try:
+        import uvicorn
+
+        from docpipe.server import create_app
+        from docpipe.server.security import is_loopback, new_token
+    except ImportError as exc:
+        err.print(f"error: docpipe serve needs the ui extra ({exc.name} is missing): "
+                  "pip install 'docpipe[ui]'", markup=False, highlight=False)
+        sys.exit(2)
+    token = os.environ.get("DOCPIPE_TOKEN") or ""
+    if not token:
+        token = new_token()
+        click.echo(f"docpipe token (needed to start, retry and resume runs; shown once): {token}")
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    app = create_app(db, data_dir, token, plugins=plugins, allow_dirs=allow_dirs, host=host,
+                     max_upload=int(max_upload * 1024 * 1024), workers=workers)
+    where = f"[{host}]" if ":" in host else host
+    if not is_loopback(host):
+        err.print(f"warning: serving on {host}, not loopback: every page and API call needs the token",
+                  highlight=False)
+    err.print(f"docpipe serve: http://{where}:{port}/ (store {app.state.ctx.store!r})", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,179 @@
+"""What the server changes: start a run on uploaded or server-side files, retry the failed
+documents of a batch, resume a batch. Shared by the API and the pages.
+
+Plans are built the way the CLI builds them (a batch's recorded definition through
+:func:`docpipe.cli.plan_for_batch`, server-side inputs through
+:func:`docpipe.cli.expand_inputs`) and run by :class:`~docpipe.server.jobs.Jobs`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from docpipe.errors import FlowError
+from docpipe.plugins import Registry
+from docpipe.server.jobs import Job, Jobs, JobStore
+from docpipe.store import Store
+
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
+_CHUNK = 1024 * 1024
+
+
+class ActionError(Exception):
+    """A request the server refuses: ``status`` is the HTTP status, the message says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Settings:
+    """How the server was started (see ``docpipe serve --help``)."""
+
+    store_url: str
+    data_dir: Path
+    plugins: tuple[str, ...] = ()
+    allow_dirs: tuple[Path, ...] = ()
+    max_upload: int = 100 * 1024 * 1024
+    workers: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uploads(self) -> Path:
+        return self.data_dir / "uploads"
+
+
+def _under(path: Path, roots: Iterable[Path]) -> bool:
+    return any(path.is_relative_to(root) for root in roots)
+
+
+def server_paths(specs: list[str], allow_dirs: tuple[Path, ...]) -> list[str]:
+    """The files that ``specs`` (files, folders, globs) name, all inside ``allow_dirs``.
+
+    403 when a spec or a file it expands to (symbolic links followed) lies outside
+    every allowed folder, or when no folder is allowed; 400 when it names nothing.
+    """
+    if not allow_dirs:
+        raise ActionError(403, "this server does not start runs on server-side paths; "
+                               "start it with --allow-dir DIR to allow the files under DIR")
+    roots = [d.resolve() for d in allow_dirs]
+    for spec in specs:
+        base = spec
+        if glob.has_magic(spec):  # the folder part before the first wildcard
+            base = re.split(r"[*?\[]", spec, maxsplit=1)[0] or "."
+        if not _under(Path(base).resolve(), roots):
+            raise ActionError(403, f"{spec} is outside the folders this server may read")
+    try:
+        from docpipe.cli import expand_inputs
+
+        files = [str(Path(f).resolve()) for f in expand_inputs(tuple(specs))]
+    except click.BadParameter as exc:
+        raise ActionError(400, exc.format_message()) from None
+    outside = [f for f in files if not _under(Path(f), roots)]
+    if outside:
+        raise ActionError(403, f"{outside[0]} is outside the folders this server may read")
+    if not files:
+        raise ActionError(400, "no input files")
+    return files
+
+
+def save_upload(stream: IO[bytes], filename: str | None, settings: Settings,
+                left: int) -> tuple[str, int, str]:
+    """Copy one uploaded file under ``<data dir>/uploads`` with a generated name; return its
+    path, size and original name (its last path part). The original name is kept only in
+    ``<file>.json`` beside it (and as the run's correlation id when none is given). 413 when
+    more than ``left`` bytes come."""
+    settings.uploads.mkdir(parents=True, exist_ok=True)
+    original = Path(filename or "").name
+    suffix = Path(original).suffix
+    name = uuid.uuid4().hex + (suffix.lower() if _SUFFIX.fullmatch(suffix) else "")
+    target = settings.uploads / name
+    size = 0
+    try:
+        with open(target, "xb") as out:
+            while chunk := stream.read(_CHUNK):
+                size += len(chunk)
+                if size > left:
+                    raise ActionError(413, f"the upload is larger than {settings.max_upload} bytes")
+                out.write(chunk)
+        meta = {"filename": original, "size": size, "uploaded_at": time.time()}
+        target.with_name(name + ".json").write_text(json.dumps(meta), encoding="utf-8")
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return str(target), size, original
+
+
+def _flow_plan(registry: Registry, definition: dict[str, Any], params: dict[str, Any]) -> Any:
+    from docpipe.planner import build_plan
+
+    masked = [k for k, v in (definition.get("params") or {}).items() if v == "***" and k not in params]
+    if masked:
+        raise ActionError(400, "these params are secret and not recorded; give them: " + ", ".join(masked))
+    try:
+        return build_plan(definition, registry, params=params)
+    except FlowError as exc:
+        raise ActionError(422, "; ".join([exc.args[0].splitlines()[0], *map(str, exc.issues)])) from None
+
+
+def start_run(store: Store, jobs: Jobs, settings: Settings, registry: Registry, *, flow: str,
+              documents: list[tuple[str, str | None]], version: str | None = None,
+              content_hash: str | None = None, params: dict[str, Any] | None = None,
+              correlation_id: str | None = None) -> Job:
+    """Queue a new batch of recorded flow ``flow`` over ``documents`` ((path, correlation id))."""
+    found = store.get_flow(flow, version=version, content_hash=content_hash)
+    if found is None:
+        raise ActionError(404, f"no recorded flow {flow}" + (f" version {version}" if version else ""))
+    if not documents:
+        raise ActionError(400, "no input files")
+    plan = _flow_plan(registry, found["definition"], params or {})
+    docs = [(path, correlation_id or corr) for path, corr in documents]
+    job = Job("run", plan.name, documents=len(docs))
+
+    def work(_store: Any, engine: Any) -> Any:
+        return engine.run(plan, docs, argv=["docpipe", "serve"], correlation_id=correlation_id)
+
+    return jobs.submit(job, JobStore(settings.store_url), work)
+
+
+def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, *,
+                   retry_failed: bool, params: dict[str, Any] | None = None) -> Job:
+    """Queue a resume of batch ``batch_id`` (with ``retry_failed``: its failed documents
+    again, from their last succeeded step), as ``docpipe resume`` / ``runs retry`` do."""
+    from docpipe.cli import plan_for_batch
+
+    batch = store.batch(batch_id)
+    if batch is None:
+        raise ActionError(404, f"no batch {batch_id}")
+    if batch_id in jobs.busy_batches():
+        raise ActionError(409, f"batch {batch_id} is already being run by this server")
+    if retry_failed and not store.failed_documents(batch_id):
+        raise ActionError(409, f"batch {batch_id} has no failed document to retry")
+    pairs = tuple(f"{k}={json.dumps(v)}" for k, v in (params or {}).items())
+    job_store = JobStore(settings.store_url)
+    try:  # plan_for_batch closes the store it was given when it refuses
+        plan = plan_for_batch(job_store, batch_id, pairs, settings.plugins)
+    except click.ClickException as exc:
+        raise ActionError(400, exc.format_message()) from None
+    except SystemExit:
+        raise ActionError(422, f"the recorded flow of batch {batch_id} is not valid with the installed "
+                               "blocks (the server's log has the issues)") from None
+    job = Job("retry" if retry_failed else "resume", plan.name, batch_id=batch_id,
+              documents=int(batch["n_inputs"] or 0))
+
+    def work(_store: Any, engine: Any) -> Any:
+        return engine.resume(plan, batch_id, retry_failed=retry_failed)
+
+    return jobs.submit(job, job_store, work)

@@ -1,0 +1,145 @@
+"""The FastAPI application: :func:`create_app` wires the store, the jobs, the token and the
+routers of the API (:mod:`docpipe.server.api`) and the pages (:mod:`docpipe.server.pages`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
+
+from docpipe import __version__
+from docpipe.plugins import Registry
+from docpipe.server.actions import Settings
+from docpipe.server.jobs import Jobs
+from docpipe.server.security import Guard, is_loopback
+from docpipe.store import Store
+
+HERE = Path(__file__).parent
+#: Room for the multipart framing around the files of an upload.
+FORM_OVERHEAD = 1024 * 1024
+
+
+@dataclass
+class Context:
+    """What every route needs; ``app.state.ctx``."""
+
+    settings: Settings
+    store: Store
+    jobs: Jobs
+    token: str
+    reads_public: bool
+    templates: Jinja2Templates
+    _registry: Registry | None = field(default=None, repr=False)
+
+    @property
+    def registry(self) -> Registry:
+        """The plugin registry (built once, on first use: entry points, then ``--plugin``)."""
+        if self._registry is None:
+            self._registry = Registry(extra=self.settings.plugins)
+        return self._registry
+
+
+class App(FastAPI):
+    """FastAPI with the :class:`~docpipe.server.security.Guard` around everything."""
+
+    guard: Guard
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.guard(super().__call__, scope, receive, send)
+
+
+def ctx_of(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+def _secs(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def _templates() -> Jinja2Templates:
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
+    env.filters["when"] = _when
+    env.filters["secs"] = _secs
+    env.globals["version"] = __version__
+    return Jinja2Templates(env=env)
+
+
+def create_app(store_url: str | None, data_dir: str | Path, token: str, *, plugins: tuple[str, ...] = (),
+               allow_dirs: tuple[str | Path, ...] = (), host: str = "127.0.0.1",
+               max_upload: int = 100 * 1024 * 1024, workers: int | None = None,
+               reads_public: bool | None = None) -> App:
+    """The docpipe web UI and REST API over the store at ``store_url``.
+
+    ``token`` guards every change (and every read unless ``reads_public``, which
+    defaults to whether ``host``, the address the server binds, is a loopback
+    one). Uploads go under ``data_dir``; runs on server-side files may read only
+    under ``allow_dirs``. ``plugins`` are ``--plugin`` paths, as for ``docpipe run``.
+    """
+    if not token:
+        raise ValueError("the server needs a token")
+    from docpipe.server import api, pages
+
+    loopback = is_loopback(host)
+    store = Store(store_url)
+    settings = Settings(store_url=store.url, data_dir=Path(data_dir).resolve(), plugins=tuple(plugins),
+                        allow_dirs=tuple(Path(d).resolve() for d in allow_dirs), max_upload=max_upload,
+                        workers=workers)
+    jobs = Jobs(workers=workers)
+    ctx = Context(settings, store, jobs, token, loopback if reads_public is None else reads_public,
+                  _templates())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        jobs.close()
+        store.close()
+
+    app = App(title="docpipe", version=__version__, lifespan=lifespan,
+              description="Flow runs, flows and blocks of a docpipe store. Requests that change "
+                          "something need `Authorization: Bearer <token>`.")
+    app.guard = Guard(max_body=max_upload + FORM_OVERHEAD, loopback=loopback)
+    app.state.ctx = ctx
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.include_router(pages.public)
+
+    @app.exception_handler(pages.LoginNeeded)
+    async def login_needed(request: Request, exc: pages.LoginNeeded) -> Response:
+        return RedirectResponse("/login?" + urlencode({"next": str(exc)}), status_code=303)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.url.path in ("/docs", "/redoc"):  # FastAPI's API explorers load their scripts from a CDN
+            return response
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "frame-ancestors 'none'")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    return app

@@ -1,0 +1,129 @@
+"""Runs, retries and resumes started from the UI or the API, executed one at a time by a
+background thread with the same :class:`~docpipe.engine.Engine` the CLI drives.
+
+A job opens its own :class:`~docpipe.store.Store` on the server's database (its
+own record writer), so the pages keep reading while it runs. Jobs live in
+memory: after a restart their batches are still in the store, and a batch that
+was interrupted can be resumed from its page.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from queue import SimpleQueue
+from typing import Any
+
+from docpipe.store import Store
+
+log = logging.getLogger("docpipe.server")
+
+QUEUED, RUNNING, FINISHED, ERROR = "queued", "running", "finished", "error"
+
+
+@dataclass
+class Job:
+    """One run, retry or resume the server was asked for."""
+
+    kind: str  # "run" | "retry" | "resume"
+    flow: str
+    batch_id: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    status: str = QUEUED
+    error: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    documents: int = 0
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in (QUEUED, RUNNING)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "active": self.active}
+
+
+class JobStore(Store):
+    """The store a job writes through: a real store that also tells its job the id of the
+    batch the engine starts, as soon as it is started (so the pages can link to it)."""
+
+    job: Job | None = None
+
+    def start_batch(self, *args: Any, **kwargs: Any) -> str:
+        batch_id = super().start_batch(*args, **kwargs)
+        if self.job is not None:
+            self.job.batch_id = batch_id
+        return batch_id
+
+
+#: What a job does: given the job's store and an engine, run and return the BatchResult.
+Work = Callable[[Any, Any], Any]
+
+
+class Jobs:
+    """A FIFO of jobs and the one thread that runs them."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers
+        self._jobs: dict[str, Job] = {}
+        self._queue: SimpleQueue[tuple[Job, JobStore, Work] | None] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="docpipe-jobs", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job, store: JobStore, work: Work) -> Job:
+        """Queue ``work`` to run with ``store`` (which the job closes when done)."""
+        store.job = job
+        with self._lock:
+            self._jobs[job.id] = job
+        self._queue.put((job, store, work))
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def list(self) -> list[Job]:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.created_at, reverse=True)
+
+    def busy_batches(self) -> set[str]:
+        """Batches a queued or running job works on (a second retry/resume of one is refused)."""
+        with self._lock:
+            return {j.batch_id for j in self._jobs.values() if j.active and j.batch_id}
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop taking jobs; wait a little for the running one (its batch can be resumed)."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        from docpipe.engine import Engine
+
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            job, store, work = item
+            job.status, job.started_at = RUNNING, time.time()
+            try:
+                with Engine(store, workers=self.workers) as engine:
+                    result = work(store, engine)
+                job.batch_id = result.batch_id or job.batch_id
+                job.counts = dict(result.counts)
+                job.status = FINISHED
+            except Exception as exc:  # noqa: BLE001 - a failed job is shown, the server goes on
+                log.exception("job %s (%s of %s) failed", job.id, job.kind, job.flow)
+                job.status, job.error = ERROR, f"{type(exc).__name__}: {exc}"
+            finally:
+                job.finished_at = time.time()
+                try:
+                    store.close()
+                except Exception:  # noqa: BLE001
+                    log.exception("closing the store of job %s", job.id)
