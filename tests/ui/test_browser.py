@@ -1,0 +1,139 @@
+"""The UI in a real browser (Debian's chromium through Playwright) against the real
+``docpipe serve`` over a store with real runs: filter, open a failed run, read its traceback,
+fix the fault, retry with the token, see the run succeed. Screenshots: test-artifacts/ui/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import DOCPIPE, ROOT, TOYS
+from ui_runs import FLOW, make_runs
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "browser-test-token-42"
+SHOTS = ROOT / "test-artifacts" / "ui"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """``docpipe serve`` on a free loopback port over a store with one batch of real runs."""
+    made = make_runs(tmp_path, FLOW)
+    port = _free_port()
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [DOCPIPE, "serve", "--port", str(port), "--db", made["url"], "--data-dir", str(tmp_path / "data"),
+         "--plugin", TOYS, "--workers", "1"],
+        env={**os.environ, "DOCPIPE_TOKEN": TOKEN}, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/api/runs", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("docpipe serve did not start:\n" + (tmp_path / "serve.log").read_text())
+            time.sleep(0.2)
+        yield {**made, "base": base}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_find_a_failed_run_fix_it_and_retry_it_in_the_browser(server):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    base = server["base"]
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+
+            page.goto(f"{base}/runs")
+            expect(page.locator("h1")).to_have_text("Flow runs")
+            expect(page.locator('.count[data-status="failed"] b')).to_have_text("1")
+            expect(page.locator('.count[data-status="succeeded"] b')).to_have_text("2")
+            expect(page.locator("table.runs tbody tr")).to_have_count(3)
+            page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
+
+            page.select_option("#filters select[name=status]", "failed")
+            page.click("#filters button")
+            page.wait_for_url("**/runs?*status=failed*")
+            rows = page.locator("table.runs tbody tr")
+            expect(rows).to_have_count(1)
+            expect(rows.first).to_contain_text("late.txt")
+            page.screenshot(path=str(SHOTS / "runs-failed.png"), full_page=True)
+
+            rows.first.get_by_role("link", name="late.txt").click()
+            expect(page.locator("#run-status")).to_have_text("failed")
+            expect(page.locator("pre.traceback").first).to_contain_text("FileNotFoundError")
+            expect(page.locator("pre.traceback").first).to_contain_text("Traceback (most recent call last)")
+            run_url = page.url
+            page.screenshot(path=str(SHOTS / "run-failed.png"), full_page=True)
+
+            (server["docs"] / "late.txt").write_text("now\nit\nexists", encoding="utf-8")  # fix the fault
+            form = page.locator("#retry-form")
+            form.locator("input[name=token]").fill(TOKEN)
+            form.get_by_role("button", name="Retry").click()
+            page.wait_for_url(run_url + "?job=*")
+            expect(page.locator("#run-status")).to_have_text("succeeded", timeout=90_000)  # the page reloads itself
+            expect(page.locator("pre.traceback")).to_have_count(1)  # the first attempt's error is kept
+            expect(page.locator("table.timeline")).to_contain_text("lengths[2]")
+            # the token was entered once: the cookie carries it now
+            expect(page.locator("#resume-form input[name=token]")).to_have_count(0)
+            page.screenshot(path=str(SHOTS / "run-succeeded.png"), full_page=True)
+
+            page.goto(f"{base}/runs")
+            expect(page.locator('.count[data-status="failed"] b')).to_have_text("0")
+            expect(page.locator('.count[data-status="succeeded"] b')).to_have_text("3")
+
+            good = page.goto(f"{base}/runs?correlation_id=ticket-7")
+            assert good is not None and good.ok
+            page.get_by_role("link", name="good.txt").click()
+            shown = page.locator("table.values").first  # the <script> of a block's output shown as text
+            expect(shown).to_contain_text("<SCRIPT>ALERT('OWNED')</SCRIPT>")
+
+            page.goto(f"{base}/flows")
+            page.get_by_role("link", name="ui-demo").first.click()
+            expect(page.locator("pre.json")).to_contain_text('"toy.linelen"')
+            page.screenshot(path=str(SHOTS / "flow.png"), full_page=True)
+            page.goto(f"{base}/flows")
+            page.screenshot(path=str(SHOTS / "flows.png"), full_page=True)
+
+            page.goto(f"{base}/blocks")
+            expect(page.locator("#block-toy\\.read")).to_contain_text("toy.read")
+            page.screenshot(path=str(SHOTS / "blocks.png"), full_page=True)
+        finally:
+            browser.close()
+    assert problems == []  # no script errors, nothing refused by the content security policy
