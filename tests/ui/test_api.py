@@ -277,6 +277,24 @@ def test_broken_plugins_are_shown(made, tmp_path):
         assert "needs &lt;b&gt;libfoo&lt;/b&gt;" in page
 
 
+def test_start_form_of_the_flow_page(made, tmp_path):
+    with client(made, tmp_path) as c:
+        form = {"token": TOKEN, "params": "", "correlation_id": "from-the-form"}
+        files = [("files", ("form.txt", b"from the form", "text/plain"))]
+        reply = c.post("/flows/ui-quick/start", data=form, files=files, follow_redirects=False)
+        assert reply.status_code == 303 and reply.headers["location"].startswith("/jobs/")
+        cookie = reply.headers["set-cookie"].lower()
+        assert "docpipe_token" in cookie and "samesite=strict" in cookie and "httponly" in cookie
+        job = wait_job(c, {"url": "/api" + reply.headers["location"]})
+        assert job["status"] == "finished" and job["counts"]["succeeded"] == 1
+        runs = c.get("/api/runs", params={"correlation_id": "from-the-form"}).json()["runs"]
+        assert [r["status"] for r in runs] == ["succeeded"]
+        page = c.get(reply.headers["location"]).text
+        assert job["batch_id"] in page and "finished" in page
+        bad = c.post("/flows/ui-quick/start", data={**form, "params": "[1]"}, files=files)
+        assert bad.status_code == 400 and "JSON object" in bad.text
+
+
 def test_serve_command_is_registered():
     proc = subprocess.run([DOCPIPE, "serve", "--help"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "COLUMNS": "200"})
