@@ -24,7 +24,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
-from typing import Any
+from typing import Any, Protocol
+
+from pydantic import BaseModel
 
 from docpipe.blocks import Block, params_key
 from docpipe.errors import ExpressionError
@@ -105,6 +107,14 @@ class _Batcher:
         self.solo: deque[_Item] = deque()  # inputs of a batch that raised, retried one by one
 
 
+class Executor(Protocol):
+    """Where ``thread`` and ``process`` blocks run when not in the local pools (e.g.
+    :class:`docpipe.executors.ray.RayExecutor`): a pool with the local pools' interface."""
+
+    def make_pool(self, cls: type[Block], params: BaseModel, *, workers: int, threads: int,
+                  events: SimpleQueue[Any]) -> Any: ...
+
+
 def _noop(*_: Any) -> None:
     return None
 
@@ -120,8 +130,9 @@ class Engine:
 
     def __init__(self, store: Any = None, *, workers: int | None = None,
                  max_in_flight: int = 256, on_document: Callable[[DocResult], None] | None = None,
-                 ) -> None:
+                 executor: Executor | None = None) -> None:
         self.store = store
+        self.executor = executor  # None: local thread and process pools
         self.cores = os.cpu_count() or 1
         self.workers = max(1, workers or self.cores)
         self.threads_per_worker = max(1, self.cores // self.workers)
@@ -465,8 +476,11 @@ class Engine:
         key = (m.name, params_key(node.params))
         b = self._pools.get(key)
         if b is None:
-            if m.runtime == "thread":
-                pool: Any = ThreadPool(node.block.cls, node.params, self.workers, self._events)
+            if self.executor is not None:
+                pool: Any = self.executor.make_pool(node.block.cls, node.params, workers=self.workers,
+                                                    threads=self.threads_per_worker, events=self._events)
+            elif m.runtime == "thread":
+                pool = ThreadPool(node.block.cls, node.params, self.workers, self._events)
             else:
                 pool = ProcessPool(node.block.cls, node.params, self.workers,
                                    self.threads_per_worker, self._events)
@@ -524,7 +538,7 @@ class Engine:
             b, items = entry
             message = (f"block '{b.name}' exceeded its timeout ({limit:g} s per input, "
                        f"{len(items)} input(s))")
-            if isinstance(b.pool, ProcessPool):
+            if hasattr(b.pool, "kill"):  # a worker process (local or a Ray actor)
                 b.pool.kill(call_id, message + "; its worker was killed and replaced")
             else:  # a thread cannot be killed: give up on the call, ignore its late result
                 del self._calls[call_id]

@@ -208,3 +208,18 @@ def register_blocks(register: Any) -> None:
     for cls in (ReadText, Upper, Words, Digest, LineLen, Fragile, Crash, Sleep, Flaky, Hang, Unreceivable, BrokenSetup,
                 Liar):
         register(cls)
+
+
+class NeedsGpu(Block):
+    """A block that asks for a GPU (for executors that place workers by device)."""
+
+    manifest = Manifest(name="toy.needs_gpu", version="1.0", reads={"text": str},
+                        writes={"on_gpu": bool}, runtime="process", device="cuda")
+
+    def run(self, batch: list[docpipe.State], params: BaseModel) -> list[Any]:
+        return [{"on_gpu": True} for _ in batch]
+
+
+@docpipe.hookimpl(specname="register_blocks")
+def register_more_blocks(register: Any) -> None:
+    register(NeedsGpu)
