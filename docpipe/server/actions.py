@@ -177,3 +177,15 @@ def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, 
         return engine.resume(plan, batch_id, retry_failed=retry_failed)
 
     return jobs.submit(job, job_store, work)
+
+
+def retry_failed_run(store: Store, jobs: Jobs, settings: Settings, run_id: str, *,
+                     params: dict[str, Any] | None = None) -> Job:
+    """Queue a retry of failed run ``run_id``: the failed documents of its batch, each from its
+    last succeeded step, in the same runs (``docpipe runs retry BATCH``)."""
+    run = store.get_run(run_id, resolve_blobs=False)
+    if run is None:
+        raise ActionError(404, f"no run {run_id}")
+    if run["status"] != "failed":
+        raise ActionError(409, f"run {run_id} is {run['status']}, not failed")
+    return continue_batch(store, jobs, settings, run["batch_id"], retry_failed=True, params=params)

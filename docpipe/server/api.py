@@ -12,7 +12,14 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from docpipe.server import data
-from docpipe.server.actions import ActionError, continue_batch, save_upload, server_paths, start_run
+from docpipe.server.actions import (
+    ActionError,
+    continue_batch,
+    retry_failed_run,
+    save_upload,
+    server_paths,
+    start_run,
+)
 from docpipe.server.app import Context, ctx_of
 from docpipe.server.security import check_token
 
@@ -158,14 +165,8 @@ class ContinueRequest(BaseModel):
 @router.post("/runs/{run_id}/retry", status_code=202, dependencies=[Depends(can_write)],
              summary="Retry a failed run: the failed documents of its batch, from their last succeeded step")
 def retry_run(ctx: Ctx, run_id: str, body: ContinueRequest | None = None) -> dict[str, Any]:
-    run = ctx.store.get_run(run_id, resolve_blobs=False)
-    if run is None:
-        raise HTTPException(404, f"no run {run_id}")
-    if run["status"] != "failed":
-        raise HTTPException(409, f"run {run_id} is {run['status']}, not failed")
-    job = _act(continue_batch, ctx.store, ctx.jobs, ctx.settings, run["batch_id"], retry_failed=True,
-               params=body.params if body else None)
-    return _job_reply(job)
+    params = body.params if body else None
+    return _job_reply(_act(retry_failed_run, ctx.store, ctx.jobs, ctx.settings, run_id, params=params))
 
 
 @router.get("/batches", summary="List batches (one per run command), newest first")
@@ -181,20 +182,22 @@ def get_batch(ctx: Ctx, batch_id: str) -> dict[str, Any]:
     return {**batch, "inputs": ctx.store.batch_inputs(batch_id)}
 
 
+def _continue(ctx: Context, batch_id: str, body: ContinueRequest | None, retry_failed: bool) -> dict[str, Any]:
+    params = body.params if body else None
+    return _job_reply(_act(continue_batch, ctx.store, ctx.jobs, ctx.settings, batch_id,
+                           retry_failed=retry_failed, params=params))
+
+
 @router.post("/batches/{batch_id}/resume", status_code=202, dependencies=[Depends(can_write)],
              summary="Resume a batch: finish its interrupted and never-started documents")
 def resume_batch(ctx: Ctx, batch_id: str, body: ContinueRequest | None = None) -> dict[str, Any]:
-    job = _act(continue_batch, ctx.store, ctx.jobs, ctx.settings, batch_id, retry_failed=False,
-               params=body.params if body else None)
-    return _job_reply(job)
+    return _continue(ctx, batch_id, body, retry_failed=False)
 
 
 @router.post("/batches/{batch_id}/retry", status_code=202, dependencies=[Depends(can_write)],
              summary="Retry the failed documents of a batch")
 def retry_batch(ctx: Ctx, batch_id: str, body: ContinueRequest | None = None) -> dict[str, Any]:
-    job = _act(continue_batch, ctx.store, ctx.jobs, ctx.settings, batch_id, retry_failed=True,
-               params=body.params if body else None)
-    return _job_reply(job)
+    return _continue(ctx, batch_id, body, retry_failed=True)
 
 
 @router.get("/jobs", summary="Runs, retries and resumes started through this server")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -10,9 +11,10 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Uplo
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from docpipe.server import data
-from docpipe.server.actions import ActionError, continue_batch, server_paths, start_run
+from docpipe.server.actions import ActionError, continue_batch, retry_failed_run, server_paths, start_run
 from docpipe.server.api import _since, drop_uploads, parse_params, save_uploads
 from docpipe.server.app import Context, ctx_of
+from docpipe.server.jobs import Job
 from docpipe.server.security import COOKIE, check_token, token_ok
 
 
@@ -107,33 +109,32 @@ def run_page(request: Request, ctx: Ctx, run_id: str, job: str = "") -> Response
                   live=busy or run["status"] == "running", watch=watch)
 
 
-@router.post("/runs/{run_id}/retry")
-def retry_page(request: Request, ctx: Ctx, run_id: str, token: TokenField = None) -> Response:
+def _form_action(request: Request, ctx: Context, token: str | None, act: Callable[[], Job],
+                 then: Callable[[Job], str]) -> Response:
+    """A form that changes something: check the token, ``act``, redirect to ``then(job)``."""
     denied = _authorised(request, ctx, token)
     if denied:
         return denied
-    run = ctx.store.get_run(run_id, resolve_blobs=False)
-    if run is None:
-        return error_page(request, 404, f"no run {run_id}")
-    if run["status"] != "failed":
-        return error_page(request, 409, f"run {run_id} is {run['status']}, not failed")
     try:
-        job = continue_batch(ctx.store, ctx.jobs, ctx.settings, run["batch_id"], retry_failed=True)
+        job = act()
     except ActionError as exc:
         return error_page(request, exc.status, exc.message)
-    return _redirect(f"/runs/{run_id}?job={job.id}", request, ctx, token)
+    except HTTPException as exc:
+        return error_page(request, exc.status_code, str(exc.detail))
+    return _redirect(then(job), request, ctx, token)
+
+
+@router.post("/runs/{run_id}/retry")
+def retry_page(request: Request, ctx: Ctx, run_id: str, token: TokenField = None) -> Response:
+    return _form_action(request, ctx, token, lambda: retry_failed_run(ctx.store, ctx.jobs, ctx.settings, run_id),
+                        lambda job: f"/runs/{run_id}?job={job.id}")
 
 
 @router.post("/batches/{batch_id}/resume")
 def resume_page(request: Request, ctx: Ctx, batch_id: str, token: TokenField = None) -> Response:
-    denied = _authorised(request, ctx, token)
-    if denied:
-        return denied
-    try:
-        job = continue_batch(ctx.store, ctx.jobs, ctx.settings, batch_id, retry_failed=False)
-    except ActionError as exc:
-        return error_page(request, exc.status, exc.message)
-    return _redirect(f"/runs?batch={batch_id}&job={job.id}", request, ctx, token)
+    return _form_action(request, ctx, token,
+                        lambda: continue_batch(ctx.store, ctx.jobs, ctx.settings, batch_id, retry_failed=False),
+                        lambda job: f"/runs?batch={batch_id}&job={job.id}")
 
 
 @router.get("/flows")
@@ -157,10 +158,7 @@ def start_page(request: Request, ctx: Ctx, name: str, token: TokenField = None,
                params: Annotated[str, Form()] = "", correlation_id: Annotated[str, Form()] = "",
                paths: Annotated[str, Form()] = "",
                files: Annotated[list[UploadFile] | None, File()] = None) -> Response:
-    denied = _authorised(request, ctx, token)
-    if denied:
-        return denied
-    try:
+    def act() -> Job:
         given = parse_params(params)
         specs = [s.strip() for s in paths.splitlines() if s.strip()]
         docs: list[tuple[str, str | None]] = []
@@ -168,17 +166,14 @@ def start_page(request: Request, ctx: Ctx, name: str, token: TokenField = None,
             docs = [(p, None) for p in server_paths(specs, ctx.settings.allow_dirs)]
         uploaded = save_uploads(ctx, [f for f in files or [] if f.filename])
         try:
-            job = start_run(ctx.store, ctx.jobs, ctx.settings, ctx.registry, flow=name, documents=docs + uploaded,
-                            version=version or None, content_hash=content_hash or None, params=given,
-                            correlation_id=correlation_id or None)
+            return start_run(ctx.store, ctx.jobs, ctx.settings, ctx.registry, flow=name, documents=docs + uploaded,
+                             version=version or None, content_hash=content_hash or None, params=given,
+                             correlation_id=correlation_id or None)
         except BaseException:
             drop_uploads(uploaded)
             raise
-    except ActionError as exc:
-        return error_page(request, exc.status, exc.message)
-    except HTTPException as exc:
-        return error_page(request, exc.status_code, str(exc.detail))
-    return _redirect(f"/jobs/{job.id}", request, ctx, token)
+
+    return _form_action(request, ctx, token, act, lambda job: f"/jobs/{job.id}")
 
 
 @router.get("/jobs/{job_id}")
