@@ -83,7 +83,7 @@ def list_runs(ctx: Ctx, status: str | None = None, flow: str | None = None, batc
 
 @router.get("/runs/{run_id}", summary="One flow run with every step attempt")
 def get_run(ctx: Ctx, run_id: str) -> dict[str, Any]:
-    run = data.get_run(ctx.store, run_id)
+    run = data.get_run(ctx.store, run_id, ctx.registry)
     if run is None:
         raise HTTPException(404, f"no run {run_id}")
     return run

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from docpipe.store import Store
 STATUSES = ("running", "failed", "succeeded")
 #: Output values whose JSON is longer than this are folded away on the run page.
 INLINE_LIMIT = 2000
+_ITEM = re.compile(r"(.+)\[(\d+)\]")
 
 
 def blob_url(digest: str, kind: str = "json") -> str:
@@ -77,18 +80,79 @@ def parent_step(step: str) -> str | None:
     return None
 
 
-def get_run(store: Store, run_id: str) -> dict[str, Any] | None:
+def _steps(steps: Any) -> Iterator[dict[str, Any]]:
+    """Every step of a definition's step list, switch cases and fork branches included."""
+    for step in steps if isinstance(steps, list) else []:
+        if not isinstance(step, dict):
+            continue
+        yield step
+        for case in (step.get("cases") or {}).values():
+            yield from _steps(case)
+        yield from _steps(step.get("default"))
+        for branch in step.get("fork") or []:
+            yield from _steps(branch)
+
+
+def step_reads(definition: dict[str, Any], registry: Registry) -> dict[str, dict[str, str]]:
+    """``{step id: {what the block reads: the state key it reads it from}}`` for the block and
+    map steps of ``definition`` whose block is installed (a map's item key reads the list)."""
+    reads: dict[str, dict[str, str]] = {}
+    for step in _steps(definition.get("steps")):
+        info = registry.blocks.get(step.get("block", ""))
+        if info is None or "id" not in step:
+            continue
+        renames = step.get("inputs") or {}
+        keys = {k: str(renames.get(k, k)) for k in info.cls.manifest.reads}
+        if "map" in step:  # the item key reads one element of the mapped list: "list[]"
+            keys[step.get("as", "item")] = f"{step['map']}[]"
+        reads[step["id"]] = keys
+    return reads
+
+
+def _with_inputs(run: dict[str, Any], definition: dict[str, Any], registry: Registry) -> None:
+    """Give each top-level block step its ``shown_inputs``: the state values it read, from the
+    document path and the outputs the other steps recorded (inputs themselves are not stored)."""
+    state: dict[str, Any] = {"path": run["document"]}
+    for t in run["tasks"]:
+        if t["status"] == "succeeded" and t["outputs"] and "/" not in t["step"] and "[" not in t["step"]:
+            state.update(t["outputs"])
+    reads = step_reads(definition, registry)
+    for t in run["tasks"]:
+        step, index = t["step"], None
+        item = _ITEM.fullmatch(step)
+        if item:
+            step, index = item.group(1), int(item.group(2))
+        keys = reads.get(step) if "/" not in step else None
+        found: dict[str, Any] = {}
+        for k, v in (keys or {}).items():
+            if not v.endswith("[]"):
+                if v in state:
+                    found[k if k == v else f"{k} ← {v}"] = state[v]
+            elif index is None:  # the map step itself: the whole list
+                found[f"{k} ← each of {v[:-2]}"] = state.get(v[:-2])
+            elif isinstance(state.get(v[:-2]), list) and index < len(state[v[:-2]]):
+                found[f"{k} ← {v[:-2]}[{index}]"] = state[v[:-2]][index]
+        t["shown_inputs"] = shown_values(found)
+
+
+def get_run(store: Store, run_id: str, registry: Registry | None = None) -> dict[str, Any] | None:
     """A flow run with every task attempt, its timeline geometry and its shown values.
 
     Blob references are not resolved: large values are links to ``/api/blobs/…``.
     Each task gets ``left``/``width`` (percent of the run's span) for the timeline,
-    ``parent`` (the map/subflow step it belongs to, or ``None``) and ``children``
-    (how many tasks belong to it).
+    ``parent`` (the map/subflow step it belongs to, or ``None``), ``children``
+    (how many tasks belong to it), ``shown_outputs`` and, given the ``registry``,
+    ``shown_inputs`` of block steps.
     """
     run = store.get_run(run_id, resolve_blobs=False)
     if run is None:
         return None
     tasks = run["tasks"]
+    for t in tasks:
+        t["shown_inputs"] = []
+    batch = store.batch(run["batch_id"]) if registry is not None else None
+    if batch is not None and registry is not None:
+        _with_inputs(run, batch["definition"], registry)
     t0, span = _timeline(tasks)
     children: dict[str, int] = {}
     for t in tasks:

@@ -97,7 +97,7 @@ def runs_page(request: Request, ctx: Ctx, status: str = "", flow: str = "", corr
 
 @router.get("/runs/{run_id}")
 def run_page(request: Request, ctx: Ctx, run_id: str, job: str = "") -> Response:
-    run = data.get_run(ctx.store, run_id)
+    run = data.get_run(ctx.store, run_id, ctx.registry)
     if run is None:
         return error_page(request, 404, f"no run {run_id}")
     found = ctx.jobs.get(job) if job else None

@@ -81,6 +81,12 @@ def test_run_detail_has_steps_timeline_traceback_and_children(tmp_path):
         assert steps.index("lengths[0]") > steps.index("lengths")  # children follow their map
         assert all(0 <= t["left"] <= 100 and t["width"] > 0 for t in run["tasks"])
         assert run["outputs"]["words"] == 6 and run["outputs"]["length"] == [3, 7, 17]
+        by_step = {t["step"]: t for t in run["tasks"]}
+        inputs = {v["key"]: json.loads(v["json"]) for v in by_step["lengths[1]"]["shown_inputs"]}
+        assert inputs == {"line ← lines[1]": "two two"}  # a map item's input: its element of the list
+        inputs = {v["key"]: json.loads(v["json"]) for v in by_step["upper"]["shown_inputs"]}
+        assert inputs == {"text": "one\ntwo two\nthree three three"}
+        assert by_step["read"]["shown_inputs"][0]["key"] == "path"
         page = c.get(f"/runs/{run['id']}").text
         assert "3 children" in page and 'href="#children-lengths"' in page and 'class="bar succeeded"' in page
 
