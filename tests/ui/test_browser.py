@@ -111,6 +111,10 @@ def test_find_a_failed_run_fix_it_and_retry_it_in_the_browser(server):
             expect(page.locator("#run-status")).to_have_text("succeeded", timeout=90_000)  # the page reloads itself
             expect(page.locator("pre.traceback")).to_have_count(1)  # the first attempt's error is kept
             expect(page.locator("table.timeline")).to_contain_text("lengths[2]")
+            page.locator("table.timeline").get_by_role("link", name="upper", exact=True).click()
+            upper = page.locator("details.step-detail", has_text="toy.upper")
+            expect(upper).to_have_attribute("open", "")  # the timeline's link unfolds the step's entry
+            expect(upper).to_contain_text("NOW\\nIT\\nEXISTS")
             expect(page.locator("#logout")).to_be_visible()  # the token was entered once: the cookie keeps it
             page.screenshot(path=str(SHOTS / "run-succeeded.png"), full_page=True)
 

@@ -1,3 +1,12 @@
+// A link to a folded entry (a step's details on the run page) unfolds it.
+function openTarget() {
+  const id = decodeURIComponent(location.hash.slice(1));
+  const target = id && document.getElementById(id);
+  if (target && target.tagName === "DETAILS") target.open = true;
+}
+window.addEventListener("hashchange", openTarget);
+window.addEventListener("DOMContentLoaded", openTarget);
+
 // Live pages (runs in progress, a job queued): poll the API every 2 s and reload the page
 // when what it shows has changed. The "live" checkbox, where there is one, pauses it.
 (function () {
