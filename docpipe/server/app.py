@@ -127,6 +127,7 @@ def create_app(store_url: str | None, data_dir: str | Path, token: str, *, plugi
     @app.exception_handler(pages.LoginNeeded)
     async def login_needed(request: Request, exc: pages.LoginNeeded) -> Response:
         return RedirectResponse("/login?" + urlencode({"next": str(exc)}), status_code=303)
+
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.middleware("http")

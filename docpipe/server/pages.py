@@ -25,7 +25,8 @@ class LoginNeeded(Exception):
 def can_read_page(request: Request) -> None:
     ctx = ctx_of(request)
     if not ctx.reads_public and not token_ok(request, ctx.token):
-        raise LoginNeeded(request.url.path)
+        query = request.url.query
+        raise LoginNeeded(request.url.path + (f"?{query}" if query else ""))
 
 
 router = APIRouter(dependencies=[Depends(can_read_page)], include_in_schema=False)

@@ -240,7 +240,7 @@ def test_exposed_server_needs_the_token_to_read(made, tmp_path):
         assert c.get("/api/runs").status_code == 401
         assert c.get("/api/runs", headers=AUTH).status_code == 200
         page = c.get("/runs?status=failed", follow_redirects=False)
-        assert page.status_code == 303 and page.headers["location"].startswith("/login")
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=%2Fruns%3Fstatus%3Dfailed"
         assert c.post("/login", data={"token": TOKEN, "next": "/runs?status=failed"},
                       follow_redirects=False).headers["location"] == "/runs?status=failed"
         assert c.get("/runs").status_code == 200  # the cookie now carries the token
