@@ -85,6 +85,8 @@ def runs_page(request: Request, ctx: Ctx, status: str = "", flow: str = "", corr
                                  until=_since(until, "until"), page=page)
     except HTTPException as exc:
         return error_page(request, exc.status_code, str(exc.detail))
+    for r in listing["runs"]:
+        r["upload"] = data.upload_name(r["document"], ctx.settings.uploads)
     api = {"flow": flow, "batch_id": batch, "correlation_id": correlation_id, "since": since, "until": until,
            "per_page": 1}
     poll = "/api/runs?" + urlencode({k: v for k, v in api.items() if v})

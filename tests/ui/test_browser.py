@@ -121,6 +121,13 @@ def test_find_a_failed_run_fix_it_and_retry_it_in_the_browser(server):
             page.goto(f"{base}/runs")
             expect(page.locator('.count[data-status="failed"] b')).to_have_text("0")
             expect(page.locator('.count[data-status="succeeded"] b')).to_have_text("3")
+            # a run started elsewhere (here: through the API) appears on the open page by itself
+            files = {"files": ("api.txt", b"started through the API", "text/plain")}
+            reply = httpx.post(f"{base}/api/runs/upload", data={"flow": "ui-demo"}, files=files,
+                               headers={"Authorization": f"Bearer {TOKEN}"})
+            assert reply.status_code == 202, reply.text
+            expect(page.locator('.count[data-status="succeeded"] b')).to_have_text("4", timeout=90_000)
+            expect(page.locator("table.runs td.doc").first).to_contain_text("(uploaded api.txt)")
 
             good = page.goto(f"{base}/runs?correlation_id=ticket-7")
             assert good is not None and good.ok
