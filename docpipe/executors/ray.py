@@ -175,7 +175,7 @@ class RayPool:
         # DOCPIPE_* variables from here (as creation arguments: Ray's runtime_env would show
         # a password on the dashboard), and its thread limits
         env = {k: v for k, v in os.environ.items() if k.startswith("DOCPIPE_")}
-        self._args = (cloudpickle.dumps(cls), pickle.dumps(params), threads, list(sys.path), env)
+        self._args = (cloudpickle.dumps(cls), cloudpickle.dumps(params), threads, list(sys.path), env)
         self._options = {"max_restarts": 0, "max_task_retries": 0, "scheduling_strategy": "SPREAD",
                          "runtime_env": {"env_vars": thread_env(threads)}, **(options or {})}
         self._lock = threading.Condition()
@@ -497,7 +497,8 @@ class RayExecutor:
             size = self.actors
         elif self.actors is not None:
             size = self.actors.get(m.name, workers)
-        gpus = _ray().cluster_resources().get("GPU", 0.0)
+        resources = _ray().cluster_resources()
+        gpus = resources.get("GPU", 0.0)
         options: dict[str, Any] = {}
         if m.device == "cuda" or (m.device == "auto" and gpus >= self.num_gpus):
             options["num_gpus"] = self.num_gpus
@@ -507,5 +508,10 @@ class RayExecutor:
                 return RayPool(cls, params, size, threads, events, broken=none)
             size = min(size, int(gpus // self.num_gpus))  # more would never start
         if self.num_cpus is not None:
+            if self.num_cpus > resources.get("CPU", 0.0):  # an actor that could never start
+                few = ErrorInfo("block_error", "NotEnoughCPUs", f"Ray actors for block "
+                                f"'{m.name}' ask for {self.num_cpus:g} CPUs each and the Ray "
+                                f"cluster has {resources.get('CPU', 0.0):g}", "")
+                return RayPool(cls, params, size, threads, events, broken=few)
             options["num_cpus"] = self.num_cpus
         return RayPool(cls, params, size, threads, events, options=options)
