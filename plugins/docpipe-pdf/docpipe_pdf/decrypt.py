@@ -178,13 +178,11 @@ class PdfDecrypt(Block):
         try:
             return self._decrypt(os.fspath(path))
         except DocumentError as exc:
-            # a fresh exception: no traceback frames (whose locals hold passwords), no chain
-            return type(exc)(self._scrub(str(exc)))
+            # a fresh exception: no traceback frames (whose locals hold passwords), no chain;
+            # where it was raised goes along as code lines only (no values)
+            return _with_frames(type(exc)(self._scrub(str(exc))), exc)
         except Exception as exc:  # noqa: BLE001 - one document must never fail the batch
-            failure = BlockFailed(self._scrub(f"{type(exc).__name__}: {exc}"))
-            # code lines only (no values); the traceback object does not cross processes
-            failure.add_note("in the worker:\n" + "".join(traceback.format_tb(exc.__traceback__)))
-            return failure
+            return _with_frames(BlockFailed(self._scrub(f"{type(exc).__name__}: {exc}")), exc)
 
     def _decrypt(self, path: str) -> dict[str, Any]:
         import pikepdf
@@ -284,6 +282,13 @@ def copy_name(path: str, stat: os.stat_result) -> str:
     """The decrypted copy's file name: a digest of the source's real path, size and mtime."""
     key = f"{os.path.realpath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}"
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest() + ".pdf"
+
+
+def _with_frames(failure: Exception, cause: BaseException) -> Exception:
+    """``failure`` with a note listing the code lines ``cause`` passed through (file, line,
+    source; never values): the traceback object itself does not cross processes."""
+    failure.add_note("in the worker:\n" + "".join(traceback.format_tb(cause.__traceback__)))
+    return failure
 
 
 def _qpdf_message(exc: Exception, path: str) -> str:
