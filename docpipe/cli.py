@@ -365,15 +365,7 @@ def blocks(as_json: bool, plugins: tuple[str, ...]) -> None:
     infos = sorted(reg.blocks.values(), key=lambda i: i.name)
     if as_json:
         click.echo(json.dumps({
-            "blocks": [{
-                "name": i.name, "version": i.cls.manifest.version, "plugin": i.plugin,
-                "distribution": i.dist, "distribution_version": i.dist_version,
-                "reads": {k: type_name(v) for k, v in i.cls.manifest.reads.items()},
-                "writes": {k: type_name(v) for k, v in i.cls.manifest.writes.items()},
-                "runtime": i.cls.manifest.runtime, "device": i.cls.manifest.device,
-                "batch": i.cls.manifest.batch, "params": i.cls.params_schema(),
-                "description": i.cls.manifest.description or (i.cls.__doc__ or "").strip(),
-            } for i in infos],
+            "blocks": [i.describe() for i in infos],
             "broken": [{"plugin": b.plugin, "distribution": b.dist, "error": b.error}
                        for b in reg.broken],
         }, indent=2))

@@ -30,7 +30,7 @@ from typing import Any
 import pluggy
 
 from docpipe import hookspecs
-from docpipe.blocks import Block
+from docpipe.blocks import Block, type_name
 from docpipe.errors import PluginLoadError, UnknownBlock
 from docpipe.models import ModelInfo
 
@@ -52,6 +52,20 @@ class BlockInfo:
         if self.dist is None:
             return f"{self.plugin} (not installed as a distribution)"
         return f"{self.dist} {self.dist_version}"
+
+    def describe(self) -> dict[str, Any]:
+        """The block's manifest and params schema as JSON-able data (``docpipe blocks --json``,
+        the server's block listing)."""
+        m = self.cls.manifest
+        return {
+            "name": m.name, "version": m.version, "plugin": self.plugin,
+            "distribution": self.dist, "distribution_version": self.dist_version,
+            "reads": {k: type_name(v) for k, v in m.reads.items()},
+            "writes": {k: type_name(v) for k, v in m.writes.items()},
+            "runtime": m.runtime, "device": m.device, "batch": m.batch,
+            "params": self.cls.params_schema(),
+            "description": m.description or (self.cls.__doc__ or "").strip(),
+        }
 
 
 @dataclass(frozen=True)

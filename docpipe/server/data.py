@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from docpipe.blobs import is_blob_ref
-from docpipe.blocks import type_name
 from docpipe.plugins import Registry
 from docpipe.store import Store
 
@@ -239,17 +238,10 @@ def list_blocks(registry: Registry) -> dict[str, Any]:
     """Installed plugins with their blocks and manifests, and the plugins that failed to load."""
     plugins: dict[str, dict[str, Any]] = {}
     for info in sorted(registry.blocks.values(), key=lambda i: i.name):
-        m = info.cls.manifest
         plugin = plugins.setdefault(info.plugin, {"plugin": info.plugin, "distribution": info.dist,
                                                   "version": info.dist_version, "origin": info.origin,
                                                   "blocks": []})
-        plugin["blocks"].append({
-            "name": m.name, "version": m.version, "runtime": m.runtime, "device": m.device,
-            "batch": m.batch, "description": m.description or (info.cls.__doc__ or "").strip(),
-            "reads": {k: type_name(v) for k, v in m.reads.items()},
-            "writes": {k: type_name(v) for k, v in m.writes.items()},
-            "params": info.cls.params_schema(),
-        })
+        plugin["blocks"].append(info.describe())
     broken = [{"plugin": b.plugin, "distribution": b.dist, "error": b.error, "traceback": b.traceback}
               for b in registry.broken]
     return {"plugins": list(plugins.values()), "broken": broken}
