@@ -104,6 +104,16 @@ def test_an_actor_killed_mid_batch_has_its_task_retried_on_another_actor(executo
         killer.join()
         assert pool.spawned == 3  # the dead actor was replaced
         assert victims[0] not in pool.pids()
+        # an actor that dies between calls is found by the pool's liveness check and replaced
+        # before a call reaches it: no call fails
+        os.kill(pool.pids()[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (pool.spawned < 4 or len(pool.pids()) < 2) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pool.spawned == 4
+        later = engine.run(p, docs("after 1", "after 2"))
+        assert later.counts == {"succeeded": 2, "failed": 0}
+        assert all(len(attempts_of(store, r.run_id, "s")) == 1 for r in later.results)
     assert result.counts == {"succeeded": 4, "failed": 0}
     retried = [r for r in result.results
                if [a[1] for a in attempts_of(store, r.run_id, "s")] == ["retrying", "succeeded"]]
@@ -171,6 +181,9 @@ def test_cli_refuses_ray_options_without_the_ray_executor(tmp_path: Path):
     proc = run_cli("run", str(flow), str(tmp_path / "a.txt"), "--plugin", TOYS, "--executor",
                    "ray", "--ray-actors", "x=0", "--db", f"sqlite:///{tmp_path / 'd.db'}")
     assert proc.returncode == 2 and "is not N or BLOCK=N" in proc.stderr
+    proc = run_cli("run", str(flow), str(tmp_path / "a.txt"), "--plugin", TOYS, "--executor",
+                   "ray", "--ray-address", "127.0.0.1:1", "--db", f"sqlite:///{tmp_path / 'd.db'}")
+    assert proc.returncode == 1 and "cannot reach the Ray cluster at 127.0.0.1:1" in proc.stderr
 
 
 def test_the_idp_flow_on_ray_gives_the_same_csv_as_the_local_run(executor, tmp_path: Path):

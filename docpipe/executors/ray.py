@@ -62,6 +62,8 @@ if importlib.util.find_spec("ray") is None:  # pragma: no cover - the extra is n
 #: the longest temp dir a local Ray accepts: its sockets are ``<dir>/session_<date>_<time>_<us>_<pid>/
 #: sockets/plasma_store`` and a Unix socket path has at most 107 bytes
 MAX_TEMP_DIR = 107 - len("/session_2026-01-01_00-00-00_000000_1234567/sockets/plasma_store")
+#: seconds between liveness checks of idle actors (one that died idle is replaced then)
+PING_EVERY = 2.0
 #: an actor that dies this many times in a row before it is ever ready breaks its pool
 START_FAILURES = 3
 
@@ -150,6 +152,7 @@ class _Actor:
         self.ready = False
         self.label = "ray:starting"
         self.call: tuple[int, float, Any] | None = None  # (call id, sent at, result ref)
+        self.ping: Any = None  # an outstanding liveness check of an idle actor
 
 
 class RayPool:
@@ -181,6 +184,7 @@ class RayPool:
         self._lock = threading.Condition()
         self._closing = False
         self._start_failures = 0
+        self._next_ping = time.monotonic() + PING_EVERY
         # set when actors cannot even start: every call fails at once with this error
         self.broken: ErrorInfo | None = broken
         self._pending: dict[Any, tuple[str, _Actor]] = {}  # ObjectRef -> ("ready"|"call", actor)
@@ -270,9 +274,11 @@ class RayPool:
         while True:
             with self._lock:
                 while not self._closing and not self._pending:
-                    self._lock.wait()
+                    self._lock.wait(timeout=max(0.0, self._next_ping - time.monotonic()))
+                    self._ping_idle()
                 if self._closing:
                     return
+                self._ping_idle()
                 refs = list(self._pending)
             # a call sent while this waits is picked up at the next round (``poll`` seconds)
             ready, rest = ray.wait(refs, num_returns=1, timeout=self.poll)
@@ -281,6 +287,17 @@ class RayPool:
                 ready += more
             for ref in ready:
                 self._settle(ref)
+
+    def _ping_idle(self) -> None:
+        """Every ``PING_EVERY`` s, check that idle actors are alive (callers hold the lock), so
+        that one that died between calls is replaced before a call is sent to it."""
+        if self._closing or time.monotonic() < self._next_ping:
+            return
+        self._next_ping = time.monotonic() + PING_EVERY
+        for a in self.actors:
+            if a.ready and a.call is None and a.ping is None:
+                a.ping = a.handle.ready.remote()
+                self._pending[a.ping] = ("ping", a)
 
     def _settle(self, ref: Any) -> None:
         with self._lock:
@@ -294,7 +311,7 @@ class RayPool:
             self._died(actor, kind, exc)
             return
         except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled here
-            if kind == "ready":
+            if kind != "call":
                 self._died(actor, kind, exc)
                 return
             with self._lock:
@@ -303,6 +320,10 @@ class RayPool:
                 err = ErrorInfo("block_error", type(exc).__name__,
                                 f"the result of block '{self.name}' could not be received: {exc}", "")
                 self.events.put(Done(self, call[0], None, err, actor.label, call[1], time.time()))
+            return
+        if kind == "ping":
+            with self._lock:
+                actor.ping = None
             return
         if kind == "ready":
             with self._lock:
@@ -452,6 +473,14 @@ class RayExecutor:
                 "docpipe set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0; set it in the environment")
 
     def _connect(self) -> None:
+        assert self.address is not None
+        host, _, port = self.address.removeprefix("ray://").rpartition(":")
+        if host and port.isdigit():  # Ray itself retries an unreachable address for minutes
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+            except OSError as exc:
+                raise DocpipeError(f"cannot reach the Ray cluster at {self.address}: {exc} (is "
+                                   "`ray start --head` running there?)") from exc
         self._set_env({"RAY_USAGE_STATS_ENABLED": "0"})
         if _loopback(self.address or "") and "ray" not in sys.modules:
             # a cluster on this machine's loopback (`ray start --head --node-ip-address
@@ -463,8 +492,9 @@ class RayExecutor:
         except Exception as exc:  # noqa: BLE001 - Ray raises several kinds; say what to do
             raise DocpipeError(
                 f"cannot join the Ray cluster at {self.address}: {_first_line(exc)} (is "
-                "`ray start --head` running there, and is its auth token in RAY_AUTH_TOKEN_PATH, "
-                "RAY_AUTH_TOKEN or ~/.ray/auth_token?)") from exc
+                "`ray start --head` running there? With token auth, set RAY_AUTH_MODE=token "
+                "and give the cluster's token in RAY_AUTH_TOKEN_PATH, RAY_AUTH_TOKEN or "
+                "~/.ray/auth_token)") from exc
 
     def close(self) -> None:
         if self._owned and self._ray_initialized():
