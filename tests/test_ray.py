@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -148,6 +151,99 @@ def test_a_gpu_block_on_a_cluster_without_gpus_fails_clearly(executor, plan, doc
         result = engine.run(p, docs("a", "b"))
     assert [r.status for r in result.results] == ["failed", "failed"]
     assert "needs a GPU (device='cuda') and the Ray cluster has none" in result.results[0].error
+
+
+NODE_DEATH = '''
+"""A Ray cluster of three nodes on this machine (Ray's own ray.cluster_utils.Cluster: real raylets
+and workers), the node running every actor removed in the middle of a run."""
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+
+base, docs_dir, db, tests = sys.argv[1:5]
+os.makedirs(os.path.join(base, "ray"), exist_ok=True)  # Ray notes the cluster's address there
+token = os.path.join(base, "node_test_auth_token")  # not the module cluster's
+with open(token, "w") as f:
+    f.write(secrets.token_hex(32))
+os.environ.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token",
+                  RAY_AUTH_TOKEN_PATH=token, RAY_TMPDIR=base, RAY_USAGE_STATS_ENABLED="0")
+sys.path.insert(0, tests)
+import ray
+from conftest import TOYS
+from ray.cluster_utils import Cluster
+
+from docpipe.engine import Engine
+from docpipe.executors.ray import RayExecutor
+from docpipe.planner import build_plan
+from docpipe.plugins import Registry
+from docpipe.store import Store
+
+# the head takes no actors (no CPU); every actor starts on `doomed`, which is removed mid-run
+# once a second worker node has joined: node deaths are noticed fast
+fast = {"health_check_period_ms": 200, "health_check_failure_threshold": 3,
+        "health_check_initial_delay_ms": 0}
+cluster = Cluster(initialize_head=True, head_node_args={
+    "num_cpus": 0, "temp_dir": base, "include_dashboard": False, "_system_config": fast})
+doomed = cluster.add_node(num_cpus=1)
+ray.init(address=cluster.address, log_to_driver=False)
+retry = {"max_attempts": 2, "delay": 0, "on": ["worker_died"]}
+plan = build_plan({"name": "t", "version": "1", "outputs": ["slept"], "steps": [
+    {"id": "read", "block": "toy.read", "retry": retry},
+    {"id": "s", "block": "toy.sleep", "params": {"seconds": 1.0}, "retry": retry}]},
+    Registry(extra=[TOYS]))
+paths = []
+for i in range(6):
+    p = os.path.join(docs_dir, f"d{i}.txt")
+    with open(p, "w") as f:
+        f.write(f"doc {i}")
+    paths.append(p)
+store = Store(f"sqlite:///{db}")
+with Engine(store, workers=2, executor=RayExecutor()) as engine:
+    engine.run(plan, paths[:1])
+    pool = engine.pools("toy.sleep")[0]
+    while len(pool.pids()) < 2:
+        time.sleep(0.1)
+    cluster.add_node(num_cpus=1)
+    killer = threading.Timer(0.5, cluster.remove_node, (doomed,), {"allow_graceful": False})
+    killer.start()
+    result = engine.run(plan, paths)
+    killer.join()
+    out = {"counts": result.counts, "spawned": pool.spawned, "attempts": [
+        [(t["attempt"], t["status"], t["error_kind"], t["worker"])
+         for t in store.get_run(r.run_id)["tasks"] if t["step"] == "s"] for r in result.results]}
+store.close()
+ray.shutdown()
+cluster.shutdown()
+print(json.dumps(out))
+'''
+
+
+def test_a_node_that_dies_fails_only_its_calls_and_the_run_completes(tmp_path: Path,
+                                                                      tmp_path_factory):
+    from docpipe.executors.ray import MAX_TEMP_DIR
+
+    base = tmp_path / "r"
+    if len(str(base)) > MAX_TEMP_DIR:  # Ray's socket paths (see the executor fixture)
+        base = tmp_path_factory.getbasetemp()
+    if len(str(base)) > MAX_TEMP_DIR:
+        pytest.skip(f"pytest's temp dir {base} is too long for Ray's sockets")
+    base.mkdir(exist_ok=True)
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", NODE_DEATH, str(base), str(tmp_path),
+                           str(tmp_path / "runs.db"), str(ROOT / "tests")], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["counts"] == {"succeeded": 6, "failed": 0}
+    retried = [a for a in out["attempts"] if len(a) > 1]
+    assert retried, out  # calls in flight on the dead node failed ...
+    for (first, second) in retried:  # ... as worker_died, and ran again elsewhere
+        assert first[1:3] == ["retrying", "worker_died"] and second[1] == "succeeded"
+        assert second[3] != first[3]
+    assert not (tmp_path / "home").exists()
 
 
 def test_cli_joins_a_running_cluster(executor, tmp_path: Path):
