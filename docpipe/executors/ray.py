@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from queue import SimpleQueue
 from typing import Any
@@ -187,7 +188,8 @@ class RayPool:
         self._next_ping = time.monotonic() + PING_EVERY
         # set when actors cannot even start: every call fails at once with this error
         self.broken: ErrorInfo | None = broken
-        self._pending: dict[Any, tuple[str, _Actor]] = {}  # ObjectRef -> ("ready"|"call", actor)
+        self._pending: dict[Any, tuple[str, _Actor]] = {}  # ObjectRef -> (kind, actor)
+        self._backlog: deque[tuple[int, list[dict[str, Any]]]] = deque()
         self.actors: list[_Actor] = [] if broken else [self._spawn() for _ in range(self.capacity)]
         self.spawned = len(self.actors)
         self._waiter = threading.Thread(target=self._wait_loop, name=f"docpipe-ray-{self.name}",
@@ -216,17 +218,30 @@ class RayPool:
             if self.broken is not None:
                 self.events.put(Done(self, call_id, None, self.broken, "ray", time.time(), time.time()))
                 return
-            actor = next(a for a in self.actors if a.ready and a.call is None)
-            try:
-                ref = actor.handle.call.remote(inputs)
-            except Exception as exc:  # noqa: BLE001 - inputs that cannot be serialised
-                err = ErrorInfo("block_error", type(exc).__name__,
-                                f"inputs for block '{self.name}' cannot be sent to a Ray actor: {exc}", "")
-                self.events.put(Done(self, call_id, None, err, actor.label, time.time(), time.time()))
+            actor = next((a for a in self.actors if a.ready and a.call is None), None)
+            if actor is None:  # the idle actor died since idle(): the next free actor takes it
+                self._backlog.append((call_id, inputs))
                 return
-            actor.call = (call_id, time.time(), ref)
-            self._pending[ref] = ("call", actor)
-            self._lock.notify()
+            self._send(actor, call_id, inputs)
+
+    def _send(self, actor: _Actor, call_id: int, inputs: list[dict[str, Any]]) -> None:
+        """Start a call on a free actor (callers hold the lock)."""
+        try:
+            ref = actor.handle.call.remote(inputs)
+        except Exception as exc:  # noqa: BLE001 - inputs that cannot be serialised
+            err = ErrorInfo("block_error", type(exc).__name__,
+                            f"inputs for block '{self.name}' cannot be sent to a Ray actor: {exc}", "")
+            self.events.put(Done(self, call_id, None, err, actor.label, time.time(), time.time()))
+            return
+        actor.call = (call_id, time.time(), ref)
+        self._pending[ref] = ("call", actor)
+        self._lock.notify()
+
+    def _free(self, actor: _Actor) -> None:
+        """``actor`` is ready and holds no call (callers hold the lock): a call waiting in the
+        backlog goes to it."""
+        if self._backlog and actor in self.actors:
+            self._send(actor, *self._backlog.popleft())
 
     def release(self, done: Done) -> None:
         self.busy -= 1
@@ -235,6 +250,12 @@ class RayPool:
         """Kill the actor running ``call_id`` (a timeout) and replace it; the call fails with
         ``reason``."""
         with self._lock:
+            waiting = next((c for c in self._backlog if c[0] == call_id), None)
+            if waiting is not None:  # never started: no actor to kill
+                self._backlog.remove(waiting)
+                self.events.put(Done(self, call_id, None, ErrorInfo("timeout", "BlockTimeout", reason, ""),
+                                     "ray", time.time(), time.time()))
+                return
             actor = next((a for a in self.actors if a.call and a.call[0] == call_id), None)
             if actor is None or actor.call is None:
                 return
@@ -270,6 +291,23 @@ class RayPool:
 
     # --- the waiter thread ---------------------------------------------------------------
     def _wait_loop(self) -> None:
+        try:
+            self._wait_for_calls()
+        except Exception as exc:  # noqa: BLE001 - e.g. Ray shut down under the pool
+            err = ErrorInfo("block_error", type(exc).__name__,
+                            f"the Ray pool of block '{self.name}' stopped: {_first_line(exc)}", "")
+            with self._lock:
+                self.broken = err
+                calls = [a.call for a in self.actors if a.call is not None]
+                calls += [(call_id, time.time(), None) for call_id, _ in self._backlog]
+                for a in self.actors:
+                    a.call = None
+                self._backlog.clear()
+            for call in calls:
+                self.events.put(Done(self, call[0], None, err, "ray", call[1], time.time()))
+            self.events.put(WAKE)
+
+    def _wait_for_calls(self) -> None:
         ray = _ray()
         while True:
             with self._lock:
@@ -316,6 +354,7 @@ class RayPool:
                 return
             with self._lock:
                 call, actor.call = actor.call, None
+                self._free(actor)
             if call is not None:
                 err = ErrorInfo("block_error", type(exc).__name__,
                                 f"the result of block '{self.name}' could not be received: {exc}", "")
@@ -329,11 +368,13 @@ class RayPool:
             with self._lock:
                 actor.ready, actor.label = True, value
                 self._start_failures = 0
+                self._free(actor)
             self.events.put(WAKE)  # the engine may have inputs waiting for this actor
             return
         results, error, started, finished = value
         with self._lock:
             call, actor.call = actor.call, None
+            self._free(actor)
         if call is not None:
             self.events.put(Done(self, call[0], results, error, actor.label, started, finished))
 
@@ -351,6 +392,10 @@ class RayPool:
                         f"they were ready (is docpipe and the block's plugin installed on every "
                         f"node?): {_first_line(exc)}", "")
                     self.actors.remove(actor)
+                    for call_id, _ in self._backlog:
+                        self.events.put(Done(self, call_id, None, self.broken, "ray", time.time(),
+                                             time.time()))
+                    self._backlog.clear()
                     self._lock.notify()
                     self.events.put(WAKE)
                     return
