@@ -191,7 +191,7 @@ doomed = cluster.add_node(num_cpus=1)
 ray.init(address=cluster.address, log_to_driver=False)
 retry = {"max_attempts": 2, "delay": 0, "on": ["worker_died"]}
 plan = build_plan({"name": "t", "version": "1", "outputs": ["slept"], "steps": [
-    {"id": "read", "block": "toy.read", "retry": retry},
+    {"id": "name", "expr": "path", "output": "text"},  # inline: only toy.sleep has actors
     {"id": "s", "block": "toy.sleep", "params": {"seconds": 1.0}, "retry": retry}]},
     Registry(extra=[TOYS]))
 paths = []
