@@ -29,7 +29,7 @@ lint: setup
 	$(BIN)/mypy docpipe
 
 test: setup lint models
-	$(BIN)/python -m pytest -q -n 2
+	DOCPIPE_TEST_STRICT=1 $(BIN)/python -m pytest -q -n 2
 
 bench: setup
 	$(BIN)/python benchmarks/engine_overhead.py

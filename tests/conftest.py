@@ -90,3 +90,18 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("pg_url")
     wipe(url)
     return url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """``make test`` sets DOCPIPE_TEST_STRICT=1: it installs everything every test needs
+    (Tesseract, PostgreSQL, Chromium, Ray, the models), so a skipped test there means a
+    broken set-up and fails the run instead of passing quietly."""
+    if not os.environ.get("DOCPIPE_TEST_STRICT") or exitstatus != 0:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped:
+        reporter.ensure_newline()
+        reporter.write_line(f"DOCPIPE_TEST_STRICT: {len(skipped)} test(s) skipped; make test installs "
+                            "what every test needs, so a skip means the set-up is broken", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
