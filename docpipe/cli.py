@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import sys
+from collections.abc import Collection
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,8 @@ def _executor() -> Any:
 
 
 def execute(plan: Any, store: Any, *, docs: list[str] | None = None, resume: str | None = None,
-            retry_failed: bool = False, out: str | None, workers: int | None, max_in_flight: int,
+            retry_failed: bool = False, retry_only: Collection[str] | None = None,
+            out: str | None, workers: int | None, max_in_flight: int,
             verbose: bool, quiet: bool, summary: bool = False, correlation_id: str | None = None,
             ) -> None:
     """Run (or resume) a batch with a progress bar, write ``out``, print the summary, exit."""
@@ -200,7 +202,7 @@ def execute(plan: Any, store: Any, *, docs: list[str] | None = None, resume: str
                 store, workers=workers, max_in_flight=max_in_flight, on_document=on_document,
                 executor=executor) as engine:
             if resume is not None:
-                result = engine.resume(plan, resume, retry_failed=retry_failed)
+                result = engine.resume(plan, resume, retry_failed=retry_failed, documents=retry_only)
             else:
                 result = engine.run(plan, docs or [], argv=sys.argv, correlation_id=correlation_id)
         rows = store.batch_outputs(result.batch_id) if result.batch_id else []  # what was recorded

@@ -127,6 +127,8 @@ def runs_batches(limit: int, db: str | None) -> None:
 
 @runs.command("retry")
 @click.argument("batch_id")
+@click.option("--run", "run_ids", multiple=True, metavar="RUN_ID",
+              help="Retry only this failed run of the batch (repeatable); default: every failed one.")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE")
 @click.option("--out", "-o", type=click.Path(dir_okay=False))
 @click.option("--workers", "-w", type=click.IntRange(min=1))
@@ -134,15 +136,29 @@ def runs_batches(limit: int, db: str | None) -> None:
 @click.option("--verbose", "-v", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
 @db_option
-def runs_retry(batch_id: str, params: tuple[str, ...], out: str | None, workers: int | None,
-               plugins: tuple[str, ...], verbose: bool, quiet: bool, db: str | None) -> None:
+def runs_retry(batch_id: str, run_ids: tuple[str, ...], params: tuple[str, ...], out: str | None,
+               workers: int | None, plugins: tuple[str, ...], verbose: bool, quiet: bool,
+               db: str | None) -> None:
     """Rerun the failed documents of a batch (from their last succeeded step), in the same
-    batch: each document keeps one run and one row in the results."""
+    batch: each document keeps one run and one row in the results. With --run, only those
+    runs; the batch's other failed documents keep their failure."""
     from docpipe.cli import execute, plan_for_batch
 
     store = _store(db)
+    only: set[str] | None = None
+    if run_ids:
+        only = set()
+        for run_id in run_ids:
+            run = store.get_run(run_id, resolve_blobs=False)
+            if run is None or run["batch_id"] != batch_id:
+                store.close()
+                raise click.BadParameter(f"{run_id} is not a run of batch {batch_id}", param_hint="--run")
+            if run["status"] != "failed":
+                store.close()
+                raise click.BadParameter(f"run {run_id} is {run['status']}, not failed", param_hint="--run")
+            only.add(run["document"])
     plan = plan_for_batch(store, batch_id, params, plugins)
-    execute(plan, store, resume=batch_id, retry_failed=True, out=out, workers=workers,
+    execute(plan, store, resume=batch_id, retry_failed=True, retry_only=only, out=out, workers=workers,
             max_in_flight=256, verbose=verbose, quiet=quiet)
 
 

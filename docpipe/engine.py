@@ -21,7 +21,7 @@ import heapq
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any, Protocol
@@ -172,11 +172,13 @@ class Engine:
                                               inputs=docs, correlation_id=correlation_id)
         return self._run_batch(plan, docs, batch_id, flow_id, {}, {})
 
-    def resume(self, plan: Plan, batch_id: str, *, retry_failed: bool = False) -> BatchResult:
+    def resume(self, plan: Plan, batch_id: str, *, retry_failed: bool = False,
+               documents: Collection[str] | None = None) -> BatchResult:
         """Finish an interrupted batch: documents that finished keep their result; runs that
         were in flight when the process died continue from their last recorded steps (steps
         that succeeded are not run again); documents never started are started. With
-        ``retry_failed``, failed documents continue from their last succeeded step too."""
+        ``retry_failed``, failed documents continue from their last succeeded step too: all
+        of them, or only those in ``documents`` (the others keep their failure)."""
         if self.store is None:
             raise ValueError("resume needs a store")
         batch = self.store.batch(batch_id)
@@ -188,7 +190,8 @@ class Engine:
         finished: dict[str, DocResult] = {}
         resumable: dict[str, dict[str, Any]] = {}
         for doc, entry in previous.items():
-            again = entry["status"] == "running" or (retry_failed and entry["status"] == FAILED)
+            again = entry["status"] == "running" or (
+                retry_failed and entry["status"] == FAILED and (documents is None or doc in documents))
             if again:
                 resumable[doc] = entry
             else:

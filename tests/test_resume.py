@@ -133,6 +133,35 @@ def test_resume_by_batch_id_and_retry_failed_documents(tmp_path, store_url):
     assert again.returncode == 0  # nothing left to do: every document finished
 
 
+def test_retry_one_failed_run_of_a_batch(tmp_path):
+    make_inputs(tmp_path / "in")
+    db, out = f"sqlite:///{tmp_path / 'runs.db'}", tmp_path / "results.csv"
+    proc = start(tmp_path, db, out)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    ((batch,),) = db_rows(db, "select id from batches")
+    failed = db_rows(db, "select id, document from flow_runs where status = 'failed' order by document")
+    assert len(failed) == 3
+    for p in (tmp_path / "in").iterdir():  # fix every empty document ...
+        if p.stat().st_size == 0:
+            p.write_text("now it has five words")
+    (chosen, chosen_doc), others = failed[0], failed[1:]
+    retry = run_cli("runs", "retry", batch, "--run", chosen, "--plugin", TOYS, "--db", db,
+                    "--out", str(out), "-q")
+    assert retry.returncode == 1, retry.stderr  # ... but retry one: the other two still failed
+    assert db_rows(db, f"select status, attempt from flow_runs where id = '{chosen}'") == [("succeeded", 2)]
+    for run_id, _doc in others:
+        assert db_rows(db, f"select status, attempt from flow_runs where id = '{run_id}'") == [("failed", 1)]
+    rows = {r["document"]: r["status"] for r in csv.DictReader(out.open())}
+    assert len(rows) == N_DOCS and rows[chosen_doc] == "succeeded"
+    assert sorted(d for d, st in rows.items() if st == "failed") == [d for _r, d in others]
+
+    succeeded = db_rows(db, "select id from flow_runs where status = 'succeeded' limit 1")[0][0]
+    for bad in (succeeded, "no-such-run"):
+        refused = run_cli("runs", "retry", batch, "--run", bad, "--plugin", TOYS, "--db", db)
+        assert refused.returncode == 2 and "--run" in refused.stderr
+
+
 def test_two_runs_at_once_on_one_sqlite_file(tmp_path):
     """Two `docpipe run` processes writing to the same SQLite database at the same time."""
     make_inputs(tmp_path / "in")

@@ -149,9 +149,11 @@ def start_run(store: Store, jobs: Jobs, settings: Settings, registry: Registry, 
 
 
 def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, *,
-                   retry_failed: bool, params: dict[str, Any] | None = None) -> Job:
-    """Queue a resume of batch ``batch_id`` (with ``retry_failed``: its failed documents
-    again, from their last succeeded step), as ``docpipe resume`` / ``runs retry`` do."""
+                   retry_failed: bool, params: dict[str, Any] | None = None,
+                   documents: set[str] | None = None) -> Job:
+    """Queue a resume of batch ``batch_id`` (with ``retry_failed``: its failed documents, or
+    only those in ``documents``, again from their last succeeded step), as ``docpipe resume`` /
+    ``runs retry`` do."""
     from docpipe.cli import plan_for_batch
 
     batch = store.batch(batch_id)
@@ -174,18 +176,19 @@ def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, 
               documents=int(batch["n_inputs"] or 0))
 
     def work(_store: Any, engine: Any) -> Any:
-        return engine.resume(plan, batch_id, retry_failed=retry_failed)
+        return engine.resume(plan, batch_id, retry_failed=retry_failed, documents=documents)
 
     return jobs.submit(job, job_store, work)
 
 
 def retry_failed_run(store: Store, jobs: Jobs, settings: Settings, run_id: str, *,
                      params: dict[str, Any] | None = None) -> Job:
-    """Queue a retry of failed run ``run_id``: the failed documents of its batch, each from its
-    last succeeded step, in the same runs (``docpipe runs retry BATCH``)."""
+    """Queue a retry of failed run ``run_id`` alone, from its last succeeded step, in the same
+    run (``docpipe runs retry BATCH --run RUN_ID``); the batch's other failed runs stay failed."""
     run = store.get_run(run_id, resolve_blobs=False)
     if run is None:
         raise ActionError(404, f"no run {run_id}")
     if run["status"] != "failed":
         raise ActionError(409, f"run {run_id} is {run['status']}, not failed")
-    return continue_batch(store, jobs, settings, run["batch_id"], retry_failed=True, params=params)
+    return continue_batch(store, jobs, settings, run["batch_id"], retry_failed=True, params=params,
+                          documents={run["document"]})

@@ -167,6 +167,24 @@ def test_retry_a_failed_run_after_the_fault_is_fixed(made, tmp_path):
         assert c.post(f"/api/batches/{made['batch_id']}/retry", headers=AUTH).status_code == 409
 
 
+def test_retry_of_a_run_retries_only_that_run(tmp_path):
+    made = make_runs(tmp_path)
+    docs = made["docs"]
+    # a second batch with two failing documents
+    with Store(made["url"]) as store, Engine(store, workers=1) as engine:
+        plan = build_plan(json.loads(json.dumps(QUICK)), Registry(extra=[TOYS]))
+        result = engine.run(plan, [str(docs / "a.txt"), str(docs / "b.txt")])
+    runs = {Path(r.document).name: r.run_id for r in result.results}
+    for name in ("a.txt", "b.txt"):
+        (docs / name).write_text(f"{name} is here", encoding="utf-8")
+    with client(made, tmp_path) as c:
+        job = wait_job(c, c.post(f"/api/runs/{runs['a.txt']}/retry", headers=AUTH).json())
+        assert job["status"] == "finished"
+        assert c.get(f"/api/runs/{runs['a.txt']}").json()["status"] == "succeeded"
+        assert c.get(f"/api/runs/{runs['b.txt']}").json()["status"] == "failed"  # not asked for
+        assert c.get(f"/api/runs/{made['runs']['late.txt']}").json()["status"] == "failed"  # other batch
+
+
 def test_resume_a_batch(made, tmp_path):
     with client(made, tmp_path) as c:
         reply = c.post(f"/api/batches/{made['batch_id']}/resume", headers=AUTH)
