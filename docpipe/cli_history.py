@@ -43,6 +43,12 @@ def _store(db: str | None) -> Any:
     return Store(db)
 
 
+def _run_options(f: Any) -> Any:
+    from docpipe.cli import with_run_options  # cli imports this module at its end
+
+    return with_run_options(f)
+
+
 @click.group()
 def runs() -> None:
     """Inspect, retry and resume recorded runs."""
@@ -130,18 +136,14 @@ def runs_batches(limit: int, db: str | None) -> None:
 @click.option("--run", "run_ids", multiple=True, metavar="RUN_ID",
               help="Retry only this failed run of the batch (repeatable); default: every failed one.")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE")
-@click.option("--out", "-o", type=click.Path(dir_okay=False))
-@click.option("--workers", "-w", type=click.IntRange(min=1))
-@click.option("--plugin", "plugins", multiple=True, metavar="PATH")
-@click.option("--verbose", "-v", is_flag=True)
-@click.option("--quiet", "-q", is_flag=True)
-@db_option
+@_run_options
 def runs_retry(batch_id: str, run_ids: tuple[str, ...], params: tuple[str, ...], out: str | None,
-               workers: int | None, plugins: tuple[str, ...], verbose: bool, quiet: bool,
-               db: str | None) -> None:
+               workers: int | None, max_in_flight: int, db: str | None, plugins: tuple[str, ...],
+               verbose: bool, quiet: bool, summary: bool) -> None:
     """Rerun the failed documents of a batch (from their last succeeded step), in the same
     batch: each document keeps one run and one row in the results. With --run, only those
-    runs; the batch's other failed documents keep their failure."""
+    runs; the batch's other failed documents keep their failure. Takes the options of
+    `docpipe run` (--executor ray too)."""
     from docpipe.cli import execute, plan_for_batch
 
     store = _store(db)
@@ -159,7 +161,7 @@ def runs_retry(batch_id: str, run_ids: tuple[str, ...], params: tuple[str, ...],
             only.add(run["document"])
     plan = plan_for_batch(store, batch_id, params, plugins)
     execute(plan, store, resume=batch_id, retry_failed=True, retry_only=only, out=out, workers=workers,
-            max_in_flight=256, verbose=verbose, quiet=quiet)
+            max_in_flight=max_in_flight, verbose=verbose, quiet=quiet, summary=summary)
 
 
 @click.group()
