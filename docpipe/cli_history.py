@@ -13,6 +13,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from docpipe.cli_options import with_run_options
+
 out = Console()
 err = Console(stderr=True)
 db_option = click.option("--db", envvar="DOCPIPE_DB", help="Store URL.")
@@ -41,12 +43,6 @@ def _store(db: str | None) -> Any:
     from docpipe.store import Store
 
     return Store(db)
-
-
-def _run_options(f: Any) -> Any:
-    from docpipe.cli import with_run_options  # cli imports this module at its end
-
-    return with_run_options(f)
 
 
 @click.group()
@@ -136,7 +132,7 @@ def runs_batches(limit: int, db: str | None) -> None:
 @click.option("--run", "run_ids", multiple=True, metavar="RUN_ID",
               help="Retry only this failed run of the batch (repeatable); default: every failed one.")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE")
-@_run_options
+@with_run_options
 def runs_retry(batch_id: str, run_ids: tuple[str, ...], params: tuple[str, ...], out: str | None,
                workers: int | None, max_in_flight: int, db: str | None, plugins: tuple[str, ...],
                verbose: bool, quiet: bool, summary: bool) -> None:

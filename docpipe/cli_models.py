@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from docpipe.cli import err, out, plugin_option
+from docpipe.cli import err, out
+from docpipe.cli_options import plugin_option
 from docpipe.models import human_size, scan
 from docpipe.plugins import registry
 

@@ -41,8 +41,10 @@ def wait_job(c: TestClient, reply: dict[str, Any], deadline: float = 120) -> dic
 
 
 @pytest.fixture
-def made(tmp_path: Path) -> dict[str, Any]:
-    return make_runs(tmp_path)
+def made(tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Runs in a SQLite file, and in the PostgreSQL test database (blobs under tmp_path)."""
+    monkeypatch.setenv("DOCPIPE_BLOBS", str(tmp_path / "blobs"))
+    return make_runs(tmp_path, url=store_url)
 
 
 def test_runs_list_filters_counts_and_pages(made, tmp_path):

@@ -29,7 +29,7 @@ SCRIPT = "<script>alert('owned')</script>"
 
 
 def make_runs(tmp_path: Path, flow: dict[str, Any] = QUICK, *, missing: bool = True,
-              correlation_id: str | None = "ticket-7") -> dict[str, Any]:
+              correlation_id: str | None = "ticket-7", url: str | None = None) -> dict[str, Any]:
     """One batch: ``good.txt`` (whose text holds a ``<script>`` tag), ``lines.txt``, and, when
     ``missing``, ``late.txt`` that does not exist yet, so its run fails with a traceback until the
     file is created and the run retried. Returns the store URL, paths and run ids by file name."""
@@ -40,7 +40,7 @@ def make_runs(tmp_path: Path, flow: dict[str, Any] = QUICK, *, missing: bool = T
     paths = [str(docs / "good.txt"), str(docs / "lines.txt")]
     if missing:
         paths.append(str(docs / "late.txt"))
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+    url = url or f"sqlite:///{tmp_path / 'store.db'}"
     registry = Registry(extra=[TOYS])
     plan = build_plan(json.loads(json.dumps(flow)), registry)
     with Store(url) as store, Engine(store, workers=1) as engine:
