@@ -261,6 +261,7 @@ class RayPool:
                 return
             _, sent, ref = actor.call
             self._pending.pop(ref, None)
+            actor.call = None  # a result being settled right now is dropped, not posted too
             self.actors[self.actors.index(actor)] = self._spawn()
             self.spawned += 1
             self._lock.notify()

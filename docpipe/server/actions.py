@@ -145,7 +145,9 @@ def start_run(store: Store, jobs: Jobs, settings: Settings, registry: Registry, 
     def work(_store: Any, engine: Any) -> Any:
         return engine.run(plan, docs, argv=["docpipe", "serve"], correlation_id=correlation_id)
 
-    return jobs.submit(job, JobStore(settings.store_url), work)
+    submitted = jobs.submit(job, JobStore(settings.store_url), work)
+    assert submitted is not None  # only jobs on an existing batch can be refused
+    return submitted
 
 
 def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, *,
@@ -165,20 +167,26 @@ def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, 
         raise ActionError(409, f"batch {batch_id} has no failed document to retry")
     pairs = tuple(f"{k}={json.dumps(v)}" for k, v in (params or {}).items())
     job_store = JobStore(settings.store_url)
-    try:  # plan_for_batch closes the store it was given when it refuses
+    try:
         plan = plan_for_batch(job_store, batch_id, pairs, settings.plugins)
-    except click.ClickException as exc:
-        raise ActionError(400, exc.format_message()) from None
-    except SystemExit:
-        raise ActionError(422, f"the recorded flow of batch {batch_id} is not valid with the installed "
-                               "blocks (the server's log has the issues)") from None
+    except BaseException as exc:
+        job_store.close()  # whichever way it refused (closing twice is harmless)
+        if isinstance(exc, click.ClickException):
+            raise ActionError(400, exc.format_message()) from None
+        if isinstance(exc, SystemExit):
+            raise ActionError(422, f"the recorded flow of batch {batch_id} is not valid with the "
+                                   "installed blocks (the server's log has the issues)") from None
+        raise
     job = Job("retry" if retry_failed else "resume", plan.name, batch_id=batch_id,
               documents=int(batch["n_inputs"] or 0))
 
     def work(_store: Any, engine: Any) -> Any:
         return engine.resume(plan, batch_id, retry_failed=retry_failed, documents=documents)
 
-    return jobs.submit(job, job_store, work)
+    submitted = jobs.submit(job, job_store, work)
+    if submitted is None:
+        raise ActionError(409, f"batch {batch_id} is already being run by this server")
+    return submitted
 
 
 def retry_failed_run(store: Store, jobs: Jobs, settings: Settings, run_id: str, *,

@@ -54,7 +54,7 @@ def list_runs(store: Store, *, status: str | None = None, flow: str | None = Non
     total = counts.get(status, 0) if status else sum(counts.values())
     per_page = max(1, min(per_page, 500))
     pages = max(1, math.ceil(total / per_page))
-    page = max(1, page)
+    page = max(1, min(page, pages + 1))  # past the end: an empty page, never an offset SQL cannot hold
     runs = store.list_runs(status=status, **filters, limit=per_page, offset=(page - 1) * per_page)
     return {"runs": runs, "counts": {s: counts.get(s, 0) for s in sorted(set(STATUSES) | set(counts))},
             "total": total, "page": page, "pages": pages, "per_page": per_page,

@@ -77,10 +77,16 @@ class Jobs:
         self._thread = threading.Thread(target=self._loop, name="docpipe-jobs", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job, store: JobStore, work: Work) -> Job:
-        """Queue ``work`` to run with ``store`` (which the job closes when done)."""
-        store.job = job
+    def submit(self, job: Job, store: JobStore, work: Work) -> Job | None:
+        """Queue ``work`` to run with ``store`` (which the job closes when done). A job on a
+        batch is refused (``None``; the store is closed) while another job works on that
+        batch: checked and registered under one lock, so two requests at once cannot both
+        pass the check."""
         with self._lock:
+            if job.batch_id and any(j.active and j.batch_id == job.batch_id for j in self._jobs.values()):
+                store.close()
+                return None
+            store.job = job
             self._jobs[job.id] = job
         self._queue.put((job, store, work))
         return job

@@ -15,7 +15,7 @@ from docpipe.server.actions import ActionError, continue_batch, retry_failed_run
 from docpipe.server.api import _since, drop_uploads, parse_params, save_uploads
 from docpipe.server.app import Context, ctx_of
 from docpipe.server.jobs import Job
-from docpipe.server.security import COOKIE, check_token, token_ok
+from docpipe.server.security import COOKIE, check_token, cookie_value, token_ok
 
 
 class LoginNeeded(Exception):
@@ -59,13 +59,13 @@ def _authorised(request: Request, ctx: Context, token: str | None) -> HTMLRespon
 def _redirect(url: str, request: Request, ctx: Context, token: str | None) -> Response:
     """303 to ``url``; a token entered in the form is remembered in the cookie."""
     response = RedirectResponse(url, status_code=303)
-    if token and token_ok(request, ctx.token, token) and request.cookies.get(COOKIE) != token:
+    if token and token_ok(request, ctx.token, token) and request.cookies.get(COOKIE) != cookie_value(token):
         remember(response, request, token)
     return response
 
 
 def remember(response: Response, request: Request, token: str) -> None:
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict",
+    response.set_cookie(COOKIE, cookie_value(token), httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", max_age=30 * 86400)
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
+import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,9 @@ def test_runs_list_filters_counts_and_pages(made, tmp_path):
         assert c.get("/api/runs", params={"until": "2000-01-01"}).json()["total"] == 0
         assert c.get("/api/runs", params={"since": "1h"}).json()["total"] == 3
         assert c.get("/api/runs", params={"since": "yesterday-ish"}).status_code == 400
+        far = c.get("/api/runs", params={"page": 10**20})  # past the end: empty, not an SQL overflow
+        assert far.status_code == 200 and far.json()["runs"] == []
+        assert c.get("/runs", params={"page": 10**20}).status_code == 200
         pages = [c.get("/api/runs", params={"per_page": 1, "page": p}).json() for p in (1, 2, 3)]
         assert pages[0]["pages"] == 3
         ids = [p["runs"][0]["id"] for p in pages]
@@ -310,6 +316,7 @@ def test_start_form_of_the_flow_page(made, tmp_path):
         assert reply.status_code == 303 and reply.headers["location"].startswith("/jobs/")
         cookie = reply.headers["set-cookie"].lower()
         assert "docpipe_token" in cookie and "samesite=strict" in cookie and "httponly" in cookie
+        assert TOKEN.lower() not in cookie  # the cookie holds a keyed hash, never the token
         job = wait_job(c, {"url": "/api" + reply.headers["location"]})
         assert job["status"] == "finished" and job["counts"]["succeeded"] == 1
         runs = c.get("/api/runs", params={"correlation_id": "from-the-form"}).json()["runs"]
@@ -320,7 +327,56 @@ def test_start_form_of_the_flow_page(made, tmp_path):
         assert bad.status_code == 400 and "JSON object" in bad.text
 
 
+def test_changes_from_another_origins_page_are_refused(made, tmp_path):
+    """A page on another port of localhost is the same *site*: SameSite=Strict cookies go with
+    its posts. The Origin / Sec-Fetch-Site check refuses them, whatever credential they carry."""
+    late = made["runs"]["late.txt"]
+    (made["docs"] / "late.txt").write_text("here now", encoding="utf-8")
+    with client(made, tmp_path) as c:
+        login = c.post("/login", data={"token": TOKEN}, follow_redirects=False)
+        assert login.status_code == 303 and c.cookies.get("docpipe_token")
+        for headers in ({"Origin": "http://localhost:3000"}, {"Origin": "null"},
+                        {"Sec-Fetch-Site": "same-site"}, {"Origin": "http://127.0.0.1:9", **AUTH}):
+            refused = c.post(f"/api/runs/{late}/retry", headers=headers)
+            assert refused.status_code == 403 and "cross-origin" in refused.text, headers
+        assert c.get("/api/jobs").json() == []  # nothing was started
+        same = {"Origin": "http://127.0.0.1", "Sec-Fetch-Site": "same-origin"}  # the server's own page
+        reply = c.post(f"/api/runs/{late}/retry", headers=same)  # with the login cookie
+        assert reply.status_code == 202, reply.text
+        assert wait_job(c, reply.json())["status"] == "finished"
+
+
 def test_serve_command_is_registered():
     proc = subprocess.run([DOCPIPE, "serve", "--help"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0 and "--allow-dir" in proc.stdout and "--max-upload" in proc.stdout
+
+
+def test_a_batch_takes_one_job_at_a_time_even_when_requests_race(tmp_path):
+    """The busy check and the registration happen under one lock: while a job works on a batch,
+    a second job on it is refused (and its store closed), whichever request came second."""
+    from docpipe.server.jobs import Job, Jobs, JobStore
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    release, started = threading.Event(), threading.Event()
+
+    def hold(_store: Any, _engine: Any) -> Any:
+        started.set()
+        release.wait(30)
+        return types.SimpleNamespace(batch_id="b1", counts={})
+
+    jobs = Jobs(workers=1)
+    try:
+        first = jobs.submit(Job("retry", "f", batch_id="b1"), JobStore(url), hold)
+        assert first is not None and started.wait(30)
+        with ThreadPoolExecutor(4) as pool:
+            racing = list(pool.map(lambda _: jobs.submit(Job("retry", "f", batch_id="b1"), JobStore(url), hold),
+                                   range(4)))
+        assert racing == [None] * 4
+        other = jobs.submit(Job("resume", "f", batch_id="b2"), JobStore(url), hold)  # another batch
+        assert other is not None
+        release.set()
+    finally:
+        release.set()
+        jobs.close(timeout=30)
+    assert first.status == "finished"
