@@ -9,6 +9,8 @@ pre-pinged connection pool and needs nothing else.
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,11 @@ from sqlalchemy.pool import StaticPool
 
 __all__ = ["create_engine", "default_blob_dir"]
 
+_BUSY_TIMEOUT_S = 30
+_WAL = "PRAGMA journal_mode = WAL"
 _SQLITE_PRAGMAS = (
-    "PRAGMA busy_timeout = 30000",
-    "PRAGMA journal_mode = WAL",
+    f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_S * 1000}",
+    _WAL,
     "PRAGMA synchronous = NORMAL",
     "PRAGMA foreign_keys = ON",
     "PRAGMA cache_size = -65536",  # up to 64 MiB of pages: index inserts stay in memory
@@ -69,9 +73,28 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: object) -> None:
     cursor = dbapi_connection.cursor()
     try:
         for pragma in _SQLITE_PRAGMAS:
-            cursor.execute(pragma)
+            if pragma == _WAL:
+                _switch_to_wal(cursor)
+            else:
+                cursor.execute(pragma)
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the lock: on a
+    new database file several processes switch it at once, and SQLite answers the losers
+    "database is locked" at once instead of waiting out ``busy_timeout`` (the mode change
+    does not go through the busy handler). Cheap once the file is in WAL mode."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute(_WAL)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _on_sqlite_begin(conn: sa.Connection) -> None:
