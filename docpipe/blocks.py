@@ -35,6 +35,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from docpipe.errors import BlockFailed
+
 Runtime = Literal["inline", "thread", "process"]
 Device = Literal["cpu", "cuda", "auto"]
 RUNTIMES: tuple[str, ...] = typing.get_args(Runtime)
@@ -196,3 +198,21 @@ def import_ref(ref: str) -> type[Block]:
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return typing.cast(type[Block], obj)
+
+
+def page_list(value: object) -> list[str] | BlockFailed:
+    """``page_texts`` (what ``ocr.merge`` and ``pdf.text`` write, blocks read) as a list of
+    strings, or the document's failure saying why it is not one. ``None`` pages (an upstream
+    step had nothing for a page) read as empty pages; anything else that is not a string
+    makes the whole input invalid."""
+    if not isinstance(value, list | tuple):
+        return BlockFailed(f"'page_texts' must be a list of strings, got {type(value).__name__}")
+    pages: list[str] = []
+    for number, page in enumerate(value, start=1):
+        if page is None:
+            pages.append("")
+        elif isinstance(page, str):
+            pages.append(page)
+        else:
+            return BlockFailed(f"'page_texts' page {number} must be a string, got {type(page).__name__}")
+    return pages

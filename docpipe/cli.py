@@ -75,6 +75,22 @@ def _warn_broken(reg: Registry) -> None:
                   highlight=False)
 
 
+def plan_or_exit(flow: str, plugins: tuple[str, ...], params: tuple[str, ...] = (), *,
+                 warn: bool = True) -> Any:
+    """The plan of the flow file ``flow`` with the installed blocks (+ ``plugins``); an invalid
+    flow prints every issue and exits 2."""
+    from docpipe.planner import plan_file
+
+    reg = _registry(plugins)
+    if warn:
+        _warn_broken(reg)
+    try:
+        return plan_file(flow, reg, _params(params))
+    except FlowError as exc:
+        _print_flow_error(exc)
+        sys.exit(2)
+
+
 def _print_flow_error(exc: FlowError) -> None:
     err.print(f"[red]error:[/] {exc.args[0].splitlines()[0]}", highlight=False)
     for issue in exc.issues:
@@ -186,16 +202,9 @@ def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation
         resume_: bool, out: str | None, workers: int | None, max_in_flight: int, db: str | None,
         plugins: tuple[str, ...], verbose: bool, quiet: bool, summary: bool) -> None:
     """Run FLOW over INPUT files, folders or globs."""
-    from docpipe.planner import plan_file
     from docpipe.store import Store
 
-    reg = _registry(plugins)
-    _warn_broken(reg)
-    try:
-        plan = plan_file(flow, reg, _params(params))
-    except FlowError as exc:
-        _print_flow_error(exc)
-        sys.exit(2)
+    plan = plan_or_exit(flow, plugins, params)
     docs = [str(Path(d).resolve()) for d in expand_inputs(inputs)]
     store = Store(db)
     batch = _previous_batch(store, plan, docs) if resume_ else None
@@ -257,15 +266,8 @@ def resume(batch_id: str, params: tuple[str, ...], out: str | None, workers: int
 @plugin_option
 def validate(flow: str, params: tuple[str, ...], plugins: tuple[str, ...]) -> None:
     """Check FLOW against the schema and the installed blocks without running it."""
-    from docpipe.planner import plan_file
 
-    reg = _registry(plugins)
-    _warn_broken(reg)
-    try:
-        plan = plan_file(flow, reg, _params(params))
-    except FlowError as exc:
-        _print_flow_error(exc)
-        sys.exit(2)
+    plan = plan_or_exit(flow, plugins, params)
     out.print(f"{plan.name} {plan.version} is valid: {len(plan.nodes)} steps, "
               f"outputs {', '.join(plan.outputs) or '(none)'}", highlight=False)
 

@@ -201,21 +201,12 @@ def flows_show(name: str, version: str | None, content_hash: str | None, db: str
 @db_option
 def flows_push(flow_file: str, plugins: tuple[str, ...], db: str | None) -> None:
     """Validate FLOW_FILE and record it as a version without running it."""
-    from docpipe.cli import _print_flow_error, _registry
-    from docpipe.errors import FlowError
-    from docpipe.flow import redact_params
-    from docpipe.planner import plan_file
+    from docpipe.cli import plan_or_exit
+    from docpipe.flow import redact_definition
 
-    try:
-        plan = plan_file(flow_file, _registry(plugins))
-    except FlowError as exc:
-        _print_flow_error(exc)
-        sys.exit(2)
-    definition = plan.definition
-    if definition.get("params"):
-        definition = {**definition, "params": redact_params(definition["params"])}
+    plan = plan_or_exit(flow_file, plugins, warn=False)
     with _store(db) as store:
-        store.put_flow(plan.name, plan.version, plan.content_hash, definition)
+        store.put_flow(plan.name, plan.version, plan.content_hash, redact_definition(plan.definition))
     out.print(f"recorded {plan.name} {plan.version} ({plan.content_hash[:12]})", highlight=False)
 
 

@@ -32,7 +32,7 @@ from docpipe.blocks import Block, params_key
 from docpipe.errors import ExpressionError
 from docpipe.executors import WAKE, Done, ErrorInfo, check_results
 from docpipe.executors.local import ProcessPool, ThreadPool
-from docpipe.flow import redact_params
+from docpipe.flow import redact_definition, redact_params
 from docpipe.planner import Node, Plan, switch_key
 from docpipe.store import new_id
 
@@ -163,10 +163,8 @@ class Engine:
             self._correlation[path] = corr
         batch_id = flow_id = None
         if self.store is not None:
-            definition = plan.definition
-            if definition.get("params"):  # secret-looking param defaults are not recorded
-                definition = {**definition, "params": redact_params(definition["params"])}
-            flow_id = self.store.put_flow(plan.name, plan.version, plan.content_hash, definition)
+            flow_id = self.store.put_flow(plan.name, plan.version, plan.content_hash,
+                                          redact_definition(plan.definition))
             argv = [redact_arg(a) for a in argv] if argv else argv
             batch_id = self.store.start_batch(flow_id, redact_params(plan.params), len(docs), argv,
                                               inputs=docs, correlation_id=correlation_id)

@@ -173,6 +173,13 @@ def redact_params(params: dict[str, Any]) -> dict[str, Any]:
     return {k: ("***" if _SECRET.search(k) and v is not None else v) for k, v in params.items()}
 
 
+def redact_definition(definition: dict[str, Any]) -> dict[str, Any]:
+    """A flow definition as it may be recorded: secret-looking param defaults masked."""
+    if not definition.get("params"):
+        return definition
+    return {**definition, "params": redact_params(definition["params"])}
+
+
 def canonical_json(definition: dict[str, Any]) -> str:
     return json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

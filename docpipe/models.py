@@ -13,7 +13,7 @@ import importlib.metadata as md
 import importlib.util
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +117,7 @@ def package_model(module: str, *, folder: str | None = None, name: str | None = 
     dists = md.packages_distributions().get(module, [])
     source = f"pip package {dists[0]} {md.version(dists[0])}" if dists else f"python package {module}"
     info = describe_folder(path, name=name or module, source=source, used_by=used_by)
-    if task is None:
-        return info
-    return ModelInfo(info.name, task, info.path, info.source, info.used_by, info.note, info.details)
+    return info if task is None else replace(info, task=task)
 
 
 def human_size(n: int | None) -> str:

@@ -2,9 +2,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,25 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run([DOCPIPE, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@contextmanager
+def kill_one_worker(pool: Any, after: float = 0.4) -> Iterator[list[int]]:
+    """SIGKILL one of ``pool``'s workers (a process or a Ray actor) ``after`` seconds into the
+    ``with`` body, i.e. inside the calls it started; yields the list its pid is put in."""
+    victims: list[int] = []
+
+    def kill() -> None:
+        time.sleep(after)
+        victims.append(pool.pids()[0])
+        os.kill(victims[0], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        yield victims
+    finally:
+        killer.join()
 
 
 def write_flow(path: Path, steps: list[dict[str, Any]], **flow: Any) -> Path:

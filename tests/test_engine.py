@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+from conftest import kill_one_worker
+
 from docpipe.engine import Engine
 
 
@@ -167,27 +169,13 @@ def test_independent_steps_of_one_document_run_concurrently(plan, docs, tmp_path
 
 
 def test_killing_a_busy_worker_fails_only_its_document(plan, docs):
-    import os
-    import signal
-    import threading
-    import time
-
     p = plan([{"id": "read", "block": "toy.read"},
               {"id": "s", "block": "toy.sleep", "params": {"seconds": 1.0}}], outputs=["slept"])
-    victims: list[int] = []
     with Engine(workers=2) as engine:
         engine.run(p, docs("warm up"))  # start the pool
         pool = engine.pools("toy.sleep")[0]
-
-        def kill_one() -> None:
-            time.sleep(0.4)  # both workers are inside a 1 s call now
-            victims.append(pool.pids()[0])
-            os.kill(victims[0], signal.SIGKILL)
-
-        killer = threading.Thread(target=kill_one)
-        killer.start()
-        result = engine.run(p, docs(*[f"doc {i}" for i in range(4)]))
-        killer.join()
+        with kill_one_worker(pool) as victims:  # both workers are inside a 1 s call by then
+            result = engine.run(p, docs(*[f"doc {i}" for i in range(4)]))
         assert pool.spawned == 3
         assert victims[0] not in pool.pids()
     assert len(result.failed) == 1

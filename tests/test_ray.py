@@ -15,12 +15,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TOYS, run_cli, write_flow
+from conftest import ROOT, TOYS, kill_one_worker, run_cli, write_flow
 
 from docpipe.engine import Engine
 from docpipe.store import Store
@@ -91,20 +90,11 @@ def test_an_actor_killed_mid_batch_has_its_task_retried_on_another_actor(executo
               {"id": "s", "block": "toy.sleep", "params": {"seconds": 1.0},
                "retry": {"max_attempts": 2, "delay": 0, "on": ["worker_died"]}}],
              outputs=["slept"])
-    victims: list[int] = []
     with Engine(store, workers=2, executor=executor) as engine:
         engine.run(p, docs("warm up"))  # actors started and set up
         pool = engine.pools("toy.sleep")[0]
-
-        def kill_one() -> None:
-            time.sleep(0.4)  # inside the first calls
-            victims.append(pool.pids()[0])
-            os.kill(victims[0], signal.SIGKILL)
-
-        killer = threading.Thread(target=kill_one)
-        killer.start()
-        result = engine.run(p, docs(*[f"doc {i}" for i in range(4)]))
-        killer.join()
+        with kill_one_worker(pool) as victims:  # inside the first calls by then
+            result = engine.run(p, docs(*[f"doc {i}" for i in range(4)]))
         assert pool.spawned == 3  # the dead actor was replaced
         assert victims[0] not in pool.pids()
         # an actor that dies between calls is found by the pool's liveness check and replaced

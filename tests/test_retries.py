@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import kill_one_worker
 
 from docpipe.blocks import Retry
 from docpipe.engine import Engine
@@ -97,29 +98,15 @@ def test_backoff_policy():
 
 
 def test_a_worker_killed_mid_batch_has_its_task_retried_and_the_run_completes(plan, docs, store):
-    import os
-    import signal
-    import threading
-    import time
-
     p = plan([{"id": "read", "block": "toy.read"},
               {"id": "s", "block": "toy.sleep", "params": {"seconds": 1.0},
                "retry": {"max_attempts": 2, "delay": 0, "on": ["worker_died"]}}],
              outputs=["slept"])
-    victims: list[int] = []
     with Engine(store, workers=2) as engine:
         engine.run(p, docs("warm up"))
         pool = engine.pools("toy.sleep")[0]
-
-        def kill_one() -> None:
-            time.sleep(0.4)
-            victims.append(pool.pids()[0])
-            os.kill(victims[0], signal.SIGKILL)
-
-        killer = threading.Thread(target=kill_one)
-        killer.start()
-        result = engine.run(p, docs(*[f"doc {i}" for i in range(4)]))
-        killer.join()
+        with kill_one_worker(pool):  # both workers are inside a 1 s call by then
+            result = engine.run(p, docs(*[f"doc {i}" for i in range(4)]))
     assert result.counts == {"succeeded": 4, "failed": 0}
     retried = [r for r in result.results
                if [a[1] for a in attempts_of(store, r.run_id, "s")] == ["retrying", "succeeded"]]

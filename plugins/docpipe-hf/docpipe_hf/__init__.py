@@ -14,6 +14,7 @@ Importing this package is cheap: torch and transformers are imported in ``setup`
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import docpipe
@@ -53,5 +54,4 @@ def register_models(register: Callable[[ModelInfo], None]) -> None:
         if info.path != doctype.resolve():
             used = {"classification": ("hf.classify",), "translation": ("hf.translate",),
                     "seq2seq (translation)": ("hf.translate",)}
-            register(ModelInfo(info.name, info.task, info.path, info.source,
-                               used.get(info.task.split(",")[0], ()), info.note, info.details))
+            register(replace(info, used_by=used.get(info.task.split(",")[0], ())))

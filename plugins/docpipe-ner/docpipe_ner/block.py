@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from docpipe.blocks import Block, Manifest, Result, State
+from docpipe.blocks import Block, Manifest, Result, State, page_list
 from docpipe.errors import BlockFailed
 from docpipe_ner.chunks import Found, chunk_spans, merge, trim
 from docpipe_ner.labels import LABELS, Label, normalise
@@ -190,18 +190,3 @@ def document_result(pages: list[str], found: list[list[Found]], keep: frozenset[
 def distinct(values: Any) -> list[str]:
     """``values`` without repeats, in order of first appearance."""
     return list(dict.fromkeys(values))
-
-
-def page_list(value: object) -> list[str] | BlockFailed:
-    """``page_texts`` as a list of strings (``None`` pages read as empty), or why it is not."""
-    if not isinstance(value, list | tuple):
-        return BlockFailed(f"'page_texts' must be a list of strings, got {type(value).__name__}")
-    pages: list[str] = []
-    for number, page in enumerate(value, start=1):
-        if page is None:
-            pages.append("")
-        elif isinstance(page, str):
-            pages.append(page)
-        else:
-            return BlockFailed(f"'page_texts' page {number} must be a string, got {type(page).__name__}")
-    return pages

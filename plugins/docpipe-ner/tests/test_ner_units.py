@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
-from docpipe_ner.block import Ner, document_result, page_list
+from docpipe_ner.block import Ner, document_result
 from docpipe_ner.chunks import Found, chunk_spans, merge, trim
 from docpipe_ner.labels import LABELS, decode_tags, normalise, parse_tag
 from pydantic import ValidationError
 
+from docpipe.blocks import page_list
 from docpipe.errors import BlockFailed
 from docpipe.plugins import Registry
 

@@ -30,10 +30,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from docpipe.blocks import Block, Manifest, Result, State
+from docpipe.blocks import Block, Manifest, Result, State, page_list
 from docpipe.errors import BlockFailed
 from docpipe_text.controls import FRAMEWORKS, Framework, find_controls
-from docpipe_text.textnorm import flatten, page_list
+from docpipe_text.textnorm import flatten
 
 
 def builtin_list_names() -> list[str]:
@@ -198,8 +198,8 @@ class Keywords(Block):
         results: list[Result] = []
         for state in batch:
             pages = page_list(state["page_texts"])
-            if isinstance(pages, str):
-                results.append(BlockFailed(pages))
+            if isinstance(pages, BlockFailed):
+                results.append(pages)
                 continue
             flat = [flatten(p) for p in pages]
             folded = [p.casefold() for p in flat]

