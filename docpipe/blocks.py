@@ -42,6 +42,15 @@ Device = Literal["cpu", "cuda", "auto"]
 RUNTIMES: tuple[str, ...] = typing.get_args(Runtime)
 DEVICES: tuple[str, ...] = typing.get_args(Device)
 
+class Artifact(str):
+    """The type to declare, in ``Manifest.writes``, a key that holds the path of a file the
+    block made for later steps (a decrypted copy, page images). The block writes the file
+    into the run's folder, which it gets by reading the ``work_dir`` key; the file lives as
+    long as the document's run (see :mod:`docpipe.artifacts`). A resumed or retried run
+    whose artifact file is gone runs the step that made it again instead of restoring its
+    path. Reads of ``str`` accept an ``Artifact``."""
+
+
 #: A document's state as a block sees it: the keys it reads, by its own names.
 State = dict[str, Any]
 #: What ``run`` returns per input: the written keys, or the error for that input.
@@ -182,7 +191,7 @@ def type_name(tp: Any) -> str:
 
 def types_compatible(written: Any, read: Any) -> bool:
     """Whether a value declared as ``written`` may feed a read declared as ``read``."""
-    w, r = type_name(written), type_name(read)
+    w, r = (type_name(t).replace("Artifact", "str") for t in (written, read))
     if "Any" in (w, r) or w == r:
         return True
     # optional reads take the plain type: 'str | None' accepts 'str'

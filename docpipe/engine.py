@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from docpipe.artifacts import WORK_DIR_KEY, WorkArea, default_work_root, missing_files
 from docpipe.blocks import Block, params_key
 from docpipe.errors import ExpressionError
 from docpipe.executors import WAKE, Done, ErrorInfo, check_results
@@ -130,8 +131,13 @@ class Engine:
 
     def __init__(self, store: Any = None, *, workers: int | None = None,
                  max_in_flight: int = 256, on_document: Callable[[DocResult], None] | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, work_dir: str | os.PathLike[str] | None = None,
+                 ) -> None:
         self.store = store
+        #: the work area of the runs' folders (artifacts): see :mod:`docpipe.artifacts`
+        self.work_root = os.fspath(work_dir) if work_dir is not None else os.fspath(
+            default_work_root(store.url if store is not None else None))
+        self._work: WorkArea | None = None
         self.executor = executor  # None: local thread and process pools
         self.cores = os.cpu_count() or 1
         self.workers = max(1, workers or self.cores)
@@ -196,12 +202,14 @@ class Engine:
                 finished[doc] = DocResult(entry["run_id"], doc, entry["status"],
                                           entry.get("error_kind"), entry.get("error"))
         self.store.resume_batch(batch_id)
+        self._work_area().adopt([entry["run_id"] for entry in resumable.values()])
         return self._run_batch(plan, docs, batch_id, batch["flow_id"], finished, resumable)
 
     def _run_batch(self, plan: Plan, docs: list[str], batch_id: str | None, flow_id: int | None,
                    finished: dict[str, DocResult], resumable: dict[str, dict[str, Any]],
                    ) -> BatchResult:
         t0 = time.perf_counter()
+        self._work_area().sweep()  # what engines killed earlier left behind
         writer = self.store.writer if self.store is not None else None
         self._task = writer.task_run if writer else _noop
         self._run_started = writer.flow_run_started if writer else _noop
@@ -225,6 +233,11 @@ class Engine:
                 self.store.finish_batch(batch_id, status, result.counts)
         return result
 
+    def _work_area(self) -> WorkArea:
+        if self._work is None:
+            self._work = WorkArea(self.work_root, new_id())
+        return self._work
+
     def pools(self, block: str) -> list[Any]:
         """The live pools of a block (one per distinct params), for inspection and tests."""
         return [b.pool for (name, _), b in self._pools.items() if name == block]
@@ -239,6 +252,9 @@ class Engine:
         self._inline.clear()
         self._node_inline.clear()
         self._node_batcher.clear()
+        if self._work is not None:
+            self._work.close()
+            self._work = None
 
     def __enter__(self) -> Engine:
         return self
@@ -288,6 +304,7 @@ class Engine:
 
     def _admit(self) -> None:
         plan, nodes = self._plan, self._plan.nodes
+        work = self._work_area()
         while self._active < self.max_in_flight and self._next_doc < len(self._docs):
             seq, doc = self._next_doc, self._docs[self._next_doc]
             self._next_doc += 1
@@ -300,20 +317,30 @@ class Engine:
             self._active += 1
             entry = self._resumable.get(doc)
             if entry is None:
-                run = _Run(new_id(), seq, doc, plan, {"path": doc})
+                run_id = new_id()
+                run = _Run(run_id, seq, doc, plan, {"path": doc, WORK_DIR_KEY: work.path(run_id)})
                 self._run_started(run.id, self._batch_id, self._flow_id, doc, time.time(),
                                   self._correlation.get(doc))
                 self._ready.extend((run, nodes[i]) for i in plan.roots)
             else:
-                run = _Run(entry["run_id"], seq, doc, plan, {"path": doc})
+                run = _Run(entry["run_id"], seq, doc, plan,
+                           {"path": doc, WORK_DIR_KEY: work.path(entry["run_id"])})
                 self._run_resumed(run.id, time.time())
                 self._restore(run, entry["steps"])
             self._order[run.id] = seq
 
     def _restore(self, run: _Run, steps: dict[str, dict[str, Any]]) -> None:
-        """Put back what a run's succeeded steps wrote; queue what is left to do."""
+        """Put back what a run's succeeded steps wrote; queue what is left to do. A step whose
+        artifact file is gone (its run's folder was removed: the run had ended, or a sweep
+        found its engine dead) is not restored: it runs again and makes the file anew."""
         nodes = run.plan.nodes
-        done = [n for n in nodes if n.id in steps]
+        done_ids = set(steps)
+        for n in nodes:
+            if n.id in steps and any(missing_files(steps[n.id].get(k)) for k in n.artifact_keys):
+                # made again only if a step still to run reads it
+                if any(nodes[d].id not in steps for d in n.dependents):
+                    done_ids.discard(n.id)
+        done = [n for n in nodes if n.id in done_ids]
         for n in done:
             run.state.update(steps[n.id])
         pending = run.pending
@@ -343,6 +370,8 @@ class Engine:
             except ExpressionError as exc:
                 return self._fail(run, node, ErrorInfo.of(exc), time.time(), "main")
         kind = node.kind
+        if node.uses_work_dir:
+            self._work_area().ensure(run.root.id)
         if kind == "block":
             inputs = {k: state[v] for k, v in node.reads.items()}
             if node.runtime == "inline":
@@ -458,6 +487,7 @@ class Engine:
         assert node.subplan is not None
         state = {k: run.state[v] for k, v in node.reads.items()}
         state.setdefault("path", run.state.get("path"))
+        state.setdefault(WORK_DIR_KEY, run.state.get(WORK_DIR_KEY))
         child = _Run(run.id, run.seq, run.document, node.subplan, state, parent=(run, node),
                      prefix=f"{run.prefix}{node.id}/")
         child.maps = {}
@@ -645,6 +675,8 @@ class Engine:
             values = {pk: run.state[sk] for sk, pk in pnode.writes.items() if sk in run.state}
             return self._complete(parent, pnode, values, started, time.time(), "main")
         run.failed = err is not None
+        if self._work is not None:
+            self._work.remove(run.id)  # the run's artifacts end with it
         state = run.state
         outputs = {k: state[k] for k in run.plan.outputs if k in state}
         result = DocResult(run.id, run.document, FAILED if err else SUCCEEDED,

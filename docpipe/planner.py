@@ -20,14 +20,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from docpipe.blocks import Block, Retry, type_name, types_compatible
+from docpipe.artifacts import WORK_DIR_KEY
+from docpipe.blocks import Artifact, Block, Retry, type_name, types_compatible
 from docpipe.errors import ExpressionError, FlowError, FlowIssue
 from docpipe.expr import Expression
 from docpipe.flow import content_hash, load_definition, schema_issues, step_kind
 from docpipe.plugins import BlockInfo, Registry
 
-#: keys every document starts with
-INITIAL_KEYS: dict[str, Any] = {"path": str}
+#: keys every document starts with: its file, and its run's folder for artifacts
+INITIAL_KEYS: dict[str, Any] = {"path": str, WORK_DIR_KEY: str}
 _PARAM_REF = re.compile(r"^\$\{params\.([A-Za-z_][A-Za-z0-9_]*)\}$")
 _COLLECTIONS = ("list", "dict", "tuple", "set", "frozenset")
 
@@ -71,6 +72,19 @@ class Node:
     @cached_property
     def label(self) -> str:
         return self.block.name if self.block else self.kind
+
+    @cached_property
+    def uses_work_dir(self) -> bool:
+        """Whether the block reads the run's folder (the engine makes it first)."""
+        return WORK_DIR_KEY in self.reads.values()
+
+    @cached_property
+    def artifact_keys(self) -> tuple[str, ...]:
+        """The state keys this step writes that hold artifact paths (files in the run's folder)."""
+        if self.block is None:
+            return ()
+        declared = self.block.cls.manifest.writes
+        return tuple(sk for bk, sk in self.writes.items() if declared.get(bk) is Artifact)
 
 
 @dataclass(eq=False)

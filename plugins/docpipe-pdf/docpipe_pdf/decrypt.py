@@ -23,21 +23,22 @@ A PDF that qpdf cannot open at all is a ``CorruptDocument``; one encrypted with
 a security handler other than the standard password one (certificate
 encryption) is an ``EncryptedDocument`` that says so.
 
-**The decrypted copy lives only as long as the worker.** It is written into a
-private folder (mode 0700, the copy 0600) that ``setup`` creates and
-``teardown`` removes. It has to be a file because the blocks after this one run
-in other worker processes and open the document by path (``pdf.text`` reads it,
-OCR renders its pages); nothing else keeps the decrypted content. A worker that
-is killed (``SIGKILL``, out of memory) cannot run ``teardown``: its
-``docpipe-decrypt-*`` folder stays behind under the temporary folder (or
-``work_dir``), readable only by its owner. The copies of one worker accumulate
-for its lifetime (about the size of the encrypted input), so point ``work_dir``
-at a disk with room for them when a run holds many large encrypted PDFs.
+**The decrypted copy is an artifact of the document's run** (see
+:mod:`docpipe.artifacts`): it is written into the run's own folder, which the engine
+gives this block as the ``work_dir`` input (mode 0700; the copy 0600), and the engine
+removes that folder when the run ends, succeeded or failed. It has to be a file because
+the blocks after this one run in other worker processes (or Ray actors) and open the
+document by path (``pdf.text`` reads it, OCR renders its pages). It does not depend on
+the worker that made it: a worker that is killed or recycled loses nothing, a resumed
+run finds the copy again, and a run whose folder is gone (a retry after the run failed,
+a sweep after its engine was killed) simply decrypts again. An engine killed with
+``SIGKILL`` leaves the folder until the next engine starts on the same work area and
+sweeps it. Point the work area (``DOCPIPE_WORK_DIR``) at a disk with room for the copies
+of the runs in flight (about the size of their encrypted inputs).
 
-A copy is named by a sha256 of the source's real path, size and modification
-time, so a document seen again by the same worker (a rerun, another flow on the
-same engine) reuses it, and a changed source gets a fresh copy. It is written
-to a temporary name and renamed into place, so a reader never sees half a file.
+A copy is named by a sha256 of the source's real path, size and modification time, so
+a changed source gets a fresh copy. It is written to a temporary name and renamed into
+place, so a reader never sees half a file.
 
 pikepdf (qpdf) is imported in ``setup``, not when the plugin loads.
 """
@@ -46,16 +47,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 import traceback
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from docpipe.blocks import Block, Manifest, Result, State
+from docpipe.blocks import Artifact, Block, Manifest, Result, State
 from docpipe.errors import (
     BlockFailed,
     CorruptDocument,
@@ -83,8 +82,8 @@ class PdfDecrypt(Block):
     manifest = Manifest(
         name="pdf.decrypt",
         version="1.0",
-        reads={"path": str},
-        writes={"pdf_path": str, "encrypted": bool},
+        reads={"path": str, "work_dir": str},
+        writes={"pdf_path": Artifact, "encrypted": bool},
         # qpdf's key derivation and rewriting are CPU-bound
         runtime="process",
         batch=1,
@@ -113,15 +112,7 @@ class PdfDecrypt(Block):
             default=PASSWORD_ENV,
             description="the environment variable whose value is tried last; null to try none",
         )
-        work_dir: str | None = Field(
-            default=None,
-            description=(
-                "the folder in which each worker makes its private folder for decrypted copies "
-                "(default: the system's temporary folder)"
-            ),
-        )
-
-        # both checked when the flow is validated, before a document is touched
+        # checked when the flow is validated, before a document is touched
         @field_validator("passwords_file")
         @classmethod
         def _a_file(cls, value: str | None) -> str | None:
@@ -129,17 +120,8 @@ class PdfDecrypt(Block):
                 raise ValueError(f"passwords_file {value!r} is not a file")
             return value
 
-        @field_validator("work_dir")
-        @classmethod
-        def _a_folder(cls, value: str | None) -> str | None:
-            if value is not None and not Path(value).is_dir():
-                raise ValueError(f"work_dir {value!r} is not a folder")
-            return value
-
     _passwords: tuple[SecretStr, ...] = ()
     _env_name: str | None = PASSWORD_ENV
-    _work: str | None = None
-    _cleanup: weakref.finalize | None = None
 
     def setup(self, params: BaseModel) -> None:
         assert isinstance(params, PdfDecrypt.Params)
@@ -151,32 +133,19 @@ class PdfDecrypt(Block):
             ) from exc
         self._passwords = candidate_passwords(params)
         self._env_name = params.password_env
-        self._work = tempfile.mkdtemp(prefix="docpipe-decrypt-", dir=params.work_dir)
-        os.chmod(self._work, 0o700)  # mkdtemp already does; said out loud
-        # teardown removes it; so does garbage collection or interpreter exit if teardown is
-        # never called (a test, an engine that is not closed); a killed worker cannot
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self._work, ignore_errors=True)
-
-    def teardown(self) -> None:
-        if self._cleanup is not None:
-            self._cleanup()
-
-    @property
-    def work_dir(self) -> str | None:
-        """This worker's private folder of decrypted copies (``None`` before ``setup``)."""
-        return self._work
 
     def run(self, batch: list[State], params: Params) -> list[Result]:  # type: ignore[override]
-        return [self._guarded(state["path"]) for state in batch]
+        return [self._guarded(state.get("path"), state.get("work_dir")) for state in batch]
 
     # --- one document -------------------------------------------------------------------
 
-    def _guarded(self, path: Any) -> Result:
+    def _guarded(self, path: Any, work_dir: Any) -> Result:
         """:meth:`_decrypt`, with every failure returned (scrubbed of passwords) instead of raised."""
-        if not isinstance(path, str | os.PathLike):
-            return BlockFailed(f"'path' must be a string, got {type(path).__name__}")
+        for key, value in (("path", path), ("work_dir", work_dir)):
+            if not isinstance(value, str | os.PathLike):
+                return BlockFailed(f"'{key}' must be a string, got {type(value).__name__}")
         try:
-            return self._decrypt(os.fspath(path))
+            return self._decrypt(os.fspath(path), os.fspath(work_dir))  # type: ignore[arg-type]
         except DocumentError as exc:
             # a fresh exception: no traceback frames (whose locals hold passwords), no chain;
             # where it was raised goes along as code lines only (no values)
@@ -184,7 +153,7 @@ class PdfDecrypt(Block):
         except Exception as exc:  # noqa: BLE001 - one document must never fail the batch
             return _with_frames(BlockFailed(self._scrub(f"{type(exc).__name__}: {exc}")), exc)
 
-    def _decrypt(self, path: str) -> dict[str, Any]:
+    def _decrypt(self, path: str, work_dir: str) -> dict[str, Any]:
         import pikepdf
 
         passthrough = {"pdf_path": path, "encrypted": False}
@@ -192,10 +161,7 @@ class PdfDecrypt(Block):
         ftype = sniff(head)
         if stat.st_size == 0 or ftype is None or not ftype.is_pdf:
             return passthrough
-        if self._work is None:
-            raise RuntimeError("pdf.decrypt: setup() was not called")
-
-        target = os.path.join(self._work, copy_name(path, stat))
+        target = os.path.join(work_dir, copy_name(path, stat))
         if os.path.exists(target):
             return {"pdf_path": target, "encrypted": True}
         with self._open(path, tail) as pdf:
@@ -232,10 +198,13 @@ class PdfDecrypt(Block):
         raise EncryptedDocument(message)
 
     def _write(self, pdf: pikepdf.Pdf, target: str) -> None:
-        """Save ``pdf`` unencrypted at ``target``, atomically, readable by the owner only."""
-        assert self._work is not None
-        os.makedirs(self._work, mode=0o700, exist_ok=True)  # a temp cleaner may have taken it
-        fd, part = tempfile.mkstemp(dir=self._work, prefix=".", suffix=".part")  # mode 0600
+        """Save ``pdf`` unencrypted at ``target`` (in the run's folder, which the engine made:
+        never made here, so a copy cannot land in the folder of a run that already ended),
+        atomically, readable by the owner only."""
+        folder = os.path.dirname(target)
+        if not os.path.isdir(folder):
+            raise DocumentError("the run's work folder is gone (the run ended or was swept)")
+        fd, part = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")  # mode 0600
         try:
             with os.fdopen(fd, "wb") as f:
                 pdf.save(f, encryption=False)

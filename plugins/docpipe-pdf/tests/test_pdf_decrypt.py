@@ -3,13 +3,13 @@ on what it hands on, alone and in a whole flow."""
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from docpipe_pdf.decrypt import PASSWORD_ENV, PdfDecrypt, read_passwords_file
 from docpipe_pdf.text import PdfText
 from pydantic import ValidationError
 
-from docpipe.blocks import Result
+from docpipe.blocks import Artifact, Result
 from docpipe.errors import BlockFailed, CorruptDocument, DocumentError, EncryptedDocument, error_kind
 from docpipe.plugins import Registry
 from docpipe.store import Store
@@ -44,14 +44,22 @@ def _no_password_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
 
 
+#: the run folder (the engine's ``work_dir`` input) each block made by ``make`` decrypts into
+RUN_DIRS: weakref.WeakKeyDictionary[PdfDecrypt, Path] = weakref.WeakKeyDictionary()
+
+
 @pytest.fixture
-def make() -> Iterator[Make]:
-    """Set up blocks with the given params; every one is torn down after the test."""
+def make(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Make]:
+    """Set up blocks with the given params, each with a run folder as the engine would give
+    it; every one is torn down after the test."""
     blocks: list[PdfDecrypt] = []
 
     def make(**params: Any) -> PdfDecrypt:
         block = PdfDecrypt()
         block.setup(PdfDecrypt.Params(**params))
+        run_dir = tmp_path_factory.mktemp("run")
+        run_dir.chmod(0o700)
+        RUN_DIRS[block] = run_dir
         blocks.append(block)
         return block
 
@@ -68,7 +76,7 @@ def reader() -> PdfText:
 
 
 def decrypt(block: PdfDecrypt, path: Path | str) -> Result:
-    (result,) = block.run([{"path": str(path)}], PdfDecrypt.Params())
+    (result,) = block.run([{"path": str(path), "work_dir": str(RUN_DIRS[block])}], PdfDecrypt.Params())
     return result
 
 
@@ -123,8 +131,8 @@ def test_manifest_and_registration() -> None:
     m = PdfDecrypt.manifest
     assert m.problems() == []
     assert (m.name, m.runtime) == ("pdf.decrypt", "process")
-    assert m.reads == {"path": str}
-    assert m.writes == {"pdf_path": str, "encrypted": bool}
+    assert m.reads == {"path": str, "work_dir": str}
+    assert m.writes == {"pdf_path": Artifact, "encrypted": bool}
     registry = Registry(entry_points=False, extra=[docpipe_pdf])
     assert registry.broken == []
     assert registry.get("pdf.decrypt").cls is PdfDecrypt
@@ -136,15 +144,13 @@ def test_the_password_param_is_secret(tmp_path: Path) -> None:
         assert "hunter2-secret" not in shown
     assert params.password is not None and params.password.get_secret_value() == "hunter2-secret"
     schema = PdfDecrypt.params_schema()
-    assert set(schema["properties"]) == {"password", "passwords_file", "password_env", "work_dir"}
+    assert set(schema["properties"]) == {"password", "passwords_file", "password_env"}
     assert PdfDecrypt.Params().password_env == "DOCPIPE_PDF_PASSWORD"
 
 
 def test_params_are_checked_before_any_document(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="is not a file"):
         PdfDecrypt.Params(passwords_file=str(tmp_path / "missing.txt"))
-    with pytest.raises(ValidationError, match="is not a folder"):
-        PdfDecrypt.Params(work_dir=str(tmp_path / "missing"))
     with pytest.raises(ValidationError):
         PdfDecrypt.Params(pasword="x")  # type: ignore[call-arg]
 
@@ -174,7 +180,7 @@ def test_the_right_password_decrypts(
     r = ok(decrypt(block, ENCRYPTED))
     assert r["encrypted"] is True
     copy = Path(r["pdf_path"])
-    assert copy.parent == Path(block.work_dir or "") and copy.suffix == ".pdf"
+    assert copy.parent == RUN_DIRS[block] and copy.suffix == ".pdf"
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
     assert stat.S_IMODE(copy.parent.stat().st_mode) == 0o700
     assert list(copy.parent.iterdir()) == [copy]  # no temporary file left behind
@@ -263,7 +269,7 @@ def test_what_is_not_encrypted_passes_through(make: Make, name: str) -> None:
     block = make(password=PASSWORD)
     r = ok(decrypt(block, SAMPLES / name))
     assert r == {"pdf_path": str(SAMPLES / name), "encrypted": False}
-    assert list(Path(block.work_dir or "").iterdir()) == []
+    assert list(RUN_DIRS[block].iterdir()) == []
 
 
 def test_a_pdf_named_otherwise_is_still_decrypted(make: Make, tmp_path: Path) -> None:
@@ -337,12 +343,16 @@ def test_certificate_encryption_is_named(make: Make, tmp_path: Path) -> None:
 
 def test_missing_file_folder_and_wrong_type(make: Make, tmp_path: Path) -> None:
     block = make()
-    missing, folder, wrong = block.run(
-        [{"path": str(tmp_path / "nope.pdf")}, {"path": str(tmp_path)}, {"path": None}], PdfDecrypt.Params()
+    run_dir = str(RUN_DIRS[block])
+    missing, folder, wrong, no_run_dir = block.run(
+        [{"path": str(tmp_path / "nope.pdf"), "work_dir": run_dir},
+         {"path": str(tmp_path), "work_dir": run_dir}, {"path": None, "work_dir": run_dir},
+         {"path": str(ENCRYPTED), "work_dir": None}], PdfDecrypt.Params()
     )
     assert type(missing) is DocumentError and "No such file" in str(missing)
     assert type(folder) is DocumentError and "folder" in str(folder)
     assert isinstance(wrong, BlockFailed)
+    assert isinstance(no_run_dir, BlockFailed) and "'work_dir' must be a string" in str(no_run_dir)
 
 
 def test_an_unexpected_error_is_returned_without_the_password(
@@ -378,40 +388,19 @@ def test_a_rerun_reuses_the_copy_and_a_changed_source_gets_a_new_one(make: Make,
     assert ok(decrypt(block, path))["pdf_path"] != first
 
 
-def test_work_dir_param_and_teardown(make: Make, tmp_path: Path) -> None:
-    parent = tmp_path / "work"
-    parent.mkdir()
-    block = make(password=PASSWORD, work_dir=str(parent))
-    work = Path(block.work_dir or "")
-    assert work.parent == parent and work.name.startswith("docpipe-decrypt-")
-    copy = Path(ok(decrypt(block, ENCRYPTED))["pdf_path"])
-    assert copy.exists()
-    block.teardown()
-    assert not work.exists() and list(parent.iterdir()) == []
-    block.teardown()  # twice is harmless
-
-
-def test_a_block_never_torn_down_cleans_up_when_collected(tmp_path: Path) -> None:
-    block = PdfDecrypt()
-    block.setup(PdfDecrypt.Params(work_dir=str(tmp_path)))
-    work = Path(block.work_dir or "")
-    assert work.is_dir()
-    del block
-    gc.collect()
-    assert not work.exists()
-
-
-def test_each_worker_has_its_own_folder(make: Make) -> None:
-    assert make().work_dir != make().work_dir
+def test_a_copy_is_never_written_into_a_folder_that_is_gone(make: Make, tmp_path: Path) -> None:
+    block = make(password=PASSWORD)
+    RUN_DIRS[block].rmdir()  # the run ended (or was swept) while this call was on its way
+    r = decrypt(block, ENCRYPTED)
+    assert isinstance(r, DocumentError) and "work folder is gone" in str(r)
+    assert not RUN_DIRS[block].exists()
 
 
 # --- in a flow ----------------------------------------------------------------------------
 
 
-def decrypt_flow(work_dir: Path | None = None) -> dict[str, Any]:
+def decrypt_flow() -> dict[str, Any]:
     step_params: dict[str, Any] = {"password": "${params.pdf_password}"}
-    if work_dir is not None:
-        step_params["work_dir"] = str(work_dir)
     return {
         "name": "decrypt-then-text",
         "version": "1",
@@ -429,7 +418,8 @@ def test_flow_over_the_samples(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     documents = sorted(SAMPLES.iterdir())
-    result = run_flow(decrypt_flow(work), documents, params={"pdf_password": PASSWORD}, workers=1)
+    result = run_flow(decrypt_flow(), documents, params={"pdf_password": PASSWORD}, workers=1,
+                      work_dir=work)
     by_name = {Path(r.document).name: r for r in result.results}
     assert set(by_name) == {p.name for p in documents}
     memo_run = by_name["encrypted.pdf"]
@@ -444,8 +434,9 @@ def test_flow_over_the_samples(tmp_path: Path) -> None:
     assert [r.document for r in result.failed] == [str(SAMPLES / "corrupt.pdf")]
     # the password is nowhere in what the run hands back
     assert leaks(PASSWORD, *[[r.outputs, r.error] for r in result.results]) == []
-    # the workers tore down: their folders of decrypted copies are gone
-    assert list(work.iterdir()) == []
+    # every run ended: its folder (and the decrypted copy in it) is gone; no engine lock is left
+    assert [p.name for p in work.iterdir()] == ["owners"]
+    assert list((work / "owners").iterdir()) == []
 
 
 @pytest.mark.slow
