@@ -67,9 +67,11 @@ class NoParams(BaseModel):
 class Retry:
     """When and how a failed task is tried again. Every attempt is recorded.
 
-    ``on`` names error kinds (``worker_died``, ``timeout``, ``block_error``, ``corrupt``…)
-    or exception type names (``ConnectionError``); a failure matching none of them is
-    final. The delay before attempt ``n + 1`` is ``delay`` (fixed) or ``delay * 2**(n-1)``
+    ``on`` names error kinds (``worker_died``, ``timeout``, ``block_error``, ``corrupt``…),
+    exception type names (``ConnectionError``), or ``retryable``: every failure that says
+    trying again could help (a dead worker, a timeout, a :class:`DocumentError` whose class
+    sets ``retryable = True`` such as :class:`docpipe.errors.TransientError`); a failure
+    matching none of them is final. The delay before attempt ``n + 1`` is ``delay`` (fixed) or ``delay * 2**(n-1)``
     (exponential), capped at ``max_delay``, then spread by +/- ``jitter`` (a fraction) so
     that retries of many documents do not arrive in lockstep.
     """
@@ -79,11 +81,12 @@ class Retry:
     delay: float = 0.5
     max_delay: float = 30.0
     jitter: float = 0.2
-    on: tuple[str, ...] = ("worker_died", "timeout")
+    on: tuple[str, ...] = ("retryable",)
 
-    def allows(self, attempt: int, kind: str, type_name: str) -> bool:
+    def allows(self, attempt: int, kind: str, type_name: str, retryable: bool = False) -> bool:
         """Whether a failure of ``attempt`` (1-based) with this kind/type is tried again."""
-        return attempt < self.max_attempts and (kind in self.on or type_name in self.on)
+        return attempt < self.max_attempts and (
+            kind in self.on or type_name in self.on or (retryable and "retryable" in self.on))
 
     def delay_for(self, attempt: int) -> float:
         base = self.delay if self.backoff == "fixed" else self.delay * 2 ** (attempt - 1)

@@ -16,8 +16,10 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from docpipe import __version__
 from docpipe.blocks import type_name
@@ -151,7 +153,8 @@ def execute(plan: Any, store: Any, *, docs: list[str] | None = None, resume: str
               f"failed in {result.seconds:.2f}s (batch {result.batch_id})"
               + (f"; results in {out}" if out else ""), highlight=False)
     for r in result.failed:
-        err.print(f"[red]failed[/] {r.document}: \\[{r.error_kind}] step '{r.step}': {r.error}",
+        err.print(f"[red]failed[/] {escape(r.document)}: \\[{r.error_kind}] step '{escape(r.step or '')}': "
+                  f"{escape(r.error or '')}",
                   highlight=False)
         if verbose and r.traceback:
             err.print(r.traceback, markup=False, highlight=False)
@@ -173,8 +176,11 @@ def _print_summary(rows: list[dict[str, Any]], outputs: list[str]) -> None:
                 value = len(value) if value else None
             if value not in (None, ""):
                 shown.append(f"{key}={value}")
-        status = row["status"] if not row["error"] else f"{row['status']} [{row['error_kind']}] {row['error']}"
-        table.add_row(Path(row["document"]).name, status, "  ".join(shown))
+        status = row["status"]
+        if row["error"]:
+            step = f" step '{row['failed_step']}':" if row.get("failed_step") else ""
+            status += f" [{row['error_kind']}]{step} {row['error']}"
+        table.add_row(Text(Path(row["document"]).name), Text(status), Text("  ".join(shown)))
     out.print(table)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from docpipe.cli_options import with_run_options
 
@@ -79,8 +80,16 @@ def runs_list(status: str | None, flow: str | None, batch: str | None, correlati
         duration = f"{r['duration']:.2f}" if r.get("duration") is not None else ""
         table.add_row(r["id"], _when(r["started_at"]), f"{r['flow']} {r['flow_version']}",
                       r["document"], r["status"], duration,
-                      f"[{r['error_kind']}] {r['error']}" if r["error"] else "")
+                      Text(_failure(r)))
     out.print(table)
+
+
+def _failure(run: dict[str, Any]) -> str:
+    """``[kind] step 'ocr[2]': message`` for a failed run, else empty."""
+    if not run["error"]:
+        return ""
+    step = f" step '{run['failed_step']}':" if run.get("failed_step") else ""
+    return f"[{run['error_kind']}]{step} {run['error']}"
 
 
 @runs.command("show")

@@ -200,7 +200,8 @@ class Engine:
                 resumable[doc] = entry
             else:
                 finished[doc] = DocResult(entry["run_id"], doc, entry["status"],
-                                          entry.get("error_kind"), entry.get("error"))
+                                          entry.get("error_kind"), entry.get("error"),
+                                          entry.get("failed_step"))
         self.store.resume_batch(batch_id)
         self._work_area().adopt([entry["run_id"] for entry in resumable.values()])
         return self._run_batch(plan, docs, batch_id, batch["flow_id"], finished, resumable)
@@ -623,7 +624,7 @@ class Engine:
         """A failed attempt of one input: schedule the next attempt, or fail the document."""
         run, node = item.run, item.node
         step = f"{run.prefix}{node.id}" + (f"[{item.index}]" if item.index >= 0 else "")
-        if node.retry.allows(item.attempt, err.kind, err.type):
+        if node.retry.allows(item.attempt, err.kind, err.type, err.retryable):
             self._task((run.root.id, step, node.label, item.attempt, RETRYING, started, finished,
                         worker, err.kind, str(err), err.traceback or None))
             retry = _Item(run, node, item.inputs, item.index, item.attempt + 1)
@@ -683,7 +684,7 @@ class Engine:
                            err.kind if err else None, str(err) if err else None, step, outputs,
                            err.traceback if err else None)
         self._run_finished(run.id, result.status, result.error_kind, result.error, time.time(),
-                           outputs)
+                           outputs, step)
         self._results.append(result)
         self._active -= 1
         self.on_document(result)

@@ -76,12 +76,29 @@ class DocumentError(DocpipeError):
     """A single document cannot be processed. ``kind`` types the failure in records and outputs."""
 
     kind = "document_error"
-    #: whether trying again could help (used by the retry policy of a later issue)
+    #: whether the same input may succeed when tried again (the worker died, it timed out, a
+    #: service was down): a step's retry policy retries these by default (``on: ["retryable"]``)
     retryable = False
 
 
 class EncryptedDocument(DocumentError):
+    """An encrypted document that cannot be opened (certificate encryption, an unknown
+    security handler, or a block that takes no passwords)."""
+
     kind = "encrypted"
+
+
+class PasswordRequired(EncryptedDocument):
+    """Encrypted, and no password was given at all: a configuration gap, fixed by giving one."""
+
+    kind = "password_required"
+
+
+class WrongPassword(EncryptedDocument):
+    """Encrypted, and none of the passwords given opens it: a problem of the document (or of
+    the password list), not of the configuration."""
+
+    kind = "wrong_password"
 
 
 class CorruptDocument(DocumentError):
@@ -90,6 +107,14 @@ class CorruptDocument(DocumentError):
 
 class UnsupportedDocument(DocumentError):
     kind = "unsupported"
+
+
+class TransientError(DocumentError):
+    """A passing failure outside the document (a service down, a lock held, a full disk being
+    cleared): the step's retry policy tries it again, where it allows more than one attempt."""
+
+    kind = "transient"
+    retryable = True
 
 
 class BlockFailed(DocumentError):

@@ -1,7 +1,8 @@
 """Result files (CSV, JSONL): one row per document, written atomically.
 
-Columns: ``document``, ``status``, ``error_kind``, ``error``, then the flow's
-output keys in the order the flow declares them. Lists and dicts are written
+Columns: ``document``, ``status``, ``error_kind``, ``error``, ``failed_step`` (the
+step a failed document failed at), then the flow's output keys in the order the
+flow declares them. Lists and dicts are written
 as JSON in CSV cells; missing values are empty. The file is written to a
 temporary file in the same folder and renamed over the target, so an
 interrupted run never leaves a half-written result file.
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-BASE_COLUMNS = ["document", "status", "error_kind", "error"]
+BASE_COLUMNS = ["document", "status", "error_kind", "error", "failed_step"]
 FORMATS = (".csv", ".jsonl")
 
 

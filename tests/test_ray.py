@@ -295,3 +295,50 @@ def test_the_idp_flow_on_ray_gives_the_same_csv_as_the_local_run(executor, tmp_p
     workers = {w for (w,) in sqlite3.connect(tmp_path / "ray.db").execute(
         "select worker from task_runs where step = 'classify'")}
     assert workers and all(w.startswith("ray:") for w in workers)
+
+
+def test_a_decrypted_copy_outlives_the_actor_that_made_it(executor, tmp_path: Path, store):
+    """decrypt and text run on different actors (of different pools); the decrypt actors are
+    killed once the copies exist, so text reads files no live decrypt actor holds: the copies
+    belong to the runs (a shared work area), and are gone when the runs end."""
+    import threading
+
+    import pikepdf
+
+    from docpipe.planner import build_plan
+    from docpipe.plugins import Registry
+
+    docs = []
+    for name in ("a.pdf", "b.pdf"):
+        with pikepdf.open(ROOT / "samples" / "encrypted.pdf", password="docpipe") as pdf:
+            pdf.save(tmp_path / name, encryption=pikepdf.Encryption(user="ray-pw", owner="ray-o"))
+        docs.append(str(tmp_path / name))
+    plan = build_plan({"name": "ray-artifacts", "version": "1", "outputs": ["file_head", "text"],
+                       "steps": [{"id": "decrypt", "block": "pdf.decrypt", "params": {"password": "ray-pw"}},
+                                 {"id": "wait", "block": "toy.file_head", "inputs": {"path": "pdf_path"},
+                                  "params": {"seconds": 2.0}},
+                                 {"id": "text", "block": "pdf.text", "inputs": {"path": "pdf_path"}}]},
+                      Registry(extra=[TOYS]))
+    work = tmp_path / "work"
+    with Engine(store, workers=1, executor=executor, work_dir=work) as engine:
+        killed: list[int] = []
+
+        def kill_decrypt_actors() -> None:
+            deadline = time.monotonic() + 60
+            while len(list(work.glob("*/*.pdf"))) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            killed.extend(engine.pools("pdf.decrypt")[0].pids())
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_decrypt_actors)
+        killer.start()
+        result = engine.run(plan, docs)
+        killer.join()
+    assert killed and result.counts == {"succeeded": 2, "failed": 0}, [r.error for r in result.results]
+    for r in result.results:
+        assert r.outputs["file_head"].startswith("%PDF-") and "Fabrikam Components" in r.outputs["text"]
+        workers = {t["step"]: t["worker"] for t in store.get_run(r.run_id)["tasks"]}
+        assert workers["decrypt"] != workers["text"]  # two actors
+        assert workers["decrypt"].endswith(tuple(f":{pid}" for pid in killed))
+    assert sorted(p.name for p in work.iterdir()) == ["owners"]

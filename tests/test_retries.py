@@ -93,8 +93,27 @@ def test_backoff_policy():
     assert Retry(backoff="fixed", delay=0.5, jitter=0).delay_for(3) == 0.5
     jittered = {Retry(delay=1.0, jitter=0.5).delay_for(1) for _ in range(20)}
     assert len(jittered) > 1 and all(0.5 <= d <= 1.5 for d in jittered)
-    assert r.allows(1, "timeout", "BlockTimeout") and not r.allows(4, "timeout", "BlockTimeout")
+    # the default policy retries what says it is retryable (a timeout, a dead worker, ...)
+    assert r.allows(1, "timeout", "BlockTimeout", True) and not r.allows(4, "timeout", "BlockTimeout", True)
     assert not r.allows(1, "block_error", "ValueError")
+    assert not r.allows(1, "transient", "TransientError")  # not marked retryable: not by kind alone
+    assert Retry(max_attempts=2, on=("corrupt",)).allows(1, "corrupt", "CorruptDocument")
+
+
+@pytest.mark.parametrize("transient", [True, False])
+def test_the_default_policy_retries_what_is_marked_retryable(plan, docs, store, transient):
+    """DocumentError.retryable is what the default policy (``on: ["retryable"]``) goes by: a
+    TransientError is tried again; a plain ConnectionError is final unless the step names it."""
+    p = plan([{"id": "flaky", "block": "toy.flaky", "params": {"fail_times": 1, "transient": transient},
+               "retry": {"max_attempts": 3, "delay": 0}}], outputs=["attempts"])
+    with Engine(store, workers=1) as engine:
+        result = engine.run(p, docs("a"))
+    steps = [a[1:] for a in attempts_of(store, result.results[0].run_id, "flaky")]
+    if transient:
+        assert result.counts == {"succeeded": 1, "failed": 0}
+        assert steps == [("retrying", "transient"), ("succeeded", None)]
+    else:
+        assert steps == [("failed", "block_error")]
 
 
 def test_a_worker_killed_mid_batch_has_its_task_retried_and_the_run_completes(plan, docs, store):

@@ -95,7 +95,7 @@ def test_batch_runs_and_tasks_round_trip(store: Store) -> None:
     w.flow_run_finished("run-a", "ok", None, None, T0 + 2, {"doc_class": "invoice", "at": Path("x")})
     w.flush()
     # run-b finishes in a later flush; run-c is still running.
-    w.flow_run_finished("run-b", "failed", "corrupt", "bad xref", T0 + 3, {})
+    w.flow_run_finished("run-b", "failed", "corrupt", "bad xref", T0 + 3, {}, failed_step="ocr")
     w.flow_run_started("run-c", batch_id, flow_id, "c.pdf", T0 + 4)
     store.finish_batch(batch_id, "failed", {"ok": 1, "failed": 1, "running": 1})
 
@@ -111,6 +111,7 @@ def test_batch_runs_and_tasks_round_trip(store: Store) -> None:
         "status": "ok",
         "error_kind": None,
         "error": None,
+        "failed_step": None,
         "started_at": T0,
         "finished_at": T0 + 2,
         "correlation_id": None,
@@ -118,6 +119,7 @@ def test_batch_runs_and_tasks_round_trip(store: Store) -> None:
         "duration": 2.0,
     }
     assert runs[0]["status"] == "running" and runs[0]["duration"] is None
+    assert (runs[1]["error_kind"], runs[1]["failed_step"]) == ("corrupt", "ocr")
 
     run = store.get_run("run-a")
     assert run is not None

@@ -16,6 +16,10 @@ from docpipe.store.schema import task_runs
 T0 = 1_700_000_000.0
 
 
+#: what resume_state says of a run that has not failed
+NO_ERROR = {"error_kind": None, "error": None, "failed_step": None}
+
+
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
     s = Store(store_url)
@@ -160,6 +164,7 @@ def test_task_outputs_and_resume_state(store: Store) -> None:
         "run_id": "run-a.pdf",
         "status": SUCCEEDED,
         "attempt": 1,
+        **NO_ERROR,
         "steps": {
             "ocr": {"text": "hello", "pages": [1, 2]},
             "classify": {"doc_class": "invoice", "score": 0.9},
@@ -168,8 +173,9 @@ def test_task_outputs_and_resume_state(store: Store) -> None:
         },
     }
     assert state["b.pdf"] == {"run_id": "run-b.pdf", "status": "running", "attempt": 2,
-                              "steps": {"ocr": {"text": "second"}}}
-    assert state["c.pdf"] == {"run_id": "run-c.pdf", "status": "running", "attempt": 1, "steps": {}}
+                              "steps": {"ocr": {"text": "second"}}, **NO_ERROR}
+    assert state["c.pdf"] == {"run_id": "run-c.pdf", "status": "running", "attempt": 1, "steps": {},
+                              **NO_ERROR}
     assert store.resume_state("nope") == {}
 
     run = store.get_run("run-a.pdf")

@@ -15,7 +15,10 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from docpipe.errors import error_kind
+from docpipe.errors import BlockTimeout, WorkerDied, error_kind
+
+#: failures the engine itself reports that are always worth another attempt
+_RETRYABLE_KINDS = frozenset({WorkerDied.kind, BlockTimeout.kind})
 
 
 @dataclass(frozen=True)
@@ -26,11 +29,20 @@ class ErrorInfo:
     type: str
     message: str
     traceback: str
+    #: the exception said trying again could help (``DocumentError.retryable``)
+    transient: bool = False
 
     @classmethod
     def of(cls, exc: BaseException) -> ErrorInfo:
         tb = "".join(traceback.format_exception(exc))
-        return cls(error_kind(exc), type(exc).__name__, str(exc), tb)
+        return cls(error_kind(exc), type(exc).__name__, str(exc), tb,
+                   bool(getattr(exc, "retryable", False)))
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt could succeed: the exception said so, or the worker died or
+        timed out (those infos are built by the pools, not from an exception)."""
+        return self.transient or self.kind in _RETRYABLE_KINDS
 
     def __str__(self) -> str:
         """Typed document failures read as their message (the kind says the rest); an

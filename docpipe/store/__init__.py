@@ -78,6 +78,7 @@ _RUN_COLUMNS = (
     flow_runs.c.status,
     flow_runs.c.error_kind,
     flow_runs.c.error,
+    flow_runs.c.failed_step,
     flow_runs.c.started_at,
     flow_runs.c.finished_at,
     flow_runs.c.correlation_id,
@@ -330,8 +331,8 @@ class Store:
         start time (``since <= started_at < until``, epoch seconds).
 
         Each dict has ``id, batch_id, flow, flow_version, document, status,
-        error_kind, error, started_at, finished_at, correlation_id, attempt,
-        duration``.
+        error_kind, error, failed_step, started_at, finished_at, correlation_id,
+        attempt, duration``.
         """
         query: sa.Select[Any] = sa.select(*_RUN_COLUMNS).select_from(_RUNS_WITH_FLOW)
         query = _filter_runs(query, status, flow, batch_id, correlation_id, since, until)
@@ -419,8 +420,8 @@ class Store:
     def batch_outputs(self, batch_id: str, *, resolve_blobs: bool = True) -> list[dict[str, Any]]:
         """Every flow run of batch ``batch_id`` in insertion order, with decoded ``outputs``.
 
-        Each dict has ``id, document, status, error_kind, error, outputs,
-        correlation_id, attempt, started_at, finished_at, duration``.
+        Each dict has ``id, document, status, error_kind, error, failed_step,
+        outputs, correlation_id, attempt, started_at, finished_at, duration``.
         """
         query = (
             sa.select(
@@ -429,6 +430,7 @@ class Store:
                 flow_runs.c.status,
                 flow_runs.c.error_kind,
                 flow_runs.c.error,
+                flow_runs.c.failed_step,
                 flow_runs.c.outputs,
                 flow_runs.c.correlation_id,
                 flow_runs.c.attempt,
@@ -458,7 +460,7 @@ class Store:
 
     def resume_state(self, batch_id: str) -> dict[str, dict[str, Any]]:
         """What the runs of batch ``batch_id`` had done: ``{document: {"run_id", "status",
-        "attempt", "steps"}}``.
+        "attempt", "steps", "error_kind", "error", "failed_step"}}``.
 
         ``steps`` maps each step that succeeded to the outputs (state keys it
         wrote) of its latest recorded success, blob references resolved. A
@@ -467,7 +469,8 @@ class Store:
         has several runs in the batch, the latest started one counts.
         """
         runs_query = (
-            sa.select(flow_runs.c.id, flow_runs.c.document, flow_runs.c.status, flow_runs.c.attempt)
+            sa.select(flow_runs.c.id, flow_runs.c.document, flow_runs.c.status, flow_runs.c.attempt,
+                      flow_runs.c.error_kind, flow_runs.c.error, flow_runs.c.failed_step)
             .where(flow_runs.c.batch_id == batch_id)
             .order_by(flow_runs.c.seq)
         )
@@ -489,9 +492,10 @@ class Store:
         for run_id, step, outputs in tasks:  # oldest first: the latest success wins
             steps.setdefault(run_id, {})[step] = outputs
         state: dict[str, dict[str, Any]] = {}
-        for run_id, document, status, attempt in runs:
+        for run_id, document, status, attempt, error_kind, error, failed_step in runs:
             done = {step: self._decode(text, True) for step, text in steps.get(run_id, {}).items()}
-            state[document] = {"run_id": run_id, "status": status, "attempt": attempt, "steps": done}
+            state[document] = {"run_id": run_id, "status": status, "attempt": attempt, "steps": done,
+                               "error_kind": error_kind, "error": error, "failed_step": failed_step}
         return state
 
     # --- connections ------------------------------------------------------------------

@@ -81,6 +81,8 @@ flow_runs = sa.Table(
     sa.Column("finished_at", sa.Double),
     sa.Column("correlation_id", sa.String(255)),
     sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("1")),
+    #: the step a failed run failed at (``ocr[3]``, ``sub/text`` for map items and subflows)
+    sa.Column("failed_step", sa.String(255)),
     sa.Index("ix_flow_runs_status", "status"),
     sa.Index("ix_flow_runs_batch_id", "batch_id"),
     sa.Index("ix_flow_runs_started_at", "started_at"),
@@ -142,6 +144,7 @@ FLOW_RUN_FINISH_FIELDS: tuple[str, ...] = (
     "status",
     "error_kind",
     "error",
+    "failed_step",
     "finished_at",
     "outputs",
 )

@@ -108,6 +108,7 @@ _RESUME_SET: dict[str, Any] = {
     "finished_at": sa.null(),
     "error_kind": sa.null(),
     "error": sa.null(),
+    "failed_step": sa.null(),
     "outputs": sa.null(),
 }
 
@@ -211,7 +212,7 @@ class RecordWriter:
         self._started: deque[Row] = deque()
         self._tasks: deque[Row] = deque()
         # Finished AND resumed runs, in the order reported: a run may finish, be resumed
-        # and finish again between two writes. A resume is a 2-tuple, a finish a 6-tuple.
+        # and finish again between two writes. A resume is a 2-tuple, a finish a 7-tuple.
         self._finished: deque[Row] = deque()
         self._flush_requests: deque[threading.Event] = deque()
         self._wake = threading.Event()
@@ -255,14 +256,15 @@ class RecordWriter:
         error: str | None,
         finished_at: float,
         outputs: dict[str, Any],
+        failed_step: str | None = None,
     ) -> None:
-        """Record the end of flow run ``run_id``.
+        """Record the end of flow run ``run_id`` (``failed_step``: where a failed run failed).
 
         ``outputs`` is stored as JSON text (``default=str``; large values and
         bytes as blob references), encoded later on the writer thread: do not
         mutate it after this call.
         """
-        self._finished.append((run_id, status, error_kind, error, finished_at, outputs))
+        self._finished.append((run_id, status, error_kind, error, failed_step, finished_at, outputs))
 
     def task_run(self, rec: tuple[Any, ...]) -> None:
         """Record one task run.
@@ -391,14 +393,14 @@ class RecordWriter:
 
     def _finish_row(self, rec: Row) -> Row:
         """A finished-run tuple with its outputs (the last item) as JSON text, or ``None``."""
-        outputs = rec[5]
+        outputs = rec[-1]
         try:
             text: str | None = _encode_fast(outputs)
         except Exception:  # noqa: BLE001 -- bytes, or not encodable: the careful path sorts it out
             text = None
         if text is None or len(text) > self._inline_limit:
             text = self._encode(rec, "flow run")
-        return rec[:5] + (text,)
+        return rec[:-1] + (text,)
 
     def _update_rows(self, finished: list[Row]) -> list[tuple[BulkStatement, list[Row]]]:
         """The updates of finished and resumed runs: (statement, rows) in the order reported.

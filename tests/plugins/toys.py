@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 import docpipe
 from docpipe import Block, Manifest
-from docpipe.errors import CorruptDocument
+from docpipe.errors import CorruptDocument, DocumentError, TransientError
 
 
 class ReadText(Block):
@@ -138,6 +138,8 @@ class Flaky(Block):
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
         fail_times: int = 2
+        #: fail with docpipe's TransientError (marked retryable) instead of ConnectionError
+        transient: bool = False
 
     def run(self, batch: list[docpipe.State], params: Any) -> list[Any]:
         out: list[Any] = []
@@ -146,9 +148,35 @@ class Flaky(Block):
             n = int(marker.read_text()) + 1 if marker.exists() else 1
             marker.write_text(str(n))
             if n <= params.fail_times:
-                out.append(ConnectionError(f"service unavailable (attempt {n})"))
+                error = TransientError if params.transient else ConnectionError
+                out.append(error(f"service unavailable (attempt {n})"))
             else:
                 out.append({"attempts": n})
+        return out
+
+
+class FileHead(Block):
+    """Waits ``seconds``, then reads the first bytes of the file at ``path``: a later step that
+    needs an earlier step's file (an artifact) still to be there."""
+
+    manifest = Manifest(name="toy.file_head", version="1.0", reads={"path": str},
+                        writes={"file_head": str}, runtime="process")
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        seconds: float = 0.0
+        #: fail (as a typed document error) while this file does not exist
+        until: str | None = None
+
+    def run(self, batch: list[docpipe.State], params: Any) -> list[Any]:
+        time.sleep(params.seconds)
+        out: list[Any] = []
+        for item in batch:
+            if params.until is not None and not os.path.exists(params.until):
+                out.append(DocumentError(f"waiting for {params.until}"))
+                continue
+            with open(item["path"], "rb") as f:
+                out.append({"file_head": f.read(8).decode("latin-1")})
         return out
 
 
@@ -206,7 +234,7 @@ class Liar(Block):
 @docpipe.hookimpl
 def register_blocks(register: Any) -> None:
     for cls in (ReadText, Upper, Words, Digest, LineLen, Fragile, Crash, Sleep, Flaky, Hang, Unreceivable, BrokenSetup,
-                Liar):
+                Liar, FileHead):
         register(cls)
 
 
