@@ -54,26 +54,50 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE / "data" / "doctype.jsonl"
+DATA_DIR = HERE / "data"
 OUT = HERE / "doctype"
 SEED = 1234
 HELD_OUT = 0.25
+#: share of each label's training texts kept back to fit the temperature on
+CALIBRATION = 0.2
+#: bins of the expected calibration error and the reliability table
+BINS = 10
 MAX_TOKENS = 256
 FOLDS = 5
 #: output scale of the mean-pooling layer: the [CLS] residual is 1e-6 of the mean's size
 MEAN_SCALE = 1e6
 
 
-def load_rows(path: Path = DATA) -> list[dict[str, str]]:
-    """The labelled texts: one ``{"id", "label", "lang", "text"}`` per line."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    for row in rows:
-        if not {"id", "label", "text"} <= row.keys():
-            raise ValueError(f"{path}: every line needs id, label and text: {row}")
+def data_files(folder: Path = DATA_DIR) -> list[Path]:
+    """The labelled data: every ``*.jsonl`` file of ``models/data``, in name order."""
+    return sorted(folder.glob("*.jsonl"))
+
+
+def data_digest(paths: list[Path] | None = None) -> str:
+    """SHA-256 over the data files (names and bytes): a model built from other data is stale."""
+    digest = hashlib.sha256()
+    for path in paths if paths is not None else data_files():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def load_rows(paths: list[Path] | None = None) -> list[dict[str, str]]:
+    """The labelled texts: one ``{"id", "label", "lang", "text"}`` per line, ids unique."""
+    rows: list[dict[str, str]] = []
+    for path in paths if paths is not None else data_files():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line:
+                row = json.loads(line)
+                if not {"id", "label", "text"} <= row.keys():
+                    raise ValueError(f"{path}: every line needs id, label and text: {row}")
+                rows.append(row)
+    ids = [r["id"] for r in rows]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"duplicate ids: {sorted({i for i in ids if ids.count(i) > 1})}")
     return rows
 
 
-def split(rows: list[dict[str, str]], seed: int = SEED, held_out: float = HELD_OUT,
+def split(rows: list[dict[str, str]], seed: int | str = SEED, held_out: float = HELD_OUT,
           ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """(train, held-out): per label, a seeded shuffle of its rows (in id order) and the first
     ``held_out`` share of them held out. Independent of file order and of PYTHONHASHSEED."""
@@ -86,6 +110,97 @@ def split(rows: list[dict[str, str]], seed: int = SEED, held_out: float = HELD_O
         test += mine[:k]
         train += mine[k:]
     return train, test
+
+
+#: what OCR confuses (a few per text): the noise of scanned documents
+OCR_SWAPS = [("l", "1"), ("O", "0"), ("rn", "m"), ("e", "c"), ("i", "l"), ("S", "5"), ("cl", "d")]
+
+
+def augment(row: dict[str, str], seed: int) -> dict[str, str]:
+    """A copy of a training text dressed as a page of a real document: a running header or a
+    file stamp, a page number, a line broken with a hyphen, a few OCR confusions. Seeded per
+    text, so the build stays deterministic. Real documents have all of these and the short,
+    clean texts of ``models/data`` have none; only training texts are augmented."""
+    rng = random.Random(f"{seed}:augment:{row['id']}")
+    lines = row["text"].splitlines()
+    pages = rng.randint(2, 40)
+    header = rng.choice([lines[0][:60], f"scan_{rng.randint(1, 9999):04d}.pdf",
+                         f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/20{rng.randint(10, 26)}",
+                         "CONFIDENTIAL", "Draft", ""])
+    footer = rng.choice([f"Page 1 of {pages}", "- 1 -", "1", f"1/{pages}", ""])
+    words = " ".join(lines[1:] or lines).split(" ")
+    if len(words) > 8:  # one word hyphenated across a line break
+        k = rng.randrange(len(words))
+        w = words[k]
+        if len(w) > 6:
+            words[k] = f"{w[:len(w) // 2]}-\n{w[len(w) // 2:]}"
+    text = "\n".join(filter(None, [header, lines[0], " ".join(words), footer]))
+    for _ in range(rng.randint(0, 4)):
+        a, b = rng.choice(OCR_SWAPS)
+        at = text.find(a, rng.randrange(max(1, len(text))))
+        if at >= 0:
+            text = text[:at] + b + text[at + len(a):]
+    return {**row, "id": f"{row['id']}~aug", "text": text}
+
+
+def ece(probs: Any, y: Any, bins: int = BINS) -> float:
+    """Expected calibration error of the top scores: per confidence bin, |accuracy - mean
+    confidence|, weighted by the bin's share of the texts."""
+    conf, pred = probs.max(-1)
+    total = 0.0
+    for b in range(bins):
+        inside = (conf > b / bins) & (conf <= (b + 1) / bins)
+        if inside.any():
+            acc = (pred[inside] == y[inside]).float().mean()
+            total += float(inside.float().mean() * (acc - conf[inside].mean()).abs())
+    return total
+
+
+def class_ece(probs: Any, y: Any, k: int, bins: int = BINS) -> float:
+    """Calibration error of class ``k``'s score: per bin of that score, |share of texts that
+    are ``k`` - mean score|, weighted by the bin's share of all texts."""
+    p = probs[:, k]
+    truth = (y == k).float()
+    total = 0.0
+    for b in range(bins):
+        inside = (p > b / bins) & (p <= (b + 1) / bins) if b else (p <= 1 / bins)
+        if inside.any():
+            total += float(inside.float().mean() * (truth[inside].mean() - p[inside].mean()).abs())
+    return total
+
+
+def reliability(probs: Any, y: Any, bins: int = BINS) -> list[dict[str, Any]]:
+    """Per confidence bin of the top score: texts, mean confidence and accuracy."""
+    conf, pred = probs.max(-1)
+    table = []
+    for b in range(bins):
+        inside = (conf > b / bins) & (conf <= (b + 1) / bins)
+        n = int(inside.sum())
+        table.append({"bin": f"{b / bins:.1f}-{(b + 1) / bins:.1f}", "texts": n,
+                      "confidence": round(float(conf[inside].mean()), 3) if n else None,
+                      "accuracy": round(float((pred[inside] == y[inside]).float().mean()), 3)
+                      if n else None})
+    return table
+
+
+def calibration_report(logits: Any, y: Any, temp: float, labels: list[str]) -> dict[str, Any]:
+    """Accuracy, ECE, per-class accuracy and ECE, and the reliability table of the held-out
+    logits, before (temperature 1) and after dividing them by ``temp``."""
+    report: dict[str, Any] = {}
+    for name, t in (("before", 1.0), ("after", temp)):
+        probs = (logits / t).softmax(-1)
+        report[name] = {
+            "accuracy": round(float((probs.argmax(-1) == y).float().mean()), 4),
+            "ece": round(ece(probs, y), 4),
+            "nll": round(float(-probs[range(len(y)), y].log().mean()), 4),
+            "class_ece": {label: round(class_ece(probs, y, k), 4) for k, label in enumerate(labels)},
+            "reliability": reliability(probs, y),
+        }
+    pred = logits.argmax(-1)
+    report["accuracy_by_label"] = {
+        label: [int(((pred == k) & (y == k)).sum()), int((y == k).sum())]
+        for k, label in enumerate(labels)}
+    return report
 
 
 def encoder_path() -> Path:
@@ -240,7 +355,7 @@ def install(tmp: Path, out: Path) -> None:
         os.replace(f, out / f.name)
 
 
-def build(out: Path, data: Path, seed: int, depth: int | None, say: Any) -> dict[str, Any]:
+def build(out: Path, data: list[Path], seed: int, depth: int | None, say: Any) -> dict[str, Any]:
     import torch
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -250,26 +365,34 @@ def build(out: Path, data: Path, seed: int, depth: int | None, say: Any) -> dict
     t0 = time.perf_counter()
     rows = load_rows(data)
     train, test = split(rows, seed)
+    fit, calib = split(train, f"{seed}:calibration", CALIBRATION)
     labels = sorted({r["label"] for r in rows})
-    say(f"{len(rows)} texts, {len(labels)} labels: {len(train)} train, {len(test)} held out")
+    say(f"{len(rows)} texts, {len(labels)} labels: {len(fit)} to train on (and as many "
+        f"augmented), {len(calib)} to calibrate on, {len(test)} held out")
     tokenizer = AutoTokenizer.from_pretrained(encoder_path(), local_files_only=True)
     encoder = AutoModel.from_pretrained(encoder_path(), local_files_only=True).eval()
-    feats = layer_features([r["text"] for r in train], tokenizer, encoder)
-    y = torch.tensor([labels.index(r["label"]) for r in train])
-    say(f"encoded the training texts ({time.perf_counter() - t0:.1f} s)")
+    seen = fit + [augment(r, seed) for r in fit]
+    feats = layer_features([r["text"] for r in seen + calib + test], tokenizer, encoder)
+    n_seen, n_calib = len(seen), len(calib)
+    y_all = torch.tensor([labels.index(r["label"]) for r in seen + calib + test])
+    y, y_calib, y_test = y_all[:n_seen], y_all[n_seen:n_seen + n_calib], y_all[n_seen + n_calib:]
+    say(f"encoded the texts ({time.perf_counter() - t0:.1f} s)")
     # the head's matrices are tiny: one thread is fastest, and immune to a busy machine
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    folds = {d: cross_validate(feats[d], y, len(labels), seed) for d in range(1, feats.shape[0])}
-    cv = {d: round(acc, 4) for d, (acc, _) in folds.items()}
+    originals = slice(0, len(fit))  # depth by CV on the unaugmented training texts
+    cv = {d: round(cross_validate(feats[d][originals], y[originals], len(labels), seed)[0], 4)
+          for d in range(1, feats.shape[0])}
     chosen = depth or max(cv, key=lambda d: (cv[d], -d))
-    temp = temperature(folds[chosen][1], y)
     say(f"{FOLDS}-fold CV accuracy on the training texts by depth: {cv}; depth {chosen} "
         f"({time.perf_counter() - t0:.1f} s)")
-    head = train_head(feats[chosen], y, len(labels), seed)
-    with torch.no_grad():  # calibrated scores, same argmax
-        head[2].weight /= temp
+    head = train_head(feats[chosen][:n_seen], y, len(labels), seed)
+    with torch.no_grad():
+        temp = temperature(head(feats[chosen][n_seen:n_seen + n_calib]), y_calib)
+        raw_test = head(feats[chosen][n_seen + n_calib:])
+        head[2].weight /= temp  # calibrated scores, same argmax
         head[2].bias /= temp
+    report = calibration_report(raw_test, y_test, temp, labels)
     torch.set_num_threads(threads)
     model = assemble(chosen, head, labels)
     with tempfile.TemporaryDirectory(prefix=".doctype-", dir=out.parent) as d:
@@ -278,8 +401,7 @@ def build(out: Path, data: Path, seed: int, depth: int | None, say: Any) -> dict
         tokenizer.save_pretrained(tmp)
         # the saved model, as from_pretrained loads it, against the head on the features
         predicted, logits = evaluate(tmp, test, int8=False)
-        with torch.no_grad():
-            head_logits = head(layer_features([r["text"] for r in test], tokenizer, encoder)[chosen])
+        head_logits = raw_test / temp
         diff = float((logits - head_logits).abs().max())
         agree = (logits.argmax(-1) == head_logits.argmax(-1)).float().mean().item()
         if agree < 1.0 or diff > 1e-2:
@@ -287,17 +409,16 @@ def build(out: Path, data: Path, seed: int, depth: int | None, say: Any) -> dict
                              f"(max |logit diff| {diff:.2e}, agreement {agree:.3f})")
         predicted8, _ = evaluate(tmp, test, int8=True)
         install(tmp, out)
-    per_label = {label: round(accuracy([p for p, r in zip(predicted, test, strict=True)
-                                        if r["label"] == label],
-                                       [r for r in test if r["label"] == label]), 4)
-                 for label in labels}
     metrics = {
-        "labels": labels, "texts": len(rows), "train": len(train), "held_out": len(test),
+        "labels": labels, "texts": len(rows), "train": len(fit), "train_augmented": len(seen),
+        "calibration": len(calib), "held_out": len(test),
+        "texts_by_file": {p.name: sum(1 for line in p.read_text(encoding="utf-8").splitlines()
+                                      if line) for p in data},
         "seed": seed, "max_tokens": MAX_TOKENS, "depth": chosen, "layers": chosen + 1,
         "cv_accuracy_by_depth": cv, "temperature": round(temp, 3),
         "held_out_accuracy": {"fp32": round(accuracy(predicted, test), 4),
                               "int8": round(accuracy(predicted8, test), 4)},
-        "held_out_accuracy_by_label_fp32": per_label,
+        "held_out_calibration": report,
         "held_out_accuracy_by_language_fp32": {
             lang: [sum(p == r["label"] for p, r in zip(predicted, test, strict=True)
                        if r.get("lang") == lang), sum(r.get("lang") == lang for r in test)]
@@ -307,7 +428,7 @@ def build(out: Path, data: Path, seed: int, depth: int | None, say: Any) -> dict
         "max_logit_diff_saved_vs_head": diff,
         "held_out_errors_fp32": [{"id": r["id"], "label": r["label"], "predicted": p}
                                  for p, r in zip(predicted, test, strict=True) if p != r["label"]],
-        "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
+        "data_sha256": data_digest(data),
         "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -317,7 +438,8 @@ def build(out: Path, data: Path, seed: int, depth: int | None, say: Any) -> dict
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=OUT, help="model folder (default models/doctype)")
-    ap.add_argument("--data", type=Path, default=DATA, help="labelled texts (JSON lines)")
+    ap.add_argument("--data", type=Path, nargs="+", default=None,
+                    help="labelled texts, JSON lines (default: every *.jsonl of models/data)")
     ap.add_argument("--seed", type=int, default=SEED, help="split, folds and head init")
     ap.add_argument("--depth", type=int, choices=range(1, 7), default=None,
                     help="MiniLM layers to keep (default: chosen by cross-validation)")
@@ -328,11 +450,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"build_doctype: {msg}", flush=True)
 
-    m = build(args.out.resolve(), args.data, args.seed, args.depth, say)
-    acc = m["held_out_accuracy"]
+    m = build(args.out.resolve(), args.data or data_files(), args.seed, args.depth, say)
+    acc, cal = m["held_out_accuracy"], m["held_out_calibration"]
     print(f"build_doctype: {args.out} ({m['layers']} layers) held-out accuracy fp32 "
-          f"{acc['fp32']:.3f}, int8 {acc['int8']:.3f} on {m['held_out']} texts "
-          f"({m['seconds']:.0f} s)", flush=True)
+          f"{acc['fp32']:.3f}, int8 {acc['int8']:.3f} on {m['held_out']} texts; ECE "
+          f"{cal['before']['ece']:.3f} -> {cal['after']['ece']:.3f} at temperature "
+          f"{m['temperature']:.2f} ({m['seconds']:.0f} s)", flush=True)
     return 0
 
 

@@ -6,7 +6,6 @@ document-type classifier built when missing, and a tiny MarianMT model built off
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import importlib.util
 import json
 import os
@@ -28,13 +27,18 @@ SAMPLES = ROOT / "samples"
 BUILD_TIMEOUT = 900
 
 
-def build_script() -> ModuleType:
-    """``models/build_doctype.py`` as a module: its :func:`split` is the held-out split."""
-    spec = importlib.util.spec_from_file_location("build_doctype", MODELS / "build_doctype.py")
+def models_script(name: str) -> ModuleType:
+    """``models/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, MODELS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def build_script() -> ModuleType:
+    """``models/build_doctype.py`` as a module: its :func:`split` is the held-out split."""
+    return models_script("build_doctype")
 
 
 def doctype_ready() -> bool:
@@ -44,9 +48,8 @@ def doctype_ready() -> bool:
     if not ((DOCTYPE / "config.json").is_file() and (DOCTYPE / "model.safetensors").is_file()
             and metrics.is_file()):
         return False
-    data = (MODELS / "data" / "doctype.jsonl").read_bytes()
     return json.loads(metrics.read_text(encoding="utf-8")).get("data_sha256") == \
-        hashlib.sha256(data).hexdigest()
+        build_script().data_digest()
 
 
 def ensure_doctype() -> Path:

@@ -22,7 +22,7 @@ ACCURACY_FLOOR = 0.85
 #: int8 may flip borderline texts, not many
 INT8_AGREEMENT_FLOOR = 0.85
 DOCTYPES = {"invoice", "contract", "cv", "letter", "policy", "scientific_article", "email",
-            "receipt", "form", "manual"}
+            "receipt", "form", "manual", "other"}
 
 pytestmark = pytest.mark.ml
 
@@ -242,3 +242,20 @@ def test_zero_shot_takes_descriptions(make: Any) -> None:
 def test_default_descriptions() -> None:
     assert describe("invoice") == "This document is an invoice."
     assert describe("scientific_article") == "This document is a scientific article."
+
+
+#: documents of none of the ten types, written for these tests (not in models/data)
+NONE_OF_THEM = {
+    "timetable": ("Line 7 — Harbour to University — weekdays. Harbour 06:05 06:35 07:05 07:35 "
+                  "then every 20 minutes. Market Square 06:12 06:42 07:12 07:42. University "
+                  "06:25 06:55 07:25 07:55. Sundays: every 40 minutes. Valid from 2 March."),
+    "recipe": ("Leek and potato soup. Serves 4. Ingredients: 3 leeks, 2 potatoes, 1 onion, "
+               "1 litre stock, 25 g butter. Method: soften the leeks and onion in the butter, "
+               "add the potatoes and stock, simmer for 20 minutes and blend until smooth."),
+}
+
+
+def test_documents_of_none_of_the_types_are_other(make: Any) -> None:
+    results = classify(make, list(NONE_OF_THEM.values()))
+    assert [r["doc_class"] for r in results] == ["other"] * len(NONE_OF_THEM), results
+    assert all(r["doc_class_reason"] == "" for r in results)
