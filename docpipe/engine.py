@@ -602,8 +602,10 @@ class Engine:
             return  # a thread call that already timed out
         b, items = entry
         if done.error is not None:
-            if len(items) > 1 and done.error.kind not in ("worker_died", "timeout"):
-                b.solo.extend(items)  # isolate the document that broke the batch
+            if len(items) > 1:
+                # isolate the document that broke the batch (raised, killed its worker, hung):
+                # each input runs again on its own; only that one fails (or is retried)
+                b.solo.extend(items)
                 return
             for item in items:
                 if not item.run.root.failed:

@@ -116,6 +116,19 @@ def test_the_default_policy_retries_what_is_marked_retryable(plan, docs, store, 
         assert steps == [("failed", "block_error")]
 
 
+def test_a_document_that_kills_its_batch_worker_fails_alone(plan, docs, store):
+    """A worker death is not the batch's fault: with the default policy (one attempt) the
+    batch's inputs run again one by one, so only the document that kills its worker fails."""
+    p = plan([{"id": "read", "block": "toy.read"}, {"id": "c", "block": "toy.crash_batch"}],
+             outputs=["survived"])
+    with Engine(store, workers=1) as engine:
+        result = engine.run(p, docs("a", "b", "segfault here", "c", "d"))
+    assert [r.status for r in result.results] == ["succeeded"] * 2 + ["failed"] + ["succeeded"] * 2
+    bad = result.results[2]
+    assert (bad.error_kind, bad.step) == ("worker_died", "c")
+    assert [a[1:] for a in attempts_of(store, bad.run_id, "c")] == [("failed", "worker_died")]
+
+
 def test_a_worker_killed_mid_batch_has_its_task_retried_and_the_run_completes(plan, docs, store):
     p = plan([{"id": "read", "block": "toy.read"},
               {"id": "s", "block": "toy.sleep", "params": {"seconds": 1.0},

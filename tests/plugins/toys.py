@@ -113,6 +113,13 @@ class Crash(Block):
         return [{"survived": True} for _ in batch]
 
 
+class CrashBatch(Crash):
+    """:class:`Crash` taking up to 8 documents a call: a crash kills the whole batch's worker."""
+
+    manifest = Manifest(name="toy.crash_batch", version="1.0", reads={"text": str},
+                        writes={"survived": bool}, runtime="process", batch=8, batch_wait=0.2)
+
+
 class Sleep(Block):
     """Sleeps, then reports its worker pid: for concurrency and kill tests."""
 
@@ -234,7 +241,7 @@ class Liar(Block):
 @docpipe.hookimpl
 def register_blocks(register: Any) -> None:
     for cls in (ReadText, Upper, Words, Digest, LineLen, Fragile, Crash, Sleep, Flaky, Hang, Unreceivable, BrokenSetup,
-                Liar, FileHead):
+                Liar, FileHead, CrashBatch):
         register(cls)
 
 
