@@ -23,10 +23,11 @@ def test_the_demo_flows_failed_corrupt_pdf_shows_its_error_and_traceback(tmp_pat
         runs = {Path(r["document"]).name: r for r in c.get("/api/runs").json()["runs"]}
         assert (runs["corrupt.pdf"]["status"], runs["invoice.pdf"]["status"]) == ("failed", "succeeded")
         failed = c.get(f"/api/runs/{runs['corrupt.pdf']['id']}").json()
-        decrypt = next(t for t in failed["tasks"] if t["step"] == "decrypt")
-        assert decrypt["error_kind"] == "corrupt"
-        assert "in the worker:" in decrypt["traceback"] and "decrypt.py" in decrypt["traceback"]
+        # qpdf cannot open it, PyMuPDF can: pdf.decrypt hands it on, pdf.text finds its pages gone
+        text = next(t for t in failed["tasks"] if t["step"] == "text")
+        assert text["error_kind"] == "corrupt"
+        assert "in the worker:" in text["traceback"] and "text.py" in text["traceback"]
         page = c.get(f"/runs/{runs['corrupt.pdf']['id']}").text
-        assert "truncated PDF" in page and "in the worker:" in page and "_decrypt" in page
+        assert "probably truncated" in page and "in the worker:" in page and "read_document" in page
         listing = c.get("/runs", params={"flow": "idp"}).text
         assert "corrupt.pdf" in listing and "invoice.pdf" in listing

@@ -13,14 +13,26 @@ It reads ``path`` and writes ``pdf_path``, the file later blocks should read, an
 
 Passwords are tried in this order: the ``password`` param, each line of the
 ``passwords_file`` param, the environment variable ``password_env`` names
-(``DOCPIPE_PDF_PASSWORD`` by default). None matched -> the document fails with
-``EncryptedDocument("encrypted, no password matched (tried N)")``. A password
+(``DOCPIPE_PDF_PASSWORD`` by default). No password given at all -> the document
+fails with ``PasswordRequired`` (kind ``password_required``: a configuration gap,
+the message says how to give one); passwords given, none matched ->
+``WrongPassword("encrypted, no password matched (tried N)")`` (kind
+``wrong_password``: the document's or the password list's problem). A password
 never appears in a message, an output, a log line or a returned exception: the
 param is a pydantic ``SecretStr`` (masked in reprs and JSON dumps) and every
 message is scrubbed of the candidates before it leaves the block.
 
-A PDF that qpdf cannot open at all is a ``CorruptDocument``; one encrypted with
-a security handler other than the standard password one (certificate
+qpdf opens and decrypts. When qpdf cannot open a PDF (it is stricter than
+PyMuPDF about some structures: a loop in the page tree, for one), PyMuPDF
+decides: a PDF it reads without a password passes through untouched, for
+``pdf.text`` to judge; one it needs a password for fails as above when no
+password opens it, and as an ``EncryptedDocument`` that says so when one does
+(the decrypted copy is written by qpdf, which cannot read this file). Only a PDF
+neither library can open is a ``CorruptDocument``; "truncated" in its message is
+an explanation added when no ``%%EOF`` ends the file (past any padding), never
+a verdict by itself: padding or other text after ``%%EOF``, a missing ``%%EOF``
+that the libraries repair, and incremental updates are all normal. One encrypted
+with a security handler other than the standard password one (certificate
 encryption) is an ``EncryptedDocument`` that says so.
 
 **The decrypted copy is an artifact of the document's run** (see
@@ -62,18 +74,16 @@ from docpipe.errors import (
     DocumentError,
     EncryptedDocument,
     MissingDependency,
+    PasswordRequired,
+    WrongPassword,
 )
-from docpipe_pdf.sniff import read_ends, sniff
+from docpipe_pdf.sniff import TRUNCATED_NOTE, has_eof_marker, read_head, sniff
 
 if TYPE_CHECKING:
     import pikepdf
 
 #: the default of the ``password_env`` param
 PASSWORD_ENV = "DOCPIPE_PDF_PASSWORD"
-#: worded as ``pdf.text`` words it, so the verdict reads the same with or without this step
-TRUNCATED = (
-    "truncated PDF: the file ends without its %%EOF marker (an incomplete download or copy?)"
-)
 
 
 class PdfDecrypt(Block):
@@ -157,21 +167,20 @@ class PdfDecrypt(Block):
         import pikepdf
 
         passthrough = {"pdf_path": path, "encrypted": False}
-        head, tail, stat = read_ends(path)
+        head, stat = read_head(path)
         ftype = sniff(head)
         if stat.st_size == 0 or ftype is None or not ftype.is_pdf:
             return passthrough
         target = os.path.join(work_dir, copy_name(path, stat))
         if os.path.exists(target):
             return {"pdf_path": target, "encrypted": True}
-        with self._open(path, tail) as pdf:
+        opened = self._open(path)
+        if opened is None:  # qpdf cannot open it, PyMuPDF reads it without a password
+            return passthrough
+        with opened as pdf:
+            # a PDF qpdf had to repair is fine: pdf.text judges whether its pages read
             if not pdf.is_encrypted:
                 return passthrough
-            # qpdf rebuilt a lost xref: a truncated file would leave a whole-looking copy, and
-            # pdf.text (which says "truncated" for such a file) would never know
-            repaired = any("reconstruct cross-reference" in w for w in pdf.get_warnings())
-            if repaired and b"%%EOF" not in tail:
-                raise CorruptDocument(TRUNCATED)
             try:
                 self._write(pdf, target)
             except pikepdf.PdfError as exc:
@@ -180,22 +189,68 @@ class PdfDecrypt(Block):
                 ) from None
         return {"pdf_path": target, "encrypted": True}
 
-    def _open(self, path: str, tail: bytes) -> pikepdf.Pdf:
-        """The PDF at ``path``, opened with the first password that works (none first)."""
+    def _open(self, path: str) -> pikepdf.Pdf | None:
+        """The PDF at ``path``, opened by qpdf with the first password that works (none
+        first); ``None`` when qpdf cannot open it but PyMuPDF reads it without a password
+        (see :meth:`_without_qpdf`): it is handed on untouched."""
         import pikepdf
 
         for secret in (None, *self._passwords):
             try:
-                return pikepdf.open(path, password="" if secret is None else secret.get_secret_value())
+                pdf = pikepdf.open(path, password="" if secret is None else secret.get_secret_value())
             except pikepdf.PasswordError:
                 continue
             except pikepdf.PdfError as exc:
-                raise _open_failure(exc, path, tail) from None
-        message = f"encrypted, no password matched (tried {len(self._passwords)})"
-        if not self._passwords:
-            env = f"the {self._env_name} environment variable" if self._env_name else "password_env"
-            message += f": give the step a password or passwords_file param, or set {env}"
-        raise EncryptedDocument(message)
+                self._without_qpdf(path, _qpdf_message(exc, path))
+                return None
+            if pdf.is_encrypted and not pdf.encryption.encryption_key:
+                # qpdf rebuilding a damaged encrypted file (padding after %%EOF and an
+                # incremental update will do) can open it with a wrong password and no key,
+                # and fail only when it writes the copy: that password did not open it
+                pdf.close()
+                continue
+            return pdf
+        raise self._no_password_matched()
+
+    def _without_qpdf(self, path: str, refused: str) -> None:
+        """PyMuPDF's verdict on a PDF qpdf cannot open (``refused`` says why): returns when
+        PyMuPDF reads it without a password, raises the document's typed failure otherwise."""
+        import pymupdf
+
+        # damaged files make MuPDF print to stderr; its errors become our typed failures
+        pymupdf.TOOLS.mupdf_display_errors(False)
+        pymupdf.TOOLS.mupdf_display_warnings(False)
+        try:
+            doc = pymupdf.open(path, filetype="pdf")
+        except (pymupdf.FileDataError, pymupdf.mupdf.FzErrorBase) as exc:
+            mupdf = pymupdf.mupdf
+            if isinstance(exc, mupdf.FzErrorSystem | mupdf.FzErrorAbort | mupdf.FzErrorTrylater):
+                raise  # out of memory, I/O, interrupted: not the document's fault
+            raise _open_failure(refused, path) from None  # neither library opens it
+        finally:
+            pymupdf.TOOLS.reset_mupdf_warnings()  # MuPDF keeps them for the life of the process
+        with doc:
+            if not doc.needs_pass:
+                return
+            if not any(doc.authenticate(s.get_secret_value()) for s in self._passwords):
+                raise _encryption_failure(refused) or self._no_password_matched()
+        raise EncryptedDocument(
+            "encrypted, and a password given opens it, but qpdf cannot read the file to write "
+            f"the decrypted copy: {refused}; decrypt it with another tool "
+            "(mutool clean -D -p PASSWORD IN OUT) and run that copy"
+        )
+
+    def _no_password_matched(self) -> EncryptedDocument:
+        if self._passwords:
+            return WrongPassword(f"encrypted, no password matched (tried {len(self._passwords)})")
+        env = (
+            f"set the {self._env_name} environment variable"
+            if self._env_name
+            else "name an environment variable in password_env"
+        )
+        return PasswordRequired(
+            f"encrypted, no password given: give the step a password or passwords_file param, or {env}"
+        )
 
     def _write(self, pdf: pikepdf.Pdf, target: str) -> None:
         """Save ``pdf`` unencrypted at ``target`` (in the run's folder, which the engine made:
@@ -268,8 +323,20 @@ def _qpdf_message(exc: Exception, path: str) -> str:
     return message or type(exc).__name__
 
 
-def _open_failure(exc: Exception, path: str, tail: bytes) -> DocumentError:
-    message = _qpdf_message(exc, path)
+def _open_failure(message: str, path: str) -> DocumentError:
+    """The failure of a PDF at ``path`` that neither qpdf (``message``: its reason) nor
+    PyMuPDF can open."""
+    failure = _encryption_failure(message)
+    if failure is not None:
+        return failure
+    if not has_eof_marker(path):
+        message += f"; {TRUNCATED_NOTE}"
+    return CorruptDocument(f"damaged PDF, it cannot be opened: {message}")
+
+
+def _encryption_failure(message: str) -> EncryptedDocument | None:
+    """The failure of a PDF whose encryption qpdf cannot handle (``message``: its reason);
+    ``None`` when the reason is not the encryption."""
     if "unsupported encryption filter" in message:
         return EncryptedDocument(
             "encrypted with a security handler other than the standard password one "
@@ -277,6 +344,4 @@ def _open_failure(exc: Exception, path: str, tail: bytes) -> DocumentError:
         )
     if "encryption dictionary" in message:
         return EncryptedDocument(f"encrypted in a way pdf.decrypt cannot open: {message}")
-    if b"%%EOF" not in tail:
-        return CorruptDocument(TRUNCATED)
-    return CorruptDocument(f"damaged PDF, it cannot be opened: {message}")
+    return None

@@ -9,8 +9,10 @@ from docpipe.errors import DocumentError
 
 #: how many leading bytes :func:`sniff` and :func:`describe` need
 HEAD_SIZE = 1024
-#: a PDF ends with ``%%EOF``; readers look for it in the last 1024 bytes
-TAIL_SIZE = 1024
+#: how far before the end of a file, past its trailing padding, :func:`has_eof_marker` looks
+EOF_WINDOW = 1 << 20
+#: why a PDF the libraries cannot read may be damaged, when :func:`has_eof_marker` is false
+TRUNCATED_NOTE = "it is probably truncated (no %%EOF marker at its end: an incomplete download or copy?)"
 
 
 @dataclass(frozen=True)
@@ -46,19 +48,46 @@ def sniff(head: bytes) -> FileType | None:
     return None
 
 
-def read_ends(path: str) -> tuple[bytes, bytes, os.stat_result]:
-    """The first :data:`HEAD_SIZE` and last :data:`TAIL_SIZE` bytes of a file and its stat,
-    without reading the rest; raises :class:`DocumentError` when it cannot be read."""
+def read_head(path: str) -> tuple[bytes, os.stat_result]:
+    """The first :data:`HEAD_SIZE` bytes of a file and its stat, without reading the rest;
+    raises :class:`DocumentError` when it cannot be read."""
     try:
         with open(path, "rb") as f:
-            stat = os.fstat(f.fileno())
-            head = f.read(HEAD_SIZE)
-            f.seek(max(0, stat.st_size - TAIL_SIZE))
-            return head, f.read(TAIL_SIZE), stat
+            return f.read(HEAD_SIZE), os.fstat(f.fileno())
     except IsADirectoryError:
         raise DocumentError("cannot read the file: it is a folder") from None
     except OSError as exc:
         raise DocumentError(f"cannot read the file: {exc.strerror or exc}") from None
+
+
+def has_eof_marker(path: str) -> bool:
+    """Whether the end of a file holds a PDF's ``%%EOF`` marker.
+
+    Trailing padding (NUL bytes, whitespace: some generators and download tools add
+    kilobytes of it) is skipped however long it is, and the marker is looked for in the
+    :data:`EOF_WINDOW` bytes before it (other text after the marker is common too). Only
+    ever a reason given for a PDF the libraries cannot open or read: the PDF readers
+    accept a file without the marker, so its absence is never a verdict by itself.
+    """
+    try:
+        with open(path, "rb") as f:
+            end = os.fstat(f.fileno()).st_size
+            while end > 0:  # back over the padding, a chunk at a time
+                start = max(0, end - _CHUNK)
+                f.seek(start)
+                kept = len(f.read(end - start).rstrip(_PADDING))
+                if kept:
+                    end = start + kept
+                    break
+                end = start
+            f.seek(max(0, end - EOF_WINDOW))
+            return b"%%EOF" in f.read(end - max(0, end - EOF_WINDOW))
+    except OSError:
+        return True  # cannot tell: claim nothing
+
+
+_CHUNK = 1 << 16
+_PADDING = b"\x00\t\n\x0c\r "
 
 
 # formats people hand to a PDF pipeline by mistake, named in the error message

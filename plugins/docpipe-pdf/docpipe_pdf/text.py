@@ -7,7 +7,12 @@ usable characters is listed in ``needs_ocr_pages``, for an OCR step to map over.
 
 Bad input is a typed failure of that one document, returned in its result slot:
 
-* an empty file, a damaged or truncated PDF or image -> :class:`CorruptDocument`
+* an empty file, a PDF or image the library cannot open, a PDF page it cannot read
+  (its object is missing: a file cut short) -> :class:`CorruptDocument`. Only
+  MuPDF failing makes that verdict, never the bytes alone: a PDF whose ``%%EOF``
+  marker is missing or followed by padding or other text, or one MuPDF had to
+  repair, is read like any other when its pages read. "probably truncated" in a
+  message only explains such a failure, when no ``%%EOF`` ends the file either
 * an unknown file type (whatever its name says), more pages than ``max_pages``
   -> :class:`UnsupportedDocument`
 * a PDF that needs a password -> :class:`EncryptedDocument` (decrypting is
@@ -36,7 +41,7 @@ from docpipe.errors import (
     EncryptedDocument,
     UnsupportedDocument,
 )
-from docpipe_pdf.sniff import FileType, describe, read_ends, sniff
+from docpipe_pdf.sniff import TRUNCATED_NOTE, FileType, describe, has_eof_marker, read_head, sniff
 
 if TYPE_CHECKING:
     import pymupdf
@@ -102,10 +107,9 @@ def read_guarded(path: Any, params: PdfText.Params) -> Result:
         if not isinstance(path, str | os.PathLike):
             return BlockFailed(f"'path' must be a string, got {type(path).__name__}")
         return read_document(os.fspath(path), params)
-    except DocumentError as exc:
-        return exc
     except Exception as exc:  # noqa: BLE001 - one document must never fail the batch
-        # the traceback object does not cross the process boundary, a note does
+        # a typed failure or not: the traceback object does not cross the process boundary,
+        # a note does (where the verdict was made shows in the run record)
         exc.add_note("in the worker:\n" + "".join(traceback.format_tb(exc.__traceback__)))
         return exc
     finally:
@@ -117,7 +121,7 @@ def read_document(path: str, params: PdfText.Params) -> dict[str, Any]:
     """What ``pdf.text`` writes for the file at ``path``; raises a :class:`DocumentError`."""
     import pymupdf
 
-    head, tail, stat = read_ends(path)
+    head, stat = read_head(path)
     if stat.st_size == 0:
         raise CorruptDocument("empty file (0 bytes)")
     ftype = sniff(head)
@@ -127,21 +131,16 @@ def read_document(path: str, params: PdfText.Params) -> dict[str, Any]:
     try:
         doc = pymupdf.open(path, filetype=ftype.mupdf)
     except (pymupdf.FileDataError, pymupdf.mupdf.FzErrorBase) as exc:
-        failure = _mupdf_failure(exc, f"damaged {ftype.label}, it cannot be opened", ftype, tail)
+        failure = _mupdf_failure(exc, f"damaged {ftype.label}, it cannot be opened", ftype, path)
         if failure is None:
             raise
         raise failure from exc
 
     with doc:
-        if ftype.is_pdf:
-            if doc.is_repaired and b"%%EOF" not in tail:
-                raise CorruptDocument(
-                    "truncated PDF: the file ends without its %%EOF marker "
-                    "(an incomplete download or copy?)"
-                )
-            if doc.needs_pass:
-                raise EncryptedDocument("encrypted, no password given")
-        count = _page_count(doc, ftype, tail)
+        # a repaired PDF (doc.is_repaired) is fine: what counts is whether its pages read
+        if ftype.is_pdf and doc.needs_pass:
+            raise EncryptedDocument("encrypted, no password given")
+        count = _page_count(doc, ftype, path)
         if count == 0:
             raise CorruptDocument(f"damaged {ftype.label}: it has no pages")
         if count > params.max_pages:
@@ -149,7 +148,7 @@ def read_document(path: str, params: PdfText.Params) -> dict[str, Any]:
                 f"{count} pages, more than max_pages={params.max_pages}; "
                 "raise the step's max_pages param to read it"
             )
-        pages = [_page(doc, number, ftype, params, tail) for number in range(1, count + 1)]
+        pages = [_page(doc, number, ftype, params, path) for number in range(1, count + 1)]
         metadata = _metadata(doc, ftype)
 
     return {
@@ -212,7 +211,7 @@ def _unsupported(path: str, head: bytes) -> str:
     return f"unsupported file type: {what}; pdf.text reads PDF, PNG, JPEG and TIFF"
 
 
-def _mupdf_failure(exc: Exception, what: str, ftype: FileType, tail: bytes) -> DocumentError | None:
+def _mupdf_failure(exc: Exception, what: str, ftype: FileType, path: str) -> DocumentError | None:
     """The typed document failure for an error MuPDF raised; ``None`` when it is not the file's."""
     import pymupdf
 
@@ -222,21 +221,21 @@ def _mupdf_failure(exc: Exception, what: str, ftype: FileType, tail: bytes) -> D
     message = re.sub(r"^code=\d+: ", "", str(exc))
     if isinstance(exc, pymupdf.FileDataError):
         message = ""  # "Failed to open file '...' as type pdf." says nothing new
-    if ftype.is_pdf and b"%%EOF" not in tail:
-        what += "; it is probably truncated (no %%EOF marker at its end)"
     text = f"{what}: {message}" if message else what
+    if ftype.is_pdf and not has_eof_marker(path):
+        text += f"; {TRUNCATED_NOTE}"
     if isinstance(exc, mupdf.FzErrorUnsupported):
         return UnsupportedDocument(text)
     return CorruptDocument(text)
 
 
-def _page_count(doc: pymupdf.Document, ftype: FileType, tail: bytes) -> int:
+def _page_count(doc: pymupdf.Document, ftype: FileType, path: str) -> int:
     import pymupdf
 
     try:
         return int(doc.page_count)
     except pymupdf.mupdf.FzErrorBase as exc:
-        failure = _mupdf_failure(exc, f"damaged {ftype.label}, its pages cannot be counted", ftype, tail)
+        failure = _mupdf_failure(exc, f"damaged {ftype.label}, its pages cannot be counted", ftype, path)
         if failure is None:
             raise
         raise failure from exc
@@ -247,12 +246,17 @@ def _page_count(doc: pymupdf.Document, ftype: FileType, tail: bytes) -> int:
 
 
 def _page(
-    doc: pymupdf.Document, number: int, ftype: FileType, params: PdfText.Params, tail: bytes
+    doc: pymupdf.Document, number: int, ftype: FileType, params: PdfText.Params, path: str
 ) -> dict[str, Any]:
     import pymupdf
 
     try:
         page = doc.load_page(number - 1)
+        if ftype.is_pdf and _page_object_missing(doc, number):
+            message = f"damaged PDF: page {number} cannot be read, its object is missing from the file"
+            if not has_eof_marker(path):
+                message += f"; {TRUNCATED_NOTE}"
+            raise CorruptDocument(message)
         rect = page.rect
         # ligatures expanded (ﬁ -> fi), whitespace normalised, text off the page dropped,
         # glyphs without a Unicode mapping as U+FFFD (which usable_chars does not count)
@@ -264,7 +268,7 @@ def _page(
             "(its page tree counts more pages than it holds)"
         ) from None
     except pymupdf.mupdf.FzErrorBase as exc:
-        failure = _mupdf_failure(exc, f"damaged {ftype.label}, page {number}", ftype, tail)
+        failure = _mupdf_failure(exc, f"damaged {ftype.label}, page {number}", ftype, path)
         if failure is None:
             raise
         raise failure from exc
@@ -275,6 +279,14 @@ def _page(
         "width": round(float(rect.width), 2),
         "height": round(float(rect.height), 2),
     }
+
+
+def _page_object_missing(doc: pymupdf.Document, number: int) -> bool:
+    """Whether page ``number``'s object is absent from the file, though its page tree names
+    it: MuPDF then makes up a blank page (with a default size) instead of failing. A file
+    cut short loses its later objects this way."""
+    xref = doc.page_xref(number - 1)
+    return not 0 < xref < doc.xref_length() or doc.xref_object(xref, compressed=True) == "null"
 
 
 def _metadata(doc: pymupdf.Document, ftype: FileType) -> dict[str, str]:
