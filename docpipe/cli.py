@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import sys
 from collections.abc import Collection
 from contextlib import nullcontext
@@ -26,6 +27,7 @@ from docpipe.blocks import type_name
 from docpipe.cli_options import executor_from_options, param_option, plugin_option, with_run_options
 from docpipe.errors import DocpipeError, FlowError
 from docpipe.flow import FLOW_SCHEMA
+from docpipe.inputs import not_a_regular_file
 from docpipe.plugins import Registry
 
 err = Console(stderr=True)
@@ -55,9 +57,15 @@ def expand_inputs(inputs: tuple[str, ...]) -> list[str]:
     for spec in inputs:
         p = Path(spec)
         if p.is_dir():
-            found += sorted(str(f) for f in p.rglob("*")
-                            if f.is_file() and not any(part.startswith(".") for part in
-                                                       f.relative_to(p).parts))
+            for f in sorted(p.rglob("*")):
+                if any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue
+                if f.is_file():
+                    found.append(str(f))
+                elif not f.is_dir():  # a FIFO, socket, device, dangling or looping link
+                    why = not_a_regular_file(str(f)) or "it cannot be read (a broken link?)"
+                    err.print(f"[yellow]warning:[/] skipped {escape(str(f))}: {escape(why)}",
+                              highlight=False)
         elif p.exists():
             found.append(str(p))
         elif glob.has_magic(spec):
@@ -116,6 +124,8 @@ def execute(plan: Any, store: Any, *, docs: list[str] | None = None, resume: str
 
     if out and Path(out).suffix.lower() not in (".csv", ".jsonl"):
         raise click.BadParameter("use a .csv or .jsonl file name", param_hint="--out")
+    if out:
+        _check_writable(out)
     total = len(docs) if docs is not None else len(store.batch_inputs(resume))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("[red]{task.fields[failed]} failed"),
@@ -143,7 +153,13 @@ def execute(plan: Any, store: Any, *, docs: list[str] | None = None, resume: str
                 result = engine.run(plan, docs or [], argv=sys.argv, correlation_id=correlation_id)
         rows = store.batch_outputs(result.batch_id) if result.batch_id else []  # what was recorded
         if out and result.batch_id is not None:
-            write_results(out, rows, plan.outputs)
+            try:
+                write_results(out, rows, plan.outputs)
+            except OSError as exc:  # the folder changed during the run: the records are safe
+                err.print(f"[red]error:[/] cannot write {escape(out)}: {escape(exc.strerror or str(exc))}; "
+                          f"the results are recorded: `docpipe resume {result.batch_id} --out FILE` "
+                          "writes them", highlight=False)
+                out = None
         if summary:
             _print_summary(rows, plan.outputs)
     finally:
@@ -159,6 +175,26 @@ def execute(plan: Any, store: Any, *, docs: list[str] | None = None, resume: str
         if verbose and r.traceback:
             err.print(r.traceback, markup=False, highlight=False)
     sys.exit(1 if result.failed else 0)
+
+
+def _check_writable(out: str) -> None:
+    """Fail before the first document, not after the last, when ``out`` cannot be written."""
+    import tempfile
+
+    folder = Path(out).resolve().parent
+    if any(p.exists() and not p.is_dir() for p in (folder, *folder.parents)):
+        raise click.BadParameter(f"cannot write {out}: a part of its folder is a file",
+                                 param_hint="--out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".docpipe-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+        if Path(out).is_dir():
+            raise IsADirectoryError(21, "it is a folder")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {out}: {exc.strerror or exc}",
+                                 param_hint="--out") from None
 
 
 def _print_summary(rows: list[dict[str, Any]], outputs: list[str]) -> None:

@@ -34,6 +34,7 @@ from docpipe.errors import ExpressionError
 from docpipe.executors import WAKE, Done, ErrorInfo, check_results
 from docpipe.executors.local import ProcessPool, ThreadPool
 from docpipe.flow import redact_definition, redact_params
+from docpipe.inputs import INPUT_STEP, not_a_regular_file
 from docpipe.planner import Node, Plan, switch_key
 from docpipe.store import new_id
 
@@ -317,18 +318,24 @@ class Engine:
                 continue
             self._active += 1
             entry = self._resumable.get(doc)
+            refused = not_a_regular_file(doc)  # never opened: a FIFO would block its reader
             if entry is None:
                 run_id = new_id()
                 run = _Run(run_id, seq, doc, plan, {"path": doc, WORK_DIR_KEY: work.path(run_id)})
                 self._run_started(run.id, self._batch_id, self._flow_id, doc, time.time(),
                                   self._correlation.get(doc))
-                self._ready.extend((run, nodes[i]) for i in plan.roots)
+                if refused is None:
+                    self._ready.extend((run, nodes[i]) for i in plan.roots)
             else:
                 run = _Run(entry["run_id"], seq, doc, plan,
                            {"path": doc, WORK_DIR_KEY: work.path(entry["run_id"])})
                 self._run_resumed(run.id, time.time())
-                self._restore(run, entry["steps"])
+                if refused is None:
+                    self._restore(run, entry["steps"])
             self._order[run.id] = seq
+            if refused is not None:
+                self._finish(run, ErrorInfo("unsupported", "UnsupportedDocument", refused, ""),
+                             INPUT_STEP)
 
     def _restore(self, run: _Run, steps: dict[str, dict[str, Any]]) -> None:
         """Put back what a run's succeeded steps wrote; queue what is left to do. A step whose

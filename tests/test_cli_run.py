@@ -116,3 +116,44 @@ def test_missing_input_is_a_usage_error(tmp_path: Path):
     proc = run_cli("run", str(ROOT / "flows" / "idp.json"), str(tmp_path / "nope.pdf"))
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr
+
+
+def test_inputs_that_are_not_regular_files_are_refused_unopened(tmp_path: Path):
+    """A FIFO given as an input used to block the batch for ever: it (and a device, a folder
+    given as a file) gets a typed 'unsupported' row without being opened; a folder walk skips
+    such entries with a warning; the good documents run."""
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.txt").write_text("some words here")
+    os.mkfifo(folder / "pipe.txt")
+    (folder / "loop").symlink_to(folder / "loop")
+    flow = write_flow(tmp_path / "f.json", [{"id": "read", "block": "toy.read"},
+                                            {"id": "w", "block": "toy.words"}], outputs=["words"])
+    out = tmp_path / "r.csv"
+    db = f"sqlite:///{tmp_path / 'd.db'}"
+    proc = run_cli("run", str(flow), str(folder / "pipe.txt"), str(folder / "good.txt"), "/dev/null",
+                   "--plugin", TOYS, "--db", db, "--out", str(out), "-q", timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    rows = {Path(r["document"]).name: r for r in csv.DictReader(out.open())}
+    assert rows["good.txt"]["status"] == "succeeded" and rows["good.txt"]["words"] == "3"
+    for name, what in (("pipe.txt", "a named pipe (FIFO)"), ("null", "a device")):
+        assert (rows[name]["error_kind"], rows[name]["failed_step"]) == ("unsupported", "input")
+        assert what in rows[name]["error"]
+    walked = run_cli("run", str(flow), str(folder), "--plugin", TOYS, "--db", db, "-q", timeout=60)
+    assert walked.returncode == 0, walked.stderr
+    assert "skipped" in walked.stderr and "pipe.txt" in walked.stderr and "loop" in walked.stderr
+    assert "1 succeeded, 0 failed" in walked.stderr
+
+
+def test_an_unwritable_out_is_refused_before_the_first_document(tmp_path: Path):
+    (tmp_path / "in.txt").write_text("words")
+    (tmp_path / "a-file").write_text("not a folder")
+    flow = write_flow(tmp_path / "f.json", [{"id": "read", "block": "toy.read"}])
+    db = tmp_path / "d.db"
+    proc = run_cli("run", str(flow), str(tmp_path / "in.txt"), "--plugin", TOYS, "--db",
+                   f"sqlite:///{db}", "--out", str(tmp_path / "a-file" / "r.csv"), "-q")
+    assert proc.returncode == 2 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
+    if db.exists():  # refused before a batch was recorded
+        assert sqlite3.connect(db).execute("select count(*) from batches").fetchone() == (0,)

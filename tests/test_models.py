@@ -27,7 +27,9 @@ def test_lists_the_default_models_with_task_size_and_origin() -> None:
     models = by_name(listed())
     doctype = models["doctype"]  # `make test` builds it first (`make models`)
     assert doctype["available"] and Path(doctype["path"]) == REPO / "models" / "doctype"
-    assert doctype["task"] == "classification, 10 labels"
+    labels = json.loads((REPO / "models" / "doctype" / "config.json").read_text())["id2label"]
+    assert "other" in labels.values() and len(labels) == 11  # ten document types and 'other'
+    assert doctype["task"] == "classification, 11 labels"
     assert doctype["used_by"] == ["hf.classify (default)"]
     assert doctype["size"] == sum(f.stat().st_size for f in (REPO / "models/doctype").rglob("*") if f.is_file())
     assert doctype["model_card"].endswith("MODEL_CARD.md")
