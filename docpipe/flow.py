@@ -166,11 +166,14 @@ def schema_issues(definition: Any) -> list[FlowIssue]:
 
 
 _SECRET = re.compile(r"pass(word|wd|phrase)?|secret|token|credential|api_?key", re.IGNORECASE)
+#: names that hold where a secret is, not the secret (``pdf_passwords_file``, ``password_env``)
+_POINTER = re.compile(r"_(file|path|env|dir)$", re.IGNORECASE)
 
 
 def redact_params(params: dict[str, Any]) -> dict[str, Any]:
     """Flow params as they may be recorded: values of secret-looking names masked."""
-    return {k: ("***" if _SECRET.search(k) and v is not None else v) for k, v in params.items()}
+    return {k: ("***" if _SECRET.search(k) and not _POINTER.search(k) and v is not None else v)
+            for k, v in params.items()}
 
 
 def redact_definition(definition: dict[str, Any]) -> dict[str, Any]:

@@ -118,3 +118,14 @@ def test_schema_command_publishes_the_schema():
     proc = run_cli("schema")
     assert proc.returncode == 0
     assert json.loads(proc.stdout) == FLOW_SCHEMA
+
+
+def test_secret_params_are_masked_but_where_a_secret_lives_is_not() -> None:
+    from docpipe.flow import redact_params
+
+    given = {"pdf_password": "hunter2", "api_key": "k", "token": None, "min_chars": 8,
+             "pdf_passwords_file": "/etc/team/passwords.txt", "password_env": "MY_PW"}
+    assert redact_params(given) == {
+        "pdf_password": "***", "api_key": "***", "token": None, "min_chars": 8,
+        # a path or a variable name is kept, so a resume or retry needs it not again
+        "pdf_passwords_file": "/etc/team/passwords.txt", "password_env": "MY_PW"}

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from docpipe.errors import CorruptDocument, DocumentError, EncryptedDocument, UnsupportedDocument
+from docpipe.errors import CorruptDocument, DocumentError, PasswordRequired, UnsupportedDocument
 
 if TYPE_CHECKING:
     import pymupdf
@@ -95,7 +95,7 @@ def open_document(path: str | os.PathLike[str]) -> tuple[pymupdf.Document, str]:
         raise failure from exc
     if doc.needs_pass:
         doc.close()
-        raise EncryptedDocument("encrypted, no password given")
+        raise PasswordRequired("encrypted, no password given: put a pdf.decrypt step with a password before this one")
     if doc.page_count == 0:
         doc.close()
         raise CorruptDocument(f"damaged {label}: it has no pages")

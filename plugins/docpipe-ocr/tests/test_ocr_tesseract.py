@@ -256,7 +256,7 @@ def test_bad_files_fail_one_by_one(block: TesseractOcr, tmp_path: Path) -> None:
     ]
     results = block.run(batch, Params(**FAST))
     assert [error_kind(r) for r in results] == [  # type: ignore[arg-type]
-        "corrupt", "corrupt", "unsupported", "document_error", "encrypted", "block_error", "block_error"]
+        "corrupt", "corrupt", "unsupported", "document_error", "password_required", "block_error", "block_error"]
     assert isinstance(results[0], CorruptDocument) and str(results[0]) == "empty file (0 bytes)"
     assert "damaged PNG" in str(results[1])
     assert isinstance(results[2], UnsupportedDocument) and "reads PDF, PNG, JPEG and TIFF" in str(results[2])

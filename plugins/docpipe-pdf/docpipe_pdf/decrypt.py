@@ -183,7 +183,8 @@ class PdfDecrypt(Block):
                 return passthrough
             try:
                 self._write(pdf, target)
-            except pikepdf.PdfError as exc:
+            except (pikepdf.PdfError, pikepdf.QpdfRuntimeError, pikepdf.DataDecodingError) as exc:
+                # qpdf read the file but cannot write its content out: a damaged stream
                 raise CorruptDocument(
                     f"damaged PDF, its decrypted copy cannot be written: {_qpdf_message(exc, path)}"
                 ) from None

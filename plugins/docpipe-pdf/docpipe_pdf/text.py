@@ -15,7 +15,7 @@ Bad input is a typed failure of that one document, returned in its result slot:
   message only explains such a failure, when no ``%%EOF`` ends the file either
 * an unknown file type (whatever its name says), more pages than ``max_pages``
   -> :class:`UnsupportedDocument`
-* a PDF that needs a password -> :class:`EncryptedDocument` (decrypting is
+* a PDF that needs a password -> :class:`PasswordRequired` (decrypting is
   ``pdf.decrypt``'s job: put it first and read its ``pdf_path``)
 * a file that cannot be read (missing, a folder, no permission) -> :class:`DocumentError`
 
@@ -38,7 +38,7 @@ from docpipe.errors import (
     BlockFailed,
     CorruptDocument,
     DocumentError,
-    EncryptedDocument,
+    PasswordRequired,
     UnsupportedDocument,
 )
 from docpipe_pdf.sniff import TRUNCATED_NOTE, FileType, describe, has_eof_marker, read_head, sniff
@@ -139,7 +139,8 @@ def read_document(path: str, params: PdfText.Params) -> dict[str, Any]:
     with doc:
         # a repaired PDF (doc.is_repaired) is fine: what counts is whether its pages read
         if ftype.is_pdf and doc.needs_pass:
-            raise EncryptedDocument("encrypted, no password given")
+            raise PasswordRequired("encrypted, no password given: put a pdf.decrypt step with a "
+                                   "password before this one")
         count = _page_count(doc, ftype, path)
         if count == 0:
             raise CorruptDocument(f"damaged {ftype.label}: it has no pages")

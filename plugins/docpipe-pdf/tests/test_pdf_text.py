@@ -21,6 +21,7 @@ from docpipe.errors import (
     CorruptDocument,
     DocumentError,
     EncryptedDocument,
+    PasswordRequired,
     UnsupportedDocument,
     error_kind,
 )
@@ -202,8 +203,8 @@ def test_png_is_one_page_that_needs_ocr(block: PdfText) -> None:
 def test_encrypted_pdf(block: PdfText) -> None:
     r = read(block, SAMPLES / "encrypted.pdf")
     assert isinstance(r, EncryptedDocument)
-    assert str(r) == "encrypted, no password given"
-    assert error_kind(r) == "encrypted"
+    assert str(r).startswith("encrypted, no password given: put a pdf.decrypt step")
+    assert error_kind(r) == "password_required"
     # the password documented in docs/samples.md opens it
     with pymupdf.open(SAMPLES / "encrypted.pdf") as doc:
         assert doc.needs_pass
@@ -553,7 +554,7 @@ def test_one_batch_of_everything_never_raises(block: PdfText, tmp_path: Path) ->
     kinds = [r["mime"] if isinstance(r, dict) else error_kind(r) for r in results]
     assert kinds == [
         "application/pdf",
-        "encrypted",
+        "password_required",
         "corrupt",
         "image/png",
         "application/pdf",
@@ -562,4 +563,4 @@ def test_one_batch_of_everything_never_raises(block: PdfText, tmp_path: Path) ->
     # results and failures cross the process boundary intact
     again = pickle.loads(pickle.dumps(results))
     assert again[0] == results[0]
-    assert type(again[1]) is EncryptedDocument and str(again[1]) == str(results[1])
+    assert type(again[1]) is PasswordRequired and str(again[1]) == str(results[1])
