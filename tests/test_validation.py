@@ -129,3 +129,11 @@ def test_secret_params_are_masked_but_where_a_secret_lives_is_not() -> None:
         "pdf_password": "***", "api_key": "***", "token": None, "min_chars": 8,
         # a path or a variable name is kept, so a resume or retry needs it not again
         "pdf_passwords_file": "/etc/team/passwords.txt", "password_env": "MY_PW"}
+
+
+@pytest.mark.parametrize("when", ["-" * 3000 + "1", "not " * 50000 + "1", "1+" * 100000 + "1"])
+def test_deeply_nested_expressions_are_flow_issues(tmp_path, when):
+    flow = write_flow(tmp_path / "f.json", [{"id": "read", "block": "toy.read", "when": when}])
+    proc = run_cli("validate", str(flow), "--plugin", TOYS)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "step 'read'" in proc.stderr and "Traceback" not in proc.stderr
