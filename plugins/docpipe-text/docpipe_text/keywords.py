@@ -114,7 +114,8 @@ class KeywordMatcher:
 
 class Keywords(Block):
     """Counts keywords and phrases from lists, and finds control IDs of NIST SP 800-53,
-    ISO/IEC 27001 Annex A, SOC 2 and CIS Controls (rules: :mod:`docpipe_text.controls`)."""
+    ISO/IEC 27001 Annex A, SOC 2 and CIS Controls, each only where the text names its
+    framework (rules: :mod:`docpipe_text.controls`)."""
 
     manifest = Manifest(
         name="text.keywords",
@@ -130,8 +131,10 @@ class Keywords(Block):
         runtime="thread",
         description=(
             "keywords: keyword -> count (found ones only); keyword_pages: keyword -> pages "
-            "(1-based); control_ids: one {id, framework, count, pages} per distinct control "
-            "ID; control_id_count: number of distinct control IDs."
+            "(1-based); control_ids: one {id, framework, count, pages, occurrences} per distinct "
+            "control ID that counts where it stands (its framework named there), occurrences "
+            "quoting the first 3 as {page, text, context}; control_id_count: number of distinct "
+            "control IDs."
         ),
     )
 
@@ -204,7 +207,7 @@ class Keywords(Block):
             flat = [flatten(p) for p in pages]
             folded = [p.casefold() for p in flat]
             keywords, keyword_pages = matcher.count(folded)
-            controls = find_controls(flat, params.frameworks, folded) if params.controls else []
+            controls = find_controls(flat, params.frameworks) if params.controls else []
             results.append({"keywords": keywords, "keyword_pages": keyword_pages,
                             "control_ids": controls, "control_id_count": len(controls)})
         return results

@@ -20,6 +20,12 @@ from docpipe.testing import BlockContract, run_flow
 
 SAMPLES = Path(__file__).resolve().parents[3] / "samples"
 WRITES = set(Keywords.manifest.writes)
+#: what an auditor finds in samples/security_policy.pdf, in output order
+SECURITY_POLICY_IDS = [
+    ("NIST SP 800-53", "AC-2"), ("NIST SP 800-53", "AC-2(3)"), ("NIST SP 800-53", "AU-6"),
+    ("NIST SP 800-53", "SC-12"), ("NIST SP 800-53", "SC-28"), ("ISO/IEC 27001", "A.5.15"),
+    ("SOC 2", "CC6.1"), ("SOC 2", "CC7.2"), ("CIS Controls", "CIS 6.4"),
+]
 
 POLICY = [
     """Information Security Policy, version 3.2 (ISO/IEC 27001:2022, SOC 2 Type II)
@@ -31,8 +37,8 @@ CC6.1). Login attempts are written to the audit log.""",
     """2. Cryptography. Customer data is protected by encryption at rest and encryption
 in transit (TLS 1.2 or later). Key rotation is yearly (SC-12, SC-13; CIS Safeguard 3.11).
 
-3. Incident response. The incident response plan is tested twice a year (IR-4, 5.24,
-CC7.3). Audit logs are kept for one year; the audit
+3. Incident response. The incident response plan is tested twice a year (IR-4; ISO 27001
+5.24; CC7.3). Audit logs are kept for one year; the audit
 log review is weekly.""",
 ]
 
@@ -118,8 +124,25 @@ def test_policy_document(block: Keywords) -> None:
     by_id = {c["id"]: c for c in result["control_ids"]}
     assert set(by_id) == {"AC-2", "AC-2(1)", "SC-12", "SC-13", "IR-4", "A.5.15", "A.5.24", "CC6.1",
                           "CC7.3", "CIS 3.11"}
-    assert by_id["A.5.24"] == {"id": "A.5.24", "framework": "ISO/IEC 27001", "count": 1, "pages": [2]}
+    assert by_id["A.5.24"] == {"id": "A.5.24", "framework": "ISO/IEC 27001", "count": 1, "pages": [2],
+                               "occurrences": [{"page": 2, "text": "5.24", "context": "…ISO 27001 5.24; CC7.3)."
+                                                " Audit logs are kept for one year;…"}]}
     assert result["control_id_count"] == 10
+    # a bare 5.24 whose sentence does not name ISO 27001 is not an ISO control (the title does)
+    pages = [POLICY[0], POLICY[1].replace("(IR-4; ISO 27001\n5.24; CC7.3)", "(IR-4, 5.24, CC7.3)")]
+    assert "A.5.24" not in {c["id"] for c in find(block, pages)["control_ids"]}
+
+
+def test_security_policy_sample(block: Keywords) -> None:
+    """samples/security_policy.pdf through PyMuPDF: "CIS Safeguard 6.4" is CIS 6.4 and not also
+    ISO 27001 A.6.4 (issue 12); every ID is quoted as the page writes it."""
+    with pymupdf.open(SAMPLES / "security_policy.pdf") as doc:
+        pages = [page.get_text() for page in doc]
+    controls = find(block, pages)["control_ids"]
+    assert [(c["framework"], c["id"]) for c in controls] == SECURITY_POLICY_IDS
+    written = {c["id"]: c["occurrences"][0]["text"] for c in controls}
+    assert written["CIS 6.4"] == "CIS Safeguard 6.4" and written["A.5.15"] == "A.5.15"
+    assert all(c["count"] == 1 and c["pages"] == [1] for c in controls)
 
 
 def test_whole_words_case_and_line_breaks(block: Keywords, tmp_path: Path) -> None:
@@ -209,13 +232,16 @@ def test_five_megabytes_and_500_keywords(block: Keywords, tmp_path: Path) -> Non
 
 @pytest.mark.slow  # spawns pdf.text's process pool
 def test_in_a_flow_after_pdf_text() -> None:
-    flow = (Flow("text", "1", outputs=["language", "keywords", "control_id_count"])
+    flow = (Flow("text", "1", outputs=["language", "keywords", "control_id_count", "control_ids"])
             .step("pdf", "pdf.text")
             .expr("texts", "[p['text'] for p in pages]", output="page_texts")
             .step("language", "text.language")
             .step("keywords", "text.keywords"))
-    result = run_flow(flow, [SAMPLES / "report_de.pdf", SAMPLES / "invoice.pdf"])
-    de, en = result.results
-    assert de.status == en.status == "succeeded"
+    result = run_flow(flow, [SAMPLES / "report_de.pdf", SAMPLES / "invoice.pdf", SAMPLES / "security_policy.pdf"])
+    de, en, policy = result.results
+    assert de.status == en.status == policy.status == "succeeded"
     assert (de.outputs["language"], en.outputs["language"]) == ("de", "en")
     assert en.outputs["control_id_count"] == 0
+    # issue 12: no ISO 27001 A.6.4 read out of "CIS Safeguard 6.4"
+    assert [(c["framework"], c["id"]) for c in policy.outputs["control_ids"]] == SECURITY_POLICY_IDS
+    assert policy.outputs["control_id_count"] == len(SECURITY_POLICY_IDS)
