@@ -36,6 +36,7 @@ from typing import Any
 import jsonschema
 
 from docpipe.errors import FlowError, FlowIssue
+from docpipe.inputs import not_a_regular_file
 
 SCHEMA_ID = "https://docpipe.dev/schema/flow-1.json"
 STEP_KINDS = ("block", "expr", "switch", "map", "fork", "join", "subflow")
@@ -192,15 +193,41 @@ def content_hash(definition: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(definition).encode()).hexdigest()
 
 
-def load_definition(path: str | Path) -> dict[str, Any]:
-    """Read a flow file and check it against the JSON Schema (raises :class:`FlowError`)."""
+#: the largest flow file read (a flow is a few KiB; /dev/zero is endless)
+MAX_FLOW_BYTES = 4 * 2**20
+
+
+def load_definition(path: str | Path, *, foreign: bool = False) -> dict[str, Any]:
+    """Read a flow file and check it against the JSON Schema (raises :class:`FlowError`).
+
+    Only a regular file of at most :data:`MAX_FLOW_BYTES` is read (a FIFO would block, a
+    device never end). With ``foreign`` (a subflow named inside a flow) a JSON file that is
+    not a flow at all (no ``steps``) is reported without a word of its content."""
     p = Path(path)
+    refused = not_a_regular_file(str(p))  # before opening: opening a FIFO blocks
+    if refused is not None:
+        raise FlowError([FlowIssue(f"flow file {p}: {refused}")], str(p))
     try:
-        definition = json.loads(p.read_text(encoding="utf-8"))
+        with open(p, "rb") as f:
+            data = f.read(MAX_FLOW_BYTES + 1)
     except FileNotFoundError:
         raise FlowError([FlowIssue(f"flow file {p} does not exist")], str(p)) from None
-    except json.JSONDecodeError as exc:
-        raise FlowError([FlowIssue(f"not valid JSON: {exc}")], str(p)) from None
+    except IsADirectoryError:
+        raise FlowError([FlowIssue(f"flow file {p} is a folder")], str(p)) from None
+    except OSError as exc:
+        raise FlowError([FlowIssue(f"cannot read flow file {p}: {exc.strerror or exc}")], str(p)) from None
+    if len(data) > MAX_FLOW_BYTES:
+        raise FlowError([FlowIssue(f"flow file {p} is larger than {MAX_FLOW_BYTES // 2**20} MiB")], str(p))
+    try:
+        definition = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FlowError([FlowIssue(f"flow file {p} is not UTF-8 text")], str(p)) from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        why = exc if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise FlowError([FlowIssue(f"not valid JSON: {why}")], str(p)) from None
+    if foreign and not (isinstance(definition, dict) and "steps" in definition):
+        raise FlowError([FlowIssue(f"{p.name} is not a flow definition (a JSON object with "
+                                   "'steps')")], str(p))
     issues = schema_issues(definition)
     if issues:
         raise FlowError(issues, str(p))

@@ -11,6 +11,7 @@ a reader whose type does not match the writer's, cycles.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -132,11 +133,12 @@ def resolve_params(raw: dict[str, Any], flow_params: dict[str, Any]) -> dict[str
 
 class _Builder:
     def __init__(self, registry: Registry, params: dict[str, Any], base_dir: Path,
-                 stack: tuple[Path, ...]) -> None:
+                 stack: tuple[Path, ...], subflow_dirs: tuple[Path, ...]) -> None:
         self.registry = registry
         self.params = params
         self.base_dir = base_dir
         self.stack = stack
+        self.subflow_dirs = subflow_dirs
         self.nodes: list[Node] = []
         self.issues: list[FlowIssue] = []
         self.after: dict[int, list[str]] = {}
@@ -272,9 +274,14 @@ class _Builder:
         if path in self.stack:
             self.issue(f"subflow {path} includes itself", node.id, "subflow")
             return
+        if not any(path.is_relative_to(d) for d in self.subflow_dirs):
+            self.issue(f"subflow {step['subflow']!r} is outside the flow's folder (allow more "
+                       "folders with DOCPIPE_SUBFLOW_DIRS)", node.id, "subflow")
+            return
         try:
-            sub = build_plan(load_definition(path), self.registry, base_dir=path.parent,
-                             stack=(*self.stack, path), params=self.params)
+            sub = build_plan(load_definition(path, foreign=True), self.registry,
+                             base_dir=path.parent, stack=(*self.stack, path), params=self.params,
+                             subflow_dirs=self.subflow_dirs)
         except FlowError as exc:
             for i in exc.issues:
                 self.issue(f"in subflow {step['subflow']}: {i}", node.id, i.key)
@@ -309,7 +316,8 @@ def _find_cycle(nodes: list[Node], left: set[int]) -> list[str]:
 
 def build_plan(definition: dict[str, Any], registry: Registry, *,
                params: dict[str, Any] | None = None, base_dir: Path | str = ".",
-               stack: tuple[Path, ...] = (), initial: Iterable[str] | None = None) -> Plan:
+               stack: tuple[Path, ...] = (), initial: Iterable[str] | None = None,
+               subflow_dirs: tuple[Path, ...] | None = None) -> Plan:
     """Validate ``definition`` against the installed blocks and compile its graph.
 
     ``params`` override the flow's param defaults. A subflow's initial keys are
@@ -320,7 +328,11 @@ def build_plan(definition: dict[str, Any], registry: Registry, *,
     if issues:
         raise FlowError(issues, definition.get("name") if isinstance(definition, dict) else None)
     flow_params = {**definition.get("params", {}), **(params or {})}
-    b = _Builder(registry, flow_params, Path(base_dir), stack)
+    if subflow_dirs is None:  # subflows resolve only under the flow's folder and allowed ones
+        extra = os.environ.get("DOCPIPE_SUBFLOW_DIRS", "")
+        subflow_dirs = (Path(base_dir).resolve(),
+                        *(Path(d).resolve() for d in extra.split(os.pathsep) if d))
+    b = _Builder(registry, flow_params, Path(base_dir), stack, subflow_dirs)
     b.add_steps(definition["steps"])
     nodes = b.nodes
 

@@ -81,3 +81,56 @@ def test_sdk_builds_the_same_json_and_round_trips(tmp_path, registry):
 def test_sdk_rejects_what_the_schema_rejects():
     with pytest.raises(FlowError):
         Flow.from_dict({"name": "x", "version": "1", "steps": [{"id": "a"}]})
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "pipe.json", "folder", "../outside/secret.json",
+                                    "link.json", "not-a-flow.json"])
+def test_subflow_paths_are_confined_to_regular_flow_files(tmp_path, target):
+    """Issue 13.5: a subflow resolves only under the flow's folder (symlinks followed), must be
+    a regular file of a bounded size, and a JSON file that is not a flow is never echoed."""
+    import os
+
+    main = tmp_path / "flows"
+    main.mkdir()
+    (tmp_path / "outside").mkdir()
+    secret = {"name": "x", "version": "1", "steps": "hunter2-SECRET"}
+    (tmp_path / "outside" / "secret.json").write_text(json.dumps(secret))
+    (main / "link.json").symlink_to(tmp_path / "outside" / "secret.json")
+    (main / "not-a-flow.json").write_text(json.dumps({"api_key": "hunter2-SECRET"}))
+    os.mkfifo(main / "pipe.json")
+    (main / "folder").mkdir()
+    flow = main / "main.json"
+    flow.write_text(json.dumps({"name": "main", "version": "1", "steps": [
+        {"id": "read", "block": "toy.read"}, {"id": "inner", "subflow": target}]}))
+    proc = run_cli("validate", str(flow), "--plugin", TOYS, timeout=30)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "step 'inner'" in proc.stderr and "Traceback" not in proc.stderr
+    assert "hunter2" not in proc.stderr + proc.stdout
+
+
+def test_subflow_folders_can_be_allowed(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "sub.json").write_text(json.dumps({
+        "name": "sub", "version": "1", "outputs": ["upper"], "steps": [{"id": "up", "block": "toy.upper"}]}))
+    main = tmp_path / "flows"
+    main.mkdir()
+    (main / "main.json").write_text(json.dumps({"name": "main", "version": "1", "steps": [
+        {"id": "read", "block": "toy.read"}, {"id": "inner", "subflow": "../shared/sub.json"}]}))
+    refused = run_cli("validate", str(main / "main.json"), "--plugin", TOYS)
+    assert refused.returncode == 2 and "outside the flow's folder" in refused.stderr
+    allowed = run_cli("validate", str(main / "main.json"), "--plugin", TOYS,
+                      env={"DOCPIPE_SUBFLOW_DIRS": str(shared)})
+    assert allowed.returncode == 0, allowed.stderr
+
+
+@pytest.mark.parametrize("name", ["/dev/zero", "fifo"])
+def test_a_flow_file_that_is_not_a_regular_file_is_refused(tmp_path, name):
+    import os
+
+    path = name
+    if name == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+        path = str(tmp_path / "fifo")
+    with pytest.raises(FlowError, match="not a regular file"):
+        load_definition(path)
