@@ -5,6 +5,7 @@ real block over it. The figures it prints are reported in the model card, never 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -19,10 +20,14 @@ def eval_script() -> ModuleType:
     return models_script("eval_real")
 
 
-def test_the_set_is_well_formed_sourced_and_unseen() -> None:
-    rows = eval_script().load()
+SETS = [MODELS / "eval" / "real_docs.jsonl", MODELS / "eval" / "frozen_docs.jsonl"]
+
+
+@pytest.mark.parametrize("path", SETS, ids=lambda p: p.stem)
+def test_the_set_is_well_formed_sourced_and_unseen(path: Path) -> None:
+    rows = eval_script().load(path)
     labels = {r["label"] for r in build_script().load_rows()}
-    assert len(rows) >= 40 and len({r["id"] for r in rows}) == len(rows)
+    assert len(rows) >= 30 and len({r["id"] for r in rows}) == len(rows)
     assert {r["label"] for r in rows} <= labels and "other" in {r["label"] for r in rows}
     for r in rows:
         assert r["source"] and r["licence"] and len(r["text"]) > 0, r["id"]
@@ -32,6 +37,22 @@ def test_the_set_is_well_formed_sourced_and_unseen() -> None:
     for r in rows:
         head = " ".join(r["text"].split())[100:300]
         assert head not in squeeze, f"{r['id']} is in models/data"
+
+
+def test_training_and_test_documents_come_from_different_sources() -> None:
+    """models/data/assemble_real.py: no CTAN package or project gives documents to two of
+    the training rows, the frozen set and the first real set; its rows match its lists."""
+    spec = importlib.util.spec_from_file_location("assemble_real",
+                                                  MODELS / "data" / "assemble_real.py")
+    assert spec is not None and spec.loader is not None
+    assemble = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(assemble)
+    assemble.check_apart()  # raises SystemExit when a source is shared
+    for entries, path in ((assemble.TRAIN, assemble.TRAIN_OUT),
+                          (assemble.FROZEN, assemble.FROZEN_OUT)):
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        assert [r["label"] for r in rows] == [label for label, *_ in entries], path.name
+        assert all(r["source"] and r["licence"] and r["text"].strip() for r in rows), path.name
 
 
 @pytest.mark.ml
