@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
@@ -75,7 +76,7 @@ class _Run:
     """One document's run of a plan (or a subflow's run inside a parent run)."""
 
     __slots__ = ("id", "seq", "document", "plan", "state", "pending", "left", "root", "failed",
-                 "parent", "prefix", "maps")
+                 "parent", "prefix", "maps", "restored_items")
 
     def __init__(self, run_id: str, seq: int, document: str, plan: Plan, state: dict[str, Any],
                  parent: tuple[_Run, Node] | None = None, prefix: str = "") -> None:
@@ -87,6 +88,8 @@ class _Run:
         self.failed = False
         self.prefix = prefix
         self.maps: dict[int, list[Any]] = {}
+        #: results of map items that succeeded before a resume: step id -> item index -> result
+        self.restored_items: dict[str, dict[int, dict[str, Any]]] = {}
 
 
 class _Item:
@@ -115,6 +118,10 @@ class Executor(Protocol):
 
     def make_pool(self, cls: type[Block], params: BaseModel, *, workers: int, threads: int,
                   events: SimpleQueue[Any]) -> Any: ...
+
+
+#: a map item's step name: ``ocr[3]``
+_MAP_ITEM = re.compile(r"([^/\[\]]+)\[(\d+)\]")
 
 
 def _noop(*_: Any) -> None:
@@ -349,6 +356,10 @@ class Engine:
                 if any(nodes[d].id not in steps for d in n.dependents):
                     done_ids.discard(n.id)
         done = [n for n in nodes if n.id in done_ids]
+        for step, outputs in steps.items():  # items of a map that was under way: kept
+            item = _MAP_ITEM.fullmatch(step)
+            if item and item.group(1) not in done_ids and isinstance(outputs, dict):
+                run.restored_items.setdefault(item.group(1), {})[int(item.group(2))] = outputs
         for n in done:
             run.state.update(steps[n.id])
         pending = run.pending
@@ -456,7 +467,7 @@ class Engine:
                                   started, finished, worker, attempt)
         step = f"{run.prefix}{node.id}[{index}]"
         self._task((run.root.id, step, node.label, attempt, SUCCEEDED, started, finished, worker,
-                    None, None, None))
+                    None, None, None, result))  # its outputs: a resume keeps the item
         gather = run.maps[node.idx]
         gather[index + 2] = result
         gather[0] -= 1
@@ -477,11 +488,23 @@ class Engine:
             return self._fail(run, node, err, t, "main")
         if not items:
             return self._complete(run, node, {sk: [] for sk in node.writes.values()}, t, t, "main")
-        run.maps[node.idx] = [len(items), t, *([None] * len(items))]
+        gather: list[Any] = [len(items), t, *([None] * len(items))]
+        run.maps[node.idx] = gather
         assert node.map_as is not None
         base = {k: run.state[v] for k, v in node.reads.items() if k != node.map_as}
         inline = node.runtime == "inline"
+        kept = run.restored_items.pop(node.id, {}) if not run.prefix else {}
+        for i, result in kept.items():  # items that succeeded before a resume
+            if i < len(items) and result.keys() == node.block_writes:
+                gather[i + 2] = result
+                gather[0] -= 1
+        if gather[0] == 0:
+            del run.maps[node.idx]
+            values = {sk: [r[bk] for r in gather[2:]] for bk, sk in node.writes.items()}
+            return self._complete(run, node, values, t, time.time(), "main")
         for i, item in enumerate(items):
+            if gather[i + 2] is not None:
+                continue
             inputs = {**base, node.map_as: item}
             if inline:
                 self._run_inline(run, node, inputs, i)

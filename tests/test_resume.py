@@ -4,6 +4,7 @@ has exactly one run and one result row, with the right status."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -181,3 +182,33 @@ def test_two_runs_at_once_on_one_sqlite_file(tmp_path):
     assert db_rows(db, "pragma integrity_check") == [("ok",)]
     for name in ("a.csv", "b.csv"):
         assert len(list(csv.DictReader((tmp_path / name).open()))) == N_DOCS
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_items_a_map_had_finished(tmp_path, store_url):
+    """Issue 13.6: a map killed part-way used to start again from item 0 on resume."""
+    (tmp_path / "in").mkdir()
+    doc = tmp_path / "in" / "pages.txt"
+    doc.write_text("\n".join(f"page {i}" for i in range(40)))
+    flow = write_flow(tmp_path / "map.json", [
+        {"id": "read", "block": "toy.read"},
+        {"id": "each", "map": "lines", "as": "text", "block": "toy.sleep", "params": {"seconds": 0.1}},
+    ], outputs=["slept"])
+    out = tmp_path / "r.csv"
+    args = [DOCPIPE, "run", str(flow), str(doc), "--plugin", TOYS, "--db", store_url,
+            "--out", str(out), "-w", "1", "-q"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(store_url, "select count(*) from task_runs where substr(step, 1, 5) = 'each[' "
+                        "and status = 'succeeded'", 12, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = db_rows(store_url, "select count(*) from task_runs where substr(step, 1, 5) = 'each[' "
+                                "and status = 'succeeded'")[0][0]
+    assert 12 <= before < 40
+    again = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    per_item = db_rows(store_url, "select step, count(*) from task_runs where substr(step, 1, 5) = 'each[' "
+                                  "and status = 'succeeded' group by step")
+    assert len(per_item) == 40 and {n for _, n in per_item} == {1}  # no item ran twice
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["status"] == "succeeded" and len(json.loads(row["slept"])) == 40
