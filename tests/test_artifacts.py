@@ -154,7 +154,11 @@ def test_a_sigkilled_decrypt_worker_loses_nothing(tmp_path: Path) -> None:
             killed: list[int] = []
 
             def kill_when_decrypted() -> None:
-                while len(decrypted_files(work)) < 2 and len(killed) == 0:
+                # both copies made and every decrypt call answered (no worker holds one)
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not (
+                        len(decrypted_files(work)) >= 2 and engine.pools("pdf.decrypt")
+                        and engine.pools("pdf.decrypt")[0].idle() == engine.pools("pdf.decrypt")[0].capacity):
                     time.sleep(0.02)
                 pool = engine.pools("pdf.decrypt")[0]
                 killed.extend(pool.pids())

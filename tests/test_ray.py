@@ -325,7 +325,10 @@ def test_a_decrypted_copy_outlives_the_actor_that_made_it(executor, tmp_path: Pa
 
         def kill_decrypt_actors() -> None:
             deadline = time.monotonic() + 60
-            while len(list(work.glob("*/*.pdf"))) < 2 and time.monotonic() < deadline:
+            # both copies made and both calls answered (the actors hold no call)
+            while time.monotonic() < deadline and not (
+                    len(list(work.glob("*/*.pdf"))) >= 2 and engine.pools("pdf.decrypt")
+                    and engine.pools("pdf.decrypt")[0].idle() == engine.pools("pdf.decrypt")[0].capacity):
                 time.sleep(0.02)
             killed.extend(engine.pools("pdf.decrypt")[0].pids())
             for pid in killed:
