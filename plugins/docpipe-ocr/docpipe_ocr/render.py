@@ -12,6 +12,16 @@ PDF pages are rendered at the requested ``dpi``. Images (PNG, JPEG, TIFF frames)
 are OCR'd at their own pixel size: resampling a scan only invents pixels, and
 Tesseract's line recogniser rescales text lines itself. Both are bounded alike.
 
+The decoded size is bounded too. MuPDF decodes a PNG, JPEG or TIFF file whole
+before it scales it: a 26000 x 26000 PNG, 2 MB on disk, took 2.1 GB of memory
+to render at 40 million pixels. :func:`check_decoded_size` reads every image's
+size from its header (``get_image_info`` decodes nothing) and refuses one over
+``max_image_pixels`` with :class:`UnsupportedDocument` before any pixel is
+decoded. Images *inside a PDF* are decoded row by row and subsampled as they
+come (the same 26000 x 26000 image drawn on an A4 page rendered in 0.2 GB), so
+only the PDF filters whose decoders hold the whole image (JPEG 2000, JBIG2)
+are bounded there.
+
 The file type comes from the file's first bytes, never from its name, as in
 ``pdf.text``. PyMuPDF opens images as one-page documents (multi-page TIFF: one
 page per frame), so PDFs and images share one code path.
@@ -32,6 +42,13 @@ if TYPE_CHECKING:
 
 #: Tesseract refuses images wider or taller than this ("Image too large")
 MAX_SIDE = 32767
+
+#: the most pixels an image may have to be decoded whole; Pillow refuses 179 million by default.
+#: 150 million is an A0 scan at 300 dpi, about 450 MB decoded in colour.
+MAX_IMAGE_PIXELS = 150_000_000
+
+#: PDF image filters whose MuPDF decoders hold the whole image in memory (the others stream)
+_WHOLE_IMAGE_FILTERS = frozenset({"JPXDecode", "JBIG2Decode"})
 
 #: (leading bytes, label, PyMuPDF ``filetype``)
 _MAGIC: tuple[tuple[bytes, str, str], ...] = (
@@ -118,10 +135,12 @@ def render_scale(width: float, height: float, dpi: float, max_pixels: int) -> fl
 
 
 def render_page(
-    doc: pymupdf.Document, number: int, label: str, dpi: float, max_pixels: int
+    doc: pymupdf.Document, number: int, label: str, dpi: float, max_pixels: int,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Rendered:
     """Page ``number`` (1-based) of ``doc`` as a greyscale pixmap, at ``dpi`` for a PDF page
-    and at the image's own resolution for an image, bounded by ``max_pixels``."""
+    and at the image's own resolution for an image, bounded by ``max_pixels``; an image that
+    would be decoded whole with more than ``max_image_pixels`` pixels is refused first."""
     import pymupdf
 
     count = doc.page_count
@@ -131,7 +150,9 @@ def render_page(
     try:
         page = doc.load_page(number - 1)
         rect = page.rect
-        wanted = dpi if doc.is_pdf else _native_dpi(page, dpi)
+        images = [] if doc.is_pdf else page.get_image_info()  # sizes from headers: nothing decoded
+        check_decoded_size(doc, page, images, label, number, max_image_pixels)
+        wanted = dpi if doc.is_pdf else _native_dpi(page, images, dpi)
         try:
             zoom = render_scale(rect.width, rect.height, wanted, max_pixels)
         except ValueError as exc:
@@ -145,9 +166,39 @@ def render_page(
     return Rendered(pix, zoom * 72, zoom * 72 < wanted - 1e-6)
 
 
-def _native_dpi(page: pymupdf.Page, fallback: float) -> float:
+def check_decoded_size(
+    doc: pymupdf.Document, page: pymupdf.Page, images: list[dict], label: str, number: int,
+    max_image_pixels: int,
+) -> None:
+    """Raise :class:`UnsupportedDocument` when rendering page ``number`` would decode an image
+    of more than ``max_image_pixels`` pixels whole: the image of an image file (``images``:
+    its ``get_image_info()``), a JPEG 2000 or JBIG2 image of a PDF page. Only headers and
+    object dictionaries are read (``get_image_info(xrefs=True)`` would decode the images)."""
+    if doc.is_pdf:
+        # (xref, smask, width, height, bpc, colorspace, alt. colorspace, name, filter, ...)
+        found = [(item[2], item[3], 1, item[8]) for item in page.get_images(full=True)
+                 if item[8] in _WHOLE_IMAGE_FILTERS]
+    else:
+        found = [(int(i.get("width") or 0), int(i.get("height") or 0), int(i.get("colorspace") or 1), "")
+                 for i in images]
+    for width, height, components, filter_name in found:
+        if width * height <= max_image_pixels:
+            continue
+        if filter_name:
+            what = f"page {number} holds a {filter_name.removesuffix('Decode')} image"
+        else:
+            what = f"{label} image" if doc.page_count == 1 else f"{label} frame {number}"
+        decoded = width * height * max(1, components)
+        memory = f"{decoded / 1e9:.1f} GB" if decoded >= 1e9 else f"{decoded / 1e6:.0f} MB"
+        raise UnsupportedDocument(
+            f"{what} of {width} x {height} pixels ({width * height / 1e6:,.0f} million) is over "
+            f"max_image_pixels={max_image_pixels:,}: decoding it takes over {memory}; "
+            "raise the step's max_image_pixels param to read it"
+        )
+
+
+def _native_dpi(page: pymupdf.Page, info: list[dict], fallback: float) -> float:
     """The resolution at which an image page renders at its own pixel size."""
-    info = page.get_image_info()
     if not info or not info[0].get("width") or page.rect.width <= 0:
         return fallback
     return float(info[0]["width"]) * 72 / page.rect.width

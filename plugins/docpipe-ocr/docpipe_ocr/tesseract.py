@@ -13,6 +13,10 @@ confidences and their layout (block, paragraph, line numbers), from which the
 text is rebuilt: words joined by spaces, lines by newlines, paragraphs by a blank
 line -- what ``tesseract ... txt`` would print, without running Tesseract twice.
 
+A blank page never reaches Tesseract (:mod:`docpipe_ocr.blank`): a page on which
+nothing is drawn, or whose rendered pixels hold no ink, gives an empty text, a
+confidence of -1 (no words, as Tesseract would say) and ``ocr_blank`` true.
+
 The rendered page goes to Tesseract as an uncompressed BMP, not pytesseract's
 default PNG: encoding a 300 dpi A4 page as PNG and decoding it again in Leptonica
 costs about 0.3 s, a quarter of the OCR time of a whole page on this hardware.
@@ -20,7 +24,8 @@ costs about 0.3 s, a quarter of the OCR time of a whole page on this hardware.
 Bad input is a typed failure of that one page, returned in its result slot: a page
 number out of range -> :class:`DocumentError`, an empty or damaged file ->
 :class:`CorruptDocument`, an unknown file type -> :class:`UnsupportedDocument`, a
-password -> :class:`EncryptedDocument`, Tesseract over ``timeout`` ->
+password -> :class:`EncryptedDocument`, an image file too big to decode safely
+(``max_image_pixels``) -> :class:`UnsupportedDocument`, Tesseract over ``timeout`` ->
 :class:`BlockTimeout`, Tesseract failing -> :class:`BlockFailed`.
 
 PyMuPDF and pytesseract are imported in ``setup()``, not when the plugin loads.
@@ -37,7 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from docpipe.blocks import Block, Manifest, Result, State
 from docpipe.errors import BlockFailed, BlockTimeout, DocumentError, MissingDependency
-from docpipe_ocr.render import open_document, render_page
+from docpipe_ocr.blank import draws_nothing, is_blank
+from docpipe_ocr.render import MAX_IMAGE_PIXELS, open_document, render_page
 
 #: Tesseract's page segmentation modes that produce text (0 is orientation only, 2 is not implemented)
 PSM_MODES = frozenset({1, *range(3, 14)})
@@ -53,7 +59,7 @@ class TesseractOcr(Block):
         name="ocr.tesseract",
         version="1.0",
         reads={"path": str, "page": int},
-        writes={"ocr_text": str, "ocr_confidence": float},
+        writes={"ocr_text": str, "ocr_confidence": float, "ocr_blank": bool},
         # Tesseract is a CPU-bound subprocess per page; a pool of processes runs pages in parallel
         runtime="process",
         device="cpu",
@@ -63,7 +69,8 @@ class TesseractOcr(Block):
         description=(
             "Renders page `page` (1-based; a frame for images) of the PDF or image at `path` in the "
             "worker and reads it with Tesseract: the text (lines and paragraphs kept) and the mean "
-            "word confidence (0-100, -1 when no words)."
+            "word confidence (0-100, -1 when no words); a blank page (no ink) skips Tesseract and "
+            "has ocr_blank true."
         ),
     )
 
@@ -79,6 +86,17 @@ class TesseractOcr(Block):
             default=40_000_000,
             ge=100_000,
             description="most pixels one rendered page may have; a bigger page is rendered at a lower dpi",
+        )
+        max_image_pixels: int = Field(
+            default=MAX_IMAGE_PIXELS,
+            ge=1_000_000,
+            description=(
+                "most pixels an image file (PNG, JPEG, TIFF frame) may have: it is decoded whole, "
+                "about 3 bytes a pixel in colour; a bigger one fails as unsupported before decoding"
+            ),
+        )
+        skip_blank: bool = Field(
+            default=True, description="give blank pages (no ink) an empty text without running Tesseract"
         )
         psm: int = Field(default=3, description="Tesseract page segmentation mode (--psm): 1, 3-13")
         timeout: float = Field(default=300, gt=0, description="seconds Tesseract may take on one page")
@@ -167,8 +185,12 @@ def ocr_page(path: str, page: int, params: TesseractOcr.Params) -> dict[str, Any
 
     doc, label = open_document(path)
     with doc:
-        rendered = render_page(doc, page, label, params.dpi, params.max_pixels)
+        if params.skip_blank and doc.is_pdf and 1 <= page <= doc.page_count and draws_nothing(doc[page - 1]):
+            return dict(BLANK)
+        rendered = render_page(doc, page, label, params.dpi, params.max_pixels, params.max_image_pixels)
     pix, rendered_dpi = rendered.pixmap, rendered.dpi
+    if params.skip_blank and is_blank(pix, rendered_dpi):
+        return dict(BLANK)
     image = Image.frombytes("L", (pix.width, pix.height), pix.samples)
     del pix, rendered  # the pixmap's memory goes now, not after Tesseract
     image.format = "BMP"  # pytesseract writes the image in this format for tesseract to read
@@ -185,7 +207,11 @@ def ocr_page(path: str, page: int, params: TesseractOcr.Params) -> dict[str, Any
             "raise the step's timeout param or lower its dpi"
         ) from None
     text, confidence = text_and_confidence(tsv)
-    return {"ocr_text": text, "ocr_confidence": confidence}
+    return {"ocr_text": text, "ocr_confidence": confidence, "ocr_blank": False}
+
+
+#: what a blank page gives: what Tesseract would say about it, without running it
+BLANK: dict[str, Any] = {"ocr_text": "", "ocr_confidence": -1.0, "ocr_blank": True}
 
 
 def text_and_confidence(tsv: str) -> tuple[str, float]:
