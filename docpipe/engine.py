@@ -35,7 +35,7 @@ from docpipe.errors import ExpressionError
 from docpipe.executors import WAKE, Done, ErrorInfo, check_results
 from docpipe.executors.local import ProcessPool, ThreadPool
 from docpipe.flow import redact_definition, redact_params
-from docpipe.inputs import INPUT_STEP, not_a_regular_file
+from docpipe.inputs import INPUT_STEP, clean_text, display_path, not_a_regular_file
 from docpipe.planner import Node, Plan, switch_key
 from docpipe.store import new_id
 
@@ -317,19 +317,20 @@ class Engine:
         while self._active < self.max_in_flight and self._next_doc < len(self._docs):
             seq, doc = self._next_doc, self._docs[self._next_doc]
             self._next_doc += 1
-            before = self._finished_before.get(doc)
+            name = display_path(doc)  # how the store names it (a non-UTF-8 name escaped)
+            before = self._finished_before.get(name)
             if before is not None:  # finished in an earlier attempt of this batch: kept as is
                 self._order[before.run_id] = seq
                 self._results.append(before)
                 self.on_document(before)
                 continue
             self._active += 1
-            entry = self._resumable.get(doc)
+            entry = self._resumable.get(name)
             refused = not_a_regular_file(doc)  # never opened: a FIFO would block its reader
             if entry is None:
                 run_id = new_id()
                 run = _Run(run_id, seq, doc, plan, {"path": doc, WORK_DIR_KEY: work.path(run_id)})
-                self._run_started(run.id, self._batch_id, self._flow_id, doc, time.time(),
+                self._run_started(run.id, self._batch_id, self._flow_id, name, time.time(),
                                   self._correlation.get(doc))
                 if refused is None:
                     self._ready.extend((run, nodes[i]) for i in plan.roots)
@@ -712,9 +713,9 @@ class Engine:
             self._work.remove(run.id)  # the run's artifacts end with it
         state = run.state
         outputs = {k: state[k] for k in run.plan.outputs if k in state}
-        result = DocResult(run.id, run.document, FAILED if err else SUCCEEDED,
-                           err.kind if err else None, str(err) if err else None, step, outputs,
-                           err.traceback if err else None)
+        result = DocResult(run.id, display_path(run.document), FAILED if err else SUCCEEDED,
+                           err.kind if err else None, clean_text(str(err)) if err else None, step,
+                           outputs, clean_text(err.traceback) if err else None)
         self._run_finished(run.id, result.status, result.error_kind, result.error, time.time(),
                            outputs, step)
         self._results.append(result)

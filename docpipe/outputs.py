@@ -40,7 +40,8 @@ def write_results(path: str | Path, rows: Iterable[Mapping[str, Any]], outputs: 
     columns = BASE_COLUMNS + [c for c in outputs if c not in BASE_COLUMNS]
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        # a value quoting a file name that is not UTF-8 is written with \xff escapes
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="") as fh:
             if suffix == ".csv":
                 writer = csv.writer(fh)
                 writer.writerow(columns)

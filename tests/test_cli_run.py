@@ -157,3 +157,42 @@ def test_an_unwritable_out_is_refused_before_the_first_document(tmp_path: Path):
     assert proc.returncode == 2 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
     if db.exists():  # refused before a batch was recorded
         assert sqlite3.connect(db).execute("select count(*) from batches").fetchone() == (0,)
+
+
+def test_file_names_that_are_not_utf8_are_recorded_losslessly(tmp_path: Path, store_url: str):
+    """Issue 13.1: a name that is not valid UTF-8 (names are bytes on Linux) crashed the whole
+    batch in the store. It is recorded as text with \\xff escapes, its exact bytes kept for
+    resume and retry; names with spaces, a newline or a leading dash work too."""
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = [b"bad\xff name.txt", b"empty\xfe.txt", b"line\nbreak.txt", b"-dash.txt", b"good.txt"]
+    for name in names:
+        data = b"" if name.startswith(b"empty") else b"some words here"
+        with open(os.path.join(os.fsencode(folder), name), "wb") as f:
+            f.write(data)
+    flow = write_flow(tmp_path / "f.json", [{"id": "read", "block": "toy.read"},
+                                            {"id": "w", "block": "toy.words"}], outputs=["words"])
+    out = tmp_path / "r.csv"
+    proc = run_cli("run", str(flow), str(folder), "--plugin", TOYS, "--db", store_url,
+                   "--out", str(out), "-q")
+    assert proc.returncode == 1, proc.stderr  # the empty file fails, by design
+    rows = {r["document"]: r for r in csv.DictReader(out.open(encoding="utf-8"))}
+    shown = {os.fsdecode(n).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+             for n in names}
+    assert {Path(d).name for d in rows} == shown
+    assert rows[str(folder / "bad\\xff name.txt")]["words"] == "3"
+    bad = rows[str(folder / "empty\\xfe.txt")]
+    assert (bad["status"], bad["error_kind"], bad["failed_step"]) == ("failed", "corrupt", "read")
+    assert "\\xfe" in bad["error"] and "Traceback" not in proc.stderr
+    # the empty file gets its words; the retry opens the very file (its exact bytes)
+    with open(os.path.join(os.fsencode(folder), b"empty\xfe.txt"), "wb") as f:
+        f.write(b"now it has words")
+    batch = run_cli("runs", "batches", "--db", store_url).stdout.split()
+    batch_id = next(w for w in batch if len(w) == 32)
+    retried = run_cli("runs", "retry", batch_id, "--db", store_url, "--plugin", TOYS,
+                      "--out", str(out), "-q")
+    assert retried.returncode == 0, retried.stderr
+    rows = {Path(r["document"]).name: r for r in csv.DictReader(out.open(encoding="utf-8"))}
+    assert rows["empty\\xfe.txt"]["status"] == "succeeded" and rows["empty\\xfe.txt"]["words"] == "4"

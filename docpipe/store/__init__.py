@@ -47,6 +47,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from docpipe.blobs import DEFAULT_THRESHOLD, BlobStore, resolve
+from docpipe.inputs import display_path, from_raw_name, raw_name
 from docpipe.store.connect import create_engine, default_blob_dir
 from docpipe.store.migrate import StoreSchemaError, upgrade
 from docpipe.store.schema import batch_inputs, batches, flow_runs, flows, metadata, task_runs
@@ -247,7 +248,8 @@ class Store:
         with self._begin() as conn:
             conn.execute(batches.insert().values(row))
             if inputs:
-                rows = [{"batch_id": batch_id, "seq": i, "document": doc} for i, doc in enumerate(inputs)]
+                rows = [{"batch_id": batch_id, "seq": i, "document": display_path(doc),
+                         "document_raw": raw_name(doc)} for i, doc in enumerate(inputs)]
                 conn.execute(batch_inputs.insert(), rows)
         return batch_id
 
@@ -410,12 +412,15 @@ class Store:
         return batch
 
     def batch_inputs(self, batch_id: str) -> list[str]:
-        """The documents batch ``batch_id`` was started with, in order (``[]`` if none were given)."""
+        """The documents batch ``batch_id`` was started with, in order (``[]`` if none were given),
+        each exactly as it was given (a name that is not UTF-8 included)."""
         query = (
-            sa.select(batch_inputs.c.document).where(batch_inputs.c.batch_id == batch_id).order_by(batch_inputs.c.seq)
+            sa.select(batch_inputs.c.document, batch_inputs.c.document_raw)
+            .where(batch_inputs.c.batch_id == batch_id)
+            .order_by(batch_inputs.c.seq)
         )
         with self._connect() as conn:
-            return list(conn.execute(query).scalars())
+            return [doc if raw is None else from_raw_name(raw) for doc, raw in conn.execute(query)]
 
     def batch_outputs(self, batch_id: str, *, resolve_blobs: bool = True) -> list[dict[str, Any]]:
         """Every flow run of batch ``batch_id`` in insertion order, with decoded ``outputs``.

@@ -62,7 +62,10 @@ batch_inputs = sa.Table(
     metadata,
     sa.Column("batch_id", sa.String(64), sa.ForeignKey("batches.id"), primary_key=True),
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    #: the name as text (undecodable bytes of a file name as ``\xff``: see docpipe.inputs)
     sa.Column("document", sa.Text, nullable=False),
+    #: the name's exact bytes (base64) when ``document`` is not them, else NULL
+    sa.Column("document_raw", sa.Text),
 )
 
 flow_runs = sa.Table(

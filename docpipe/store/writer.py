@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from docpipe.blobs import DEFAULT_THRESHOLD, BlobStore, offload
+from docpipe.inputs import clean_text
 from docpipe.store.bulk import Builder, BulkStatement, Row, row_binds
 from docpipe.store.schema import (
     FLOW_RUN_FINISH_FIELDS,
@@ -82,6 +83,16 @@ def _fast_encoder() -> Callable[[Any], str]:
 
 
 _encode_fast = _fast_encoder()
+
+
+def _clean_error(rec: Row, at: int) -> Row:
+    """``rec`` with its error text (at ``at``) and, for a task, traceback (after it) storable:
+    a lone surrogate (an undecodable file name quoted in a message) shown as ``\xff``."""
+    out = list(rec)
+    for i in (at, at + 1) if len(rec) > 7 else (at,):
+        if isinstance(out[i], str):
+            out[i] = clean_text(out[i])
+    return tuple(out)
 _NO_OUTPUTS = (None,)
 _ENCODE_ERRORS = (TypeError, ValueError, RuntimeError, OSError)
 
@@ -375,6 +386,8 @@ class RecordWriter:
         rows: list[Row] = []
         append, fast, limit = rows.append, _encode_fast, self._inline_limit
         for rec in tasks:  # a plain loop: this runs once per task, keep it lean
+            if rec[9] is not None and not (rec[9].isascii() and (rec[10] or "").isascii()):
+                rec = _clean_error(rec, 9)  # a message quoting a file name that is not UTF-8
             if len(rec) == 11:
                 append(rec + _NO_OUTPUTS)
                 continue
@@ -393,6 +406,8 @@ class RecordWriter:
 
     def _finish_row(self, rec: Row) -> Row:
         """A finished-run tuple with its outputs (the last item) as JSON text, or ``None``."""
+        if rec[3] is not None and not rec[3].isascii():
+            rec = _clean_error(rec, 3)
         outputs = rec[-1]
         try:
             text: str | None = _encode_fast(outputs)
