@@ -103,6 +103,13 @@ class WorkArea:
                 self._own(folder)
                 self._made.add(run_id)
 
+    def temp_dir(self) -> str:
+        """This engine's folder for its workers' temporary files (``TMPDIR``): removed when the
+        engine closes, swept like a run folder when it was killed."""
+        name = f"tmp-{self.engine_id}"
+        self.ensure(name)
+        return str(self.root / name)
+
     def remove(self, run_id: str) -> None:
         """Remove the run's folder and everything in it (the run ended)."""
         if run_id in self._made:
@@ -135,8 +142,9 @@ class WorkArea:
         return removed
 
     def close(self, *, remove_all: bool = False) -> None:
-        """Release this engine's lock (its folders become sweepable); ``remove_all`` removes
-        the folders it still holds first."""
+        """Remove the workers' temporary folder and release this engine's lock (its run
+        folders become sweepable); ``remove_all`` removes the run folders it still holds too."""
+        self.remove(f"tmp-{self.engine_id}")
         if remove_all:
             for run_id in list(self._made):
                 self.remove(run_id)

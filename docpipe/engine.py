@@ -117,7 +117,7 @@ class Executor(Protocol):
     :class:`docpipe.executors.ray.RayExecutor`): a pool with the local pools' interface."""
 
     def make_pool(self, cls: type[Block], params: BaseModel, *, workers: int, threads: int,
-                  events: SimpleQueue[Any]) -> Any: ...
+                  events: SimpleQueue[Any], env: dict[str, str] | None = None) -> Any: ...
 
 
 #: a map item's step name: ``ocr[3]``
@@ -539,14 +539,19 @@ class Engine:
         key = (m.name, params_key(node.params))
         b = self._pools.get(key)
         if b is None:
+            # workers write their temporary files (Tesseract's images, torch's caches) into
+            # this engine's own folder, removed when it closes or, if it is killed, swept
+            tmp = self._work_area().temp_dir()
+            env = {"TMPDIR": tmp, "TEMP": tmp, "TMP": tmp}
             if self.executor is not None:
                 pool: Any = self.executor.make_pool(node.block.cls, node.params, workers=self.workers,
-                                                    threads=self.threads_per_worker, events=self._events)
+                                                    threads=self.threads_per_worker, events=self._events,
+                                                    env=env)
             elif m.runtime == "thread":
                 pool = ThreadPool(node.block.cls, node.params, self.workers, self._events)
             else:
                 pool = ProcessPool(node.block.cls, node.params, self.workers,
-                                   self.threads_per_worker, self._events)
+                                   self.threads_per_worker, self._events, env=env)
             b = self._pools[key] = _Batcher(pool, m.batch, m.batch_wait, m.name)
         self._node_batcher[node] = b
         return b

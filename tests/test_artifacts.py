@@ -237,3 +237,24 @@ def test_the_sweep_spares_live_engines_and_unowned_folders_being_made(tmp_path: 
     for area in (live, heir):
         area.close(remove_all=True)
     assert sorted(p.name for p in run_folders(work)) == ["run-being-made"]
+
+
+def test_workers_keep_their_temporary_files_in_the_engines_folder(tmp_path: Path) -> None:
+    """Issue 13.11: workers write temporary files (Tesseract's images, torch's caches) into
+    their engine's own folder, which goes when the engine closes (or the next engine sweeps
+    it after a kill); nothing lands in the system's temporary folder."""
+    import tempfile
+
+    plan = build_plan({"name": "temp", "version": "1", "outputs": ["temp_file"],
+                       "steps": [{"id": "read", "block": "toy.read"},
+                                 {"id": "leave", "block": "toy.leave_temp"}]},
+                      Registry(extra=[TOYS]))
+    (tmp_path / "a.txt").write_text("words")
+    work = tmp_path / "work"
+    with Engine(workers=1, work_dir=work) as engine:
+        (r,) = engine.run(plan, [str(tmp_path / "a.txt")]).results
+        left = Path(r.outputs["temp_file"])
+        assert left.exists() and left.parent.parent == work and left.parent.name.startswith("tmp-")
+        assert not str(left).startswith(tempfile.gettempdir() + os.sep + "left-behind-")
+    assert not left.parent.exists()
+    assert [p.name for p in work.iterdir()] == ["owners"]

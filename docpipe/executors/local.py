@@ -98,7 +98,8 @@ class ProcessPool:
     """``workers`` spawned processes, each holding one set-up block; one call per worker at a time."""
 
     def __init__(self, cls: type[Block], params: BaseModel, workers: int, threads: int,
-                 events: SimpleQueue[Any], on_spawn: Callable[[str], None] | None = None) -> None:
+                 events: SimpleQueue[Any], on_spawn: Callable[[str], None] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.name = cls.manifest.name
         self.events = events
         self.capacity = max(1, workers)
@@ -107,6 +108,7 @@ class ProcessPool:
         # pickled here, unpickled by the worker only after it set its thread limits (unpickling
         # imports the block's module); secrets travel too (model_dump_json would mask them)
         self._args = (cls.ref(), pickle.dumps(params))
+        self._env = env
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
         self._closing = False
@@ -119,7 +121,7 @@ class ProcessPool:
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=worker_main, args=(child, *self._args, self.threads),
+        proc = self._ctx.Process(target=worker_main, args=(child, *self._args, self.threads, self._env),
                                  name=f"docpipe-{self.name}", daemon=True)
         proc.start()
         child.close()

@@ -55,7 +55,7 @@ from pydantic import BaseModel
 from docpipe.blocks import Block
 from docpipe.errors import DocpipeError, MissingDependency
 from docpipe.executors import WAKE, Done, ErrorInfo, check_results
-from docpipe.executors.worker import thread_env
+from docpipe.executors.worker import thread_env, use_env
 
 if importlib.util.find_spec("ray") is None:  # pragma: no cover - the extra is not installed
     raise MissingDependency("the Ray executor needs Ray: pip install 'docpipe[ray]'")
@@ -89,7 +89,7 @@ class _BlockActor:
 
     def __init__(self, block: bytes, params: bytes, threads: int, sys_path: list[str],
                  env: dict[str, str]) -> None:
-        os.environ.update(env)  # the driver's DOCPIPE_* settings (a PDF password, say)
+        use_env(env)  # the driver's DOCPIPE_* settings (a PDF password, say), the temp folder
         os.environ.update(thread_env(threads))  # before the block's libraries are imported
         for p in reversed(sys_path):  # plugin files loaded by path in the driver import here too
             if p not in sys.path and os.path.isdir(p):
@@ -165,7 +165,8 @@ class RayPool:
 
     def __init__(self, cls: type[Block], params: BaseModel, size: int, threads: int,
                  events: SimpleQueue[Any], *, options: Mapping[str, Any] | None = None,
-                 poll: float = 0.005, broken: ErrorInfo | None = None) -> None:
+                 poll: float = 0.005, broken: ErrorInfo | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.name = cls.manifest.name
         self.events = events
         self.capacity = max(1, size)
@@ -178,7 +179,7 @@ class RayPool:
         # an actor's process is started by its node's raylet, not by this process: it gets the
         # DOCPIPE_* variables from here (as creation arguments: Ray's runtime_env would show
         # a password on the dashboard), and its thread limits
-        env = {k: v for k, v in os.environ.items() if k.startswith("DOCPIPE_")}
+        env = {k: v for k, v in os.environ.items() if k.startswith("DOCPIPE_")} | dict(env or {})
         self._args = (cloudpickle.dumps(cls), cloudpickle.dumps(params), threads, list(sys.path), env)
         self._options = {"max_restarts": 0, "max_task_retries": 0, "scheduling_strategy": "SPREAD",
                          "runtime_env": {"env_vars": thread_env(threads)}, **(options or {})}
@@ -564,8 +565,9 @@ class RayExecutor:
 
     # --- pools -------------------------------------------------------------------------
     def make_pool(self, cls: type[Block], params: BaseModel, *, workers: int, threads: int,
-                  events: SimpleQueue[Any]) -> RayPool:
-        """An actor pool for a ``thread`` or ``process`` block."""
+                  events: SimpleQueue[Any], env: Mapping[str, str] | None = None) -> RayPool:
+        """An actor pool for a ``thread`` or ``process`` block (``env``: variables its actors
+        set, such as their temporary folder)."""
         self.start()
         m = cls.manifest
         size = workers
@@ -590,4 +592,4 @@ class RayExecutor:
                                 f"cluster has {resources.get('CPU', 0.0):g}", "")
                 return RayPool(cls, params, size, threads, events, broken=few)
             options["num_cpus"] = self.num_cpus
-        return RayPool(cls, params, size, threads, events, options=options)
+        return RayPool(cls, params, size, threads, events, options=options, env=env)

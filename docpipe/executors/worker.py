@@ -33,7 +33,20 @@ def thread_env(threads: int) -> dict[str, str]:
     }
 
 
-def main(conn: Connection, block_ref: str, params_pickle: bytes, threads: int) -> None:
+def use_env(env: dict[str, str] | None) -> None:
+    """Apply the variables the engine hands its workers (their temporary folder, see
+    :meth:`docpipe.artifacts.WorkArea.temp_dir`) before any library reads them."""
+    if env:
+        os.environ.update(env)
+        if "TMPDIR" in env:
+            import tempfile
+
+            tempfile.tempdir = env["TMPDIR"]  # in case something asked for it already
+
+
+def main(conn: Connection, block_ref: str, params_pickle: bytes, threads: int,
+         env: dict[str, str] | None = None) -> None:
+    use_env(env)
     os.environ.update(thread_env(threads))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us
     import pickle

@@ -187,6 +187,23 @@ class FileHead(Block):
         return out
 
 
+class LeaveTemp(Block):
+    """Leaves a file in the temporary folder, as Tesseract or torch do when they are killed."""
+
+    manifest = Manifest(name="toy.leave_temp", version="1.0", reads={"text": str},
+                        writes={"temp_file": str}, runtime="process")
+
+    def run(self, batch: list[docpipe.State], params: BaseModel) -> list[Any]:
+        import tempfile
+
+        out: list[Any] = []
+        for _ in batch:
+            fd, path = tempfile.mkstemp(prefix="left-behind-")
+            os.close(fd)
+            out.append({"temp_file": path})
+        return out
+
+
 class Hang(Block):
     """Hangs forever on a text containing 'hang' (a stuck native library, say)."""
 
@@ -241,7 +258,7 @@ class Liar(Block):
 @docpipe.hookimpl
 def register_blocks(register: Any) -> None:
     for cls in (ReadText, Upper, Words, Digest, LineLen, Fragile, Crash, Sleep, Flaky, Hang, Unreceivable, BrokenSetup,
-                Liar, FileHead, CrashBatch):
+                Liar, FileHead, CrashBatch, LeaveTemp):
         register(cls)
 
 
