@@ -117,6 +117,11 @@ def test_resume_by_batch_id_and_retry_failed_documents(tmp_path, store_url):
     proc.communicate(timeout=120)
     assert proc.returncode == 1
     ((batch,),) = db_rows(db, "select id from batches")
+    # a resume of a finished batch reports its failures as they were (issue 13.10: they
+    # printed as "[None] step 'None': None")
+    resumed = run_cli("resume", batch, "--plugin", TOYS, "--db", db, "-q")
+    assert resumed.returncode == 1 and "None" not in resumed.stderr
+    assert resumed.stderr.count("[corrupt] step 'read':") == 3
     # fix the empty documents, then retry the failed ones inside the same batch
     for p in (tmp_path / "in").iterdir():
         if p.stat().st_size == 0:
