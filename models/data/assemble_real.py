@@ -179,6 +179,23 @@ TRAIN: list[tuple[str, str, str, str]] = [
     ("other", "de", "latex/dvdcoll/dcexample.pdf", "DVD catalogue"),
     ("other", "en", "latex/mcmthesis/mcmthesis-demo.pdf", "contest solution paper"),
     ("other", "en", "latex/ftc-notebook/example-notebook.pdf", "engineering notebook"),
+    ("other", "de", "latex/beamer-fuberlin/exampleClass.pdf", "slides, German"),
+    ("other", "fr", "latex/beamerdarkthemes/cormorantexampledefault.pdf", "slides, French"),
+    ("other", "en", "latex/beamertheme-arguelles/demo/demo-arguelles.pdf", "slides"),
+    ("other", "en", "latex/beamertheme-simpledarkblue/beamertheme-simpledarkblue-sample.pdf",
+     "slides"),
+    ("other", "en", "latex/beamertheme-light/beamertheme-light-example.pdf", "slides"),
+    ("other", "de", "latex/bewerbung/argetabelle-example.pdf", "table of job applications"),
+    ("other", "de", "latex/iodhbwm/examples/how-to-use-iodhbwm/iodhbwm-advanced-starter.pdf",
+     "student project report"),
+    ("other", "en", "latex/ndsu-thesis-2022/ndsu-example.pdf", "thesis"),
+    ("other", "de", "latex/fbithesis/example.pdf", "thesis, German"),
+    ("other", "de", "latex/jslectureplanner/examples/German/lectureprogram.pdf",
+     "lecture programme"),
+    ("other", "en", "latex/exsol/example-solutionbook.pdf", "solutions to exercises"),
+    ("other", "es", "latex/jumplines/jumplines_example.pdf", "newspaper, Spanish"),
+    ("other", "en", "latex/mlacls/mla-example.pdf", "student essay"),
+    ("other", "de", "latex/proposal/dfg/proposal/public.pdf", "research grant proposal"),
 ]
 
 FROZEN: list[tuple[str, str, str, str]] = [
