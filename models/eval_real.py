@@ -6,7 +6,9 @@ The set holds the text of real PDFs (what docpipe's ``pdf.text`` reads from them
 Debian's TeX Live documentation packages, each labelled by reading it, with its source and
 licence (``models/eval/extract_real.py`` rebuilds it). Labels are the classifier's ten
 types, or ``other``: a document of none of them. None of these documents, and nothing from
-the packages they come from, is in the training data (``models/data``).
+the CTAN packages they come from, is in the training data (``models/data``). With
+``--data models/eval/frozen_docs.jsonl`` it measures the frozen second set
+(``models/data/assemble_real.py``).
 
 It runs the block itself (``docpipe_hf.classify.Classify``, default params) and reports:
 
