@@ -66,7 +66,7 @@ def expand_inputs(inputs: tuple[str, ...]) -> list[str]:
                     why = not_a_regular_file(str(f)) or "it cannot be read (a broken link?)"
                     err.print(f"[yellow]warning:[/] skipped {escape(str(f))}: {escape(why)}",
                               highlight=False)
-        elif p.exists():
+        elif p.exists() or p.is_symlink():  # a looping or dangling link: its row says so
             found.append(str(p))
         elif glob.has_magic(spec):
             matches = sorted(m for m in glob.glob(spec, recursive=True) if Path(m).is_file())
@@ -77,6 +77,15 @@ def expand_inputs(inputs: tuple[str, ...]) -> list[str]:
             raise click.BadParameter(f"{spec} does not exist", param_hint="INPUT")
     seen: set[str] = set()
     return [f for f in found if not (f in seen or seen.add(f))]  # type: ignore[func-returns-value]
+
+
+def absolute(path: str) -> str:
+    """``path`` made absolute, symbolic links resolved where they can be (a looping link is
+    kept as it is: its document fails with a clear error, the batch goes on)."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return os.path.abspath(path)
 
 
 def _warn_broken(reg: Registry) -> None:
@@ -247,7 +256,7 @@ def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation
     from docpipe.store import Store
 
     plan = plan_or_exit(flow, plugins, params)
-    docs = [str(Path(d).resolve()) for d in expand_inputs(inputs)]
+    docs = [absolute(d) for d in expand_inputs(inputs)]
     store = Store(db)
     batch = _previous_batch(store, plan, docs) if resume_ else None
     if resume_:

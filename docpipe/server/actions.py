@@ -68,17 +68,17 @@ def server_paths(specs: list[str], allow_dirs: tuple[Path, ...]) -> list[str]:
     if not allow_dirs:
         raise ActionError(403, "this server does not start runs on server-side paths; "
                                "start it with --allow-dir DIR to allow the files under DIR")
+    from docpipe.cli import absolute, expand_inputs
+
     roots = [d.resolve() for d in allow_dirs]
     for spec in specs:
         base = spec
         if glob.has_magic(spec):  # the folder part before the first wildcard
             base = re.split(r"[*?\[]", spec, maxsplit=1)[0] or "."
-        if not _under(Path(base).resolve(), roots):
+        if not _under(Path(absolute(base)), roots):
             raise ActionError(403, f"{spec} is outside the folders this server may read")
     try:
-        from docpipe.cli import expand_inputs
-
-        files = [str(Path(f).resolve()) for f in expand_inputs(tuple(specs))]
+        files = [absolute(f) for f in expand_inputs(tuple(specs))]
     except click.BadParameter as exc:
         raise ActionError(400, exc.format_message()) from None
     outside = [f for f in files if not _under(Path(f), roots)]
