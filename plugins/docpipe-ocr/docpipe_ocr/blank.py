@@ -14,10 +14,11 @@ from its paper:
   6 times that noise, but never less than :data:`MIN_CONTRAST` nor more than
   :data:`MAX_CONTRAST` grey levels: light-grey text on clean paper is ink, the grain
   of a noisy scan is not, and black text is ink however noisy the scan;
-* an ink pixel with no ink among its 8 neighbours is a speck of dust or noise, not
-  text (a stroke of text is never one pixel on its own);
-* the page is blank when what ink is left covers less than :data:`MIN_INK_MM2`
-  square millimetres of the page, a fraction of the ink of one small letter.
+* ink pixels that touch (8 neighbours) make a *mark*; the page is blank when no mark
+  covers :data:`MIN_MARK_MM2` square millimetres (a hyphen or a '1' in 6 pt text
+  covers twice that; specks of dust and the grain of a scan cover less) and all its
+  marks of more than one pixel cover less than :data:`MAX_SPECKS_MM2` together
+  (halftoned text is made of dots: many of them are ink, however small).
 
 A page on which nothing at all is drawn (no text, image or path in its content) is
 blank without being rendered: :func:`draws_nothing`.
@@ -25,7 +26,7 @@ blank without being rendered: :func:`draws_nothing`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pymupdf
@@ -39,9 +40,11 @@ MAX_CONTRAST = 48
 NOISE_FACTOR = 6.0
 #: the paper's noise is measured on the pixels this close to it (grey levels)
 _NOISE_WINDOW = 32
-#: a page with less ink than this (square millimetres, specks left out) is blank; the dot of
-#: an 'i' in 8 pt text is about 0.1 mm2, a '1' in 8 pt about 0.5 mm2
-MIN_INK_MM2 = 0.05
+#: a mark (touching ink pixels) this big (square millimetres) is ink, not a speck: a full stop
+#: in 8 pt text is about 0.1 mm2, a hyphen in 8 pt or a '1' in 6 pt about 0.2 mm2
+MIN_MARK_MM2 = 0.12
+#: smaller marks of more than one pixel, together this big, are ink too
+MAX_SPECKS_MM2 = 4.0
 #: more raw ink pixels than this and the page is not blank, without looking for specks
 _SURELY_INKED = 20_000
 
@@ -68,12 +71,14 @@ def is_blank(pixmap: pymupdf.Pixmap, dpi: float) -> bool:
     contrast = min(MAX_CONTRAST, max(MIN_CONTRAST, NOISE_FACTOR * noise))
     inked = distance > contrast  # by grey level
     raw_ink = int(histogram[inked].sum())
-    min_ink = max(2, round(MIN_INK_MM2 * (dpi / 25.4) ** 2))
-    if raw_ink < min_ink:
+    px_per_mm2 = (dpi / 25.4) ** 2
+    min_mark = max(2, round(MIN_MARK_MM2 * px_per_mm2))
+    if raw_ink < min_mark:
         return True
-    if raw_ink > max(_SURELY_INKED, 100 * min_ink):
+    if raw_ink > _SURELY_INKED:
         return False
-    return _clustered(inked[pixels]) < min_ink
+    sizes = _mark_sizes(inked[pixels])
+    return int(sizes.max()) < min_mark and int(sizes[sizes > 1].sum()) < MAX_SPECKS_MM2 * px_per_mm2
 
 
 def _weighted_median(values: object, weights: object) -> float:
@@ -84,15 +89,30 @@ def _weighted_median(values: object, weights: object) -> float:
     return float(np.asarray(values)[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
-def _clustered(ink: object) -> int:
-    """How many pixels of the boolean mask ``ink`` have an ink pixel among their 8 neighbours."""
+def _mark_sizes(ink: Any) -> Any:
+    """The sizes (pixels) of the marks of the boolean image ``ink``: its 8-connected components.
+    Only called with few ink pixels (at most :data:`_SURELY_INKED`): they are labelled as a
+    sparse graph, by propagating the smallest label along edges and pointer jumping."""
     import numpy as np
 
-    mask = np.pad(np.asarray(ink), 1)
-    ys, xs = np.nonzero(mask)
-    touching = np.zeros(len(ys), dtype=bool)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                touching |= mask[ys + dy, xs + dx]
-    return int(touching.sum())
+    mask = np.pad(ink, 1)
+    width = mask.shape[1]
+    where = np.flatnonzero(mask)  # sorted
+    firsts, seconds = [], []
+    for offset in (1, width - 1, width, width + 1):  # right, and the three below
+        pos = np.searchsorted(where, where + offset)
+        found = pos < len(where)
+        found[found] = where[pos[found]] == where[found] + offset
+        firsts.append(np.flatnonzero(found))
+        seconds.append(pos[found])
+    a, b = np.concatenate(firsts), np.concatenate(seconds)
+    labels = np.arange(len(where))
+    while True:
+        low = np.minimum(labels[a], labels[b])
+        new = labels.copy()
+        np.minimum.at(new, a, low)
+        np.minimum.at(new, b, low)
+        new = new[new]  # pointer jumping: a label's own label
+        if np.array_equal(new, labels):
+            return np.bincount(labels)
+        labels = new
