@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ocr_blank_pages: CHECK FAILED: {exc}", file=sys.stderr)
         return 1
 
-    for kind, entry in report["results"].items():
+    for entry in report["results"].values():
         if "before" in entry and "after" in entry:
             entry["speedup"] = round(entry["after"]["pages_per_s"] / entry["before"]["pages_per_s"], 1)
             entry[f"before_{ISSUE_PAGES}_extrapolated_s"] = round(ISSUE_PAGES / entry["before"]["pages_per_s"])
@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{entry['after']['pages_per_s']:.2f} pages/s: x{entry['speedup']}; {ISSUE_PAGES} pages "
                      f"before ~{entry[f'before_{ISSUE_PAGES}_extrapolated_s'] / 60:.1f} min (extrapolated)")
         if f"after_{args.after_pages}" in entry:
-            line += f", after {entry[f'after_{args.after_pages}']['seconds']:.1f} s (measured)"
+            line += (f"; {args.after_pages} pages after {entry[f'after_{args.after_pages}']['seconds']:.1f} s "
+                     "(measured)")
         say(line)
     return 0
 
