@@ -26,10 +26,12 @@ The contract, in one place:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import random
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -210,6 +212,31 @@ def import_ref(ref: str) -> type[Block]:
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return typing.cast(type[Block], obj)
+
+
+@contextlib.contextmanager
+def library_path(path: str) -> Iterator[str]:
+    """A name a C library (MuPDF, qpdf, Tesseract) can open for the file at ``path``.
+
+    A file name that is not valid UTF-8 (names are bytes on Linux; Python hands them over
+    with lone surrogates) cannot reach such a library as text. For those the file is opened
+    here and the library is given ``/proc/self/fd/N``, which opens the same file; use the
+    name inside the ``with`` block (the library keeps its own handle after that)::
+
+        with library_path(state["path"]) as name:
+            doc = pymupdf.open(name)
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            folder = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+            yield f"{folder}/{fd}"
+        finally:
+            os.close(fd)
+        return
+    yield path
 
 
 def page_list(value: object) -> list[str] | BlockFailed:

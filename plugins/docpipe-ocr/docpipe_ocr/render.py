@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from docpipe.blocks import library_path
 from docpipe.errors import CorruptDocument, DocumentError, PasswordRequired, UnsupportedDocument
 
 if TYPE_CHECKING:
@@ -104,7 +105,8 @@ def open_document(path: str | os.PathLike[str]) -> tuple[pymupdf.Document, str]:
     path = os.fspath(path)
     label, mupdf = file_type(path)
     try:
-        doc = pymupdf.open(path, filetype=mupdf)
+        with library_path(path) as name:  # a name that is not UTF-8 reaches MuPDF too
+            doc = pymupdf.open(name, filetype=mupdf)
     except (pymupdf.FileDataError, pymupdf.mupdf.FzErrorBase) as exc:
         failure = _typed(exc, f"damaged {label}, it cannot be opened")
         if failure is None:

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import traceback
 from pathlib import Path
@@ -66,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from docpipe.blocks import Artifact, Block, Manifest, Result, State
+from docpipe.blocks import Artifact, Block, Manifest, Result, State, library_path
 from docpipe.errors import (
     BlockFailed,
     CorruptDocument,
@@ -198,7 +199,8 @@ class PdfDecrypt(Block):
 
         for secret in (None, *self._passwords):
             try:
-                pdf = pikepdf.open(path, password="" if secret is None else secret.get_secret_value())
+                with library_path(path) as name:
+                    pdf = pikepdf.open(name, password="" if secret is None else secret.get_secret_value())
             except pikepdf.PasswordError:
                 continue
             except pikepdf.PdfError as exc:
@@ -222,7 +224,8 @@ class PdfDecrypt(Block):
         pymupdf.TOOLS.mupdf_display_errors(False)
         pymupdf.TOOLS.mupdf_display_warnings(False)
         try:
-            doc = pymupdf.open(path, filetype="pdf")
+            with library_path(path) as name:
+                doc = pymupdf.open(name, filetype="pdf")
         except (pymupdf.FileDataError, pymupdf.mupdf.FzErrorBase) as exc:
             mupdf = pymupdf.mupdf
             if isinstance(exc, mupdf.FzErrorSystem | mupdf.FzErrorAbort | mupdf.FzErrorTrylater):
@@ -321,6 +324,8 @@ def _qpdf_message(exc: Exception, path: str) -> str:
     message = str(exc)
     if message.startswith(path):
         message = message[len(path) :].lstrip(": ")
+    else:  # opened through library_path: /proc/self/fd/N
+        message = re.sub(r"^/(?:proc/self|dev)/fd/\d+:? *", "", message)
     return message or type(exc).__name__
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from docpipe.blocks import Block, Manifest, Result, State
+from docpipe.blocks import Block, Manifest, Result, State, library_path
 from docpipe.errors import (
     BlockFailed,
     CorruptDocument,
@@ -129,7 +129,8 @@ def read_document(path: str, params: PdfText.Params) -> dict[str, Any]:
         raise UnsupportedDocument(_unsupported(path, head))
 
     try:
-        doc = pymupdf.open(path, filetype=ftype.mupdf)
+        with library_path(path) as name:  # a name that is not UTF-8 reaches MuPDF too
+            doc = pymupdf.open(name, filetype=ftype.mupdf)
     except (pymupdf.FileDataError, pymupdf.mupdf.FzErrorBase) as exc:
         failure = _mupdf_failure(exc, f"damaged {ftype.label}, it cannot be opened", ftype, path)
         if failure is None:
