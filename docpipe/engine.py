@@ -34,6 +34,7 @@ from docpipe.blocks import Block, params_key
 from docpipe.errors import ExpressionError
 from docpipe.executors import WAKE, Done, ErrorInfo, check_results
 from docpipe.executors.local import ProcessPool, ThreadPool
+from docpipe.executors.worker import MEMORY_ENV, default_memory_mb
 from docpipe.flow import redact_definition, redact_params
 from docpipe.inputs import INPUT_STEP, clean_text, display_path, not_a_regular_file
 from docpipe.planner import Node, Plan, switch_key
@@ -140,7 +141,7 @@ class Engine:
     def __init__(self, store: Any = None, *, workers: int | None = None,
                  max_in_flight: int = 256, on_document: Callable[[DocResult], None] | None = None,
                  executor: Executor | None = None, work_dir: str | os.PathLike[str] | None = None,
-                 ) -> None:
+                 worker_memory_mb: int | None = None) -> None:
         self.store = store
         #: the work area of the runs' folders (artifacts): see :mod:`docpipe.artifacts`
         self.work_root = os.fspath(work_dir) if work_dir is not None else os.fspath(
@@ -150,6 +151,8 @@ class Engine:
         self.cores = os.cpu_count() or 1
         self.workers = max(1, workers or self.cores)
         self.threads_per_worker = max(1, self.cores // self.workers)
+        #: each worker process's memory limit in MiB (0: none); see ``limit_memory``
+        self.worker_memory_mb = default_memory_mb() if worker_memory_mb is None else worker_memory_mb
         self.max_in_flight = max(1, max_in_flight)
         self.on_document = on_document or _noop
         self._events: SimpleQueue[Done] = SimpleQueue()
@@ -542,7 +545,7 @@ class Engine:
             # workers write their temporary files (Tesseract's images, torch's caches) into
             # this engine's own folder, removed when it closes or, if it is killed, swept
             tmp = self._work_area().temp_dir()
-            env = {"TMPDIR": tmp, "TEMP": tmp, "TMP": tmp}
+            env = {"TMPDIR": tmp, "TEMP": tmp, "TMP": tmp, MEMORY_ENV: str(self.worker_memory_mb)}
             if self.executor is not None:
                 pool: Any = self.executor.make_pool(node.block.cls, node.params, workers=self.workers,
                                                     threads=self.threads_per_worker, events=self._events,

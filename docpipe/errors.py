@@ -135,8 +135,16 @@ class BlockTimeout(DocumentError):
     retryable = True
 
 
+class OutOfMemory(DocumentError):
+    """The document needed more memory than its worker may use (``DOCPIPE_WORKER_MEMORY_MB``)."""
+
+    kind = "out_of_memory"
+
+
 def error_kind(exc: BaseException) -> str:
     """The typed failure name recorded for ``exc``."""
     if isinstance(exc, DocumentError):
         return exc.kind
+    if isinstance(exc, MemoryError):
+        return OutOfMemory.kind
     return BlockFailed.kind

@@ -210,3 +210,19 @@ def test_a_result_that_cannot_be_received_fails_its_document_not_the_engine(plan
         result = engine.run(p, docs("fine", "a trap", "fine again"))
     assert [r.status for r in result.results] == ["succeeded", "failed", "succeeded"]
     assert "could not be received" in result.results[1].error
+
+
+def test_a_worker_past_its_memory_limit_fails_that_document_alone(plan, docs):
+    """Issue 13.8: each worker's data segment is capped (DOCPIPE_WORKER_MEMORY_MB, default a
+    quarter of the machine): a document that would take gigabytes fails as out_of_memory,
+    its worker lives on, the others succeed."""
+    p = plan([{"id": "read", "block": "toy.read"},
+              {"id": "eat", "block": "toy.hog", "params": {"megabytes": 3000}}], outputs=["fed"])
+    with Engine(workers=1, worker_memory_mb=600) as engine:
+        result = engine.run(p, docs("fine", "a hog arrives", "fine too"))
+        pool = engine.pools("toy.hog")[0]
+        assert pool.spawned == 1  # the worker survived
+    assert [r.status for r in result.results] == ["succeeded", "failed", "succeeded"]
+    hog = result.results[1]
+    assert (hog.error_kind, hog.step) == ("out_of_memory", "eat")
+    assert "out of memory" in (hog.error or "") and "600 MiB" in (hog.error or "")

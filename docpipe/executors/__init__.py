@@ -11,6 +11,7 @@ event queue; pools never touch the store.
 
 from __future__ import annotations
 
+import os
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,12 @@ class ErrorInfo:
     @classmethod
     def of(cls, exc: BaseException) -> ErrorInfo:
         tb = "".join(traceback.format_exception(exc))
-        return cls(error_kind(exc), type(exc).__name__, str(exc), tb,
+        message = str(exc)
+        if isinstance(exc, MemoryError):
+            limit = os.environ.get("DOCPIPE_WORKER_MEMORY_MB")
+            message = "out of memory" + (f": {message}" if message else "") + (
+                f" (a worker may use {limit} MiB; DOCPIPE_WORKER_MEMORY_MB sets it)" if limit else "")
+        return cls(error_kind(exc), type(exc).__name__, message, tb,
                    bool(getattr(exc, "retryable", False)))
 
     @property

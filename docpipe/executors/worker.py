@@ -35,13 +35,49 @@ def thread_env(threads: int) -> dict[str, str]:
 
 def use_env(env: dict[str, str] | None) -> None:
     """Apply the variables the engine hands its workers (their temporary folder, see
-    :meth:`docpipe.artifacts.WorkArea.temp_dir`) before any library reads them."""
+    :meth:`docpipe.artifacts.WorkArea.temp_dir`; their memory limit) before any library
+    reads them."""
     if env:
         os.environ.update(env)
         if "TMPDIR" in env:
             import tempfile
 
             tempfile.tempdir = env["TMPDIR"]  # in case something asked for it already
+        if env.get(MEMORY_ENV):
+            limit_memory(int(env[MEMORY_ENV]))
+
+
+#: the variable that carries a worker's memory limit in MiB (0: none)
+MEMORY_ENV = "DOCPIPE_WORKER_MEMORY_MB"
+
+
+def default_memory_mb() -> int:
+    """``DOCPIPE_WORKER_MEMORY_MB``, else a quarter of the machine's memory, between 1 and
+    8 GiB: one file (a decompression bomb, a runaway model) fails alone, as ``out_of_memory``,
+    instead of taking the machine."""
+    given = os.environ.get(MEMORY_ENV)
+    if given:
+        return max(0, int(given))
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError):
+        return 0
+    return min(8192, max(1024, total // 4))
+
+
+def limit_memory(mb: int) -> None:
+    """Cap this process's data segment (heap and private mappings, ``RLIMIT_DATA``) at ``mb``
+    MiB: an allocation past it fails (``MemoryError``) instead of the kernel's OOM killer
+    taking a process. Address space (``RLIMIT_AS``) is left alone: CUDA and torch reserve far
+    more of it than they use."""
+    import resource
+
+    if mb > 0:
+        limit = mb * 2**20
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
 
 
 def main(conn: Connection, block_ref: str, params_pickle: bytes, threads: int,

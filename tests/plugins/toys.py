@@ -204,6 +204,26 @@ class LeaveTemp(Block):
         return out
 
 
+class Hog(Block):
+    """Allocates ``megabytes`` on a text containing 'hog' (a runaway library, a bomb)."""
+
+    manifest = Manifest(name="toy.hog", version="1.0", reads={"text": str},
+                        writes={"fed": bool}, runtime="process")
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        megabytes: int = 2048
+
+    def run(self, batch: list[docpipe.State], params: Any) -> list[Any]:
+        out: list[Any] = []
+        for item in batch:
+            if "hog" in item["text"]:
+                out.append({"fed": len(bytearray(params.megabytes * 2**20)) > 0})
+            else:
+                out.append({"fed": False})
+        return out
+
+
 class Hang(Block):
     """Hangs forever on a text containing 'hang' (a stuck native library, say)."""
 
@@ -258,7 +278,7 @@ class Liar(Block):
 @docpipe.hookimpl
 def register_blocks(register: Any) -> None:
     for cls in (ReadText, Upper, Words, Digest, LineLen, Fragile, Crash, Sleep, Flaky, Hang, Unreceivable, BrokenSetup,
-                Liar, FileHead, CrashBatch, LeaveTemp):
+                Liar, FileHead, CrashBatch, LeaveTemp, Hog):
         register(cls)
 
 
