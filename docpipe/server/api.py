@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 
 from docpipe.server import data
 from docpipe.server.actions import (
@@ -180,6 +183,37 @@ def get_batch(ctx: Ctx, batch_id: str) -> dict[str, Any]:
     if batch is None:
         raise HTTPException(404, f"no batch {batch_id}")
     return {**batch, "inputs": ctx.store.batch_inputs(batch_id)}
+
+
+ResultFormat = Literal["csv", "jsonl"]
+
+
+def _results(ctx: Context, batch_id: str, fmt: str) -> FileResponse:
+    batch = ctx.store.batch(batch_id)
+    if batch is None:
+        raise HTTPException(404, f"no batch {batch_id}")
+    folder = Path(tempfile.mkdtemp(prefix="docpipe-results-"))
+    try:
+        path = data.write_batch_results(ctx.store, batch_id, ctx.registry, ctx.settings.uploads, fmt, folder)
+        if path is None:
+            raise HTTPException(404, f"no batch {batch_id}")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return FileResponse(path, media_type=data.RESULT_TYPES[fmt], filename=data.results_filename(batch, fmt),
+                        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
+
+
+@router.get("/batches/{batch_id}/results.{fmt}", response_class=FileResponse,
+            summary="A batch's results file (CSV or JSONL), written from the store as `--out` writes it")
+def batch_results_file(ctx: Ctx, batch_id: str, fmt: ResultFormat) -> FileResponse:
+    return _results(ctx, batch_id, fmt)
+
+
+@router.get("/batches/{batch_id}/results", response_class=FileResponse,
+            summary="A batch's results file, in the format ?format= names (csv by default)")
+def batch_results(ctx: Ctx, batch_id: str, format: ResultFormat = "csv") -> FileResponse:  # noqa: A002
+    return _results(ctx, batch_id, format)
 
 
 def _continue(ctx: Context, batch_id: str, body: ContinueRequest | None, retry_failed: bool) -> dict[str, Any]:

@@ -258,3 +258,44 @@ def upload_name(document: str, uploads: Path) -> str | None:
         return None
     name = meta.get("filename")
     return str(name) if name else None
+
+
+#: Result file formats: suffix -> media type.
+RESULT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+
+
+def output_keys(batch: dict[str, Any], rows: list[dict[str, Any]], registry: Registry) -> list[str]:
+    """The output columns of a batch, as ``docpipe run --out`` writes them: the flow's
+    ``outputs``, else the plan's (built from the recorded definition and params: nothing
+    runs, so masked secrets need not be given), else the keys the rows hold."""
+    definition = batch["definition"]
+    if "outputs" in definition:
+        return [str(k) for k in definition["outputs"]]
+    from docpipe.planner import build_plan
+
+    try:
+        return list(build_plan(definition, registry, params=batch["params"] or {}).outputs)
+    except Exception:  # noqa: BLE001 - a block no longer installed: the recorded keys still say it
+        return list(dict.fromkeys(k for r in rows for k in (r["outputs"] or {})))
+
+
+def write_batch_results(store: Store, batch_id: str, registry: Registry, uploads: Path, fmt: str,
+                        folder: Path) -> Path | None:
+    """Write batch ``batch_id``'s results file (``fmt``: ``csv`` or ``jsonl``) into ``folder``
+    with :func:`docpipe.outputs.write_results`, from the store, as ``docpipe run --out`` does;
+    an uploaded document's row names it by its original file name. ``None``: no such batch."""
+    from docpipe.outputs import write_results
+
+    batch = store.batch(batch_id)
+    if batch is None:
+        return None
+    rows = store.batch_outputs(batch_id)
+    for row in rows:
+        row["document"] = upload_name(row["document"], uploads) or row["document"]
+    return write_results(folder / f"results.{fmt}", rows, output_keys(batch, rows, registry))
+
+
+def results_filename(batch: dict[str, Any], fmt: str) -> str:
+    """``<flow>-<batch id>.<fmt>``, with only safe characters."""
+    flow = re.sub(r"[^A-Za-z0-9._-]+", "_", str(batch.get("flow") or "results")).strip("._") or "results"
+    return f"{flow}-{batch['id']}.{fmt}"
