@@ -41,7 +41,7 @@ def serve(host: str, port: int, db: str | None, data_dir: str, allow_dirs: tuple
         from docpipe.server.security import is_loopback, new_token
     except ImportError as exc:
         err.print(f"error: docpipe serve needs the ui extra ({exc.name} is missing): "
-                  "pip install 'docpipe[ui]'", markup=False, highlight=False)
+                  "pip install 'docpipe-idp[ui]'", markup=False, highlight=False)
         sys.exit(2)
     token = os.environ.get("DOCPIPE_TOKEN") or ""
     if not token:

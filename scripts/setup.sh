@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# Set up docpipe for development, the demo and the tests:
-#   1. the Debian packages in scripts/system-packages.txt (installed when root, else listed);
-#   2. a virtualenv in $VENV (default .venv) with docpipe, every built-in block plugin under
-#      plugins/ and the test tools, installed editable, with constraints.txt applied.
+# Set up docpipe for the demo, or for development and the tests:
+#   1. the Debian packages in scripts/system-packages.txt, plus system-packages-test.txt when
+#      the test extra is asked for (installed when root, else listed);
+#   2. a virtualenv in $VENV (default .venv) with docpipe (the docpipe-idp distribution) and
+#      every built-in block plugin under plugins/, installed editable, with the extras in
+#      $EXTRAS (comma-separated; default: all of them, as `make test` needs; `make demo` asks
+#      for none) and constraints.txt applied.
+# Torch: constraints.txt pins the CPU build this project is tested with. For another build,
+# install it into the venv first (README, "Your own models, GPUs"); set TORCH_INDEX_URL to
+# have this script take torch from that index (e.g. https://download.pytorch.org/whl/cpu or
+# .../cu126) before the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
+EXTRAS=${EXTRAS-test,bench,ui,uitest,ray}
 
-mapfile -t wanted < <(grep -v '^\s*#' scripts/system-packages.txt | sed 's/\s//g' | grep -v '^$' || true)
+lists=(scripts/system-packages.txt)
+[[ ",$EXTRAS," == *",test,"* ]] && lists+=(scripts/system-packages-test.txt)
+mapfile -t wanted < <(cat "${lists[@]}" | grep -v '^\s*#' | sed 's/\s//g' | grep -v '^$' || true)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -32,7 +42,13 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt)
 "${pip[@]}" "setuptools>=68" wheel
-editables=(-e ".[test,bench,ui,uitest,ray]")
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+  "${pip[@]}" torch --index-url "$TORCH_INDEX_URL"
+fi
+# the distribution was called "docpipe" before it was renamed docpipe-idp (that name on the
+# package index belongs to another project): drop an old editable install of this checkout
+"$VENV/bin/python" -m pip uninstall -y -q docpipe >/dev/null 2>&1 || true
+editables=(-e ".${EXTRAS:+[$EXTRAS]}")
 for dir in plugins/*/; do
   [ -f "$dir/pyproject.toml" ] && editables+=(-e "$dir")
 done

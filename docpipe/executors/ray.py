@@ -3,7 +3,7 @@
 ``Engine(store, executor=RayExecutor(...))`` runs the same flows as the local
 pools, with the same batching, retries, timeouts and records; only where a
 block's calls run changes. Import this module only when Ray is wanted: it
-imports ``ray`` (``pip install docpipe[ray]``); the engine never does.
+imports ``ray`` (``pip install 'docpipe-idp[ray]'``); the engine never does.
 
 * ``process`` blocks become a pool of Ray actors per block (and params), each
   actor holding one set-up block (``setup()`` once per actor: one model load).
@@ -58,7 +58,7 @@ from docpipe.executors import WAKE, Done, ErrorInfo, check_results
 from docpipe.executors.worker import thread_env, use_env
 
 if importlib.util.find_spec("ray") is None:  # pragma: no cover - the extra is not installed
-    raise MissingDependency("the Ray executor needs Ray: pip install 'docpipe[ray]'")
+    raise MissingDependency("the Ray executor needs Ray: pip install 'docpipe-idp[ray]'")
 
 #: the longest temp dir a local Ray accepts: its sockets are ``<dir>/session_<date>_<time>_<us>_<pid>/
 #: sockets/plasma_store`` and a Unix socket path has at most 107 bytes

@@ -1,4 +1,4 @@
-"""``docpipe serve``: the web UI and REST API (needs the ``ui`` extra: ``pip install docpipe[ui]``).
+"""``docpipe serve``: the web UI and REST API (needs the ``ui`` extra: ``pip install 'docpipe-idp[ui]'``).
 
 :func:`create_app` builds the FastAPI application; :mod:`~docpipe.server.data`
 reads what the pages and the API show, :mod:`~docpipe.server.actions` starts,
