@@ -8,7 +8,9 @@ The contract, in one place:
   its device (``cpu``, ``cuda``, ``auto``) and its batch size.
 * Its parameters are a pydantic model, the nested class ``Params``. The flow's
   step params are validated against it before any document is touched, and its
-  JSON Schema is what ``docpipe blocks --json`` publishes.
+  JSON Schema is what ``docpipe blocks --json`` publishes. A param that names a
+  folder or file that must exist (a model folder) is typed :data:`ExistingDir` or
+  :data:`ExistingFile`: a missing one fails ``docpipe validate``, not every document.
 * ``__init__`` takes no arguments and is cheap. ``setup(params)`` runs once per
   worker (load a model there); a worker keeps what ``setup`` loaded for every
   later batch.
@@ -33,9 +35,10 @@ import random
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 
 from docpipe.errors import BlockFailed
 
@@ -51,6 +54,33 @@ class Artifact(str):
     long as the document's run (see :mod:`docpipe.artifacts`). A resumed or retried run
     whose artifact file is gone runs the step that made it again instead of restoring its
     path. Reads of ``str`` accept an ``Artifact``."""
+
+
+def existing_path(value: str, kind: Literal["dir", "file"]) -> str:
+    """``value`` if it names an existing folder (``kind`` ``"dir"``) or file, else a
+    :class:`ValueError` saying what is wrong (the planner reports it against the step)."""
+    p = Path(value).expanduser()
+    what = "folder" if kind == "dir" else "file"
+    if not p.exists():
+        raise ValueError(f"{what} {value} does not exist" + (
+            f" (relative to {os.getcwd()})" if not p.is_absolute() else ""))
+    if kind == "dir" and not p.is_dir():
+        raise ValueError(f"{value} is not a folder")
+    if kind == "file" and p.is_dir():
+        raise ValueError(f"{value} is a folder, not a file")
+    return value
+
+
+#: The type of a param naming a folder that must exist, e.g. a model folder: checked when
+#: the flow is planned (``docpipe validate``, before any document runs). Use
+#: ``ExistingDir | None = None`` where unset means a default.
+ExistingDir = Annotated[
+    str, AfterValidator(lambda v: existing_path(v, "dir")),
+    WithJsonSchema({"type": "string", "format": "path", "x-docpipe-path": "existing_dir"})]
+#: The type of a param naming a file that must exist (see :data:`ExistingDir`).
+ExistingFile = Annotated[
+    str, AfterValidator(lambda v: existing_path(v, "file")),
+    WithJsonSchema({"type": "string", "format": "path", "x-docpipe-path": "existing_file"})]
 
 
 #: A document's state as a block sees it: the keys it reads, by its own names.

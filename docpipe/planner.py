@@ -3,16 +3,26 @@
 The graph comes from what each step reads and writes (plus explicit ``after``,
 ``fork`` and ``join`` ordering and the guards of ``switch`` cases); the order
 steps are listed in does not matter. Every problem is collected and reported
-together, each naming the step and the key: an unknown block, params that do
-not fit the block's ``Params`` model, a read that no step writes, two steps
-writing the same key (allowed only for the exclusive cases of one switch),
-a reader whose type does not match the writer's, cycles.
+together, each naming the step and the key: a flow param given that the flow
+does not declare, an unknown block or step param (with the closest name as a
+suggestion), params that do not fit the block's ``Params`` model (a folder or
+file param naming one that does not exist included), a read that no step
+writes, two steps writing the same key (allowed only for the exclusive cases of
+one switch), a reader whose type does not match the writer's, cycles.
+
+Root causes come first. What an unknown block would have written is missing
+downstream: when the suggested block would write a key, reads of that key are
+not reported (the unknown block's issue says how many were left out); when no
+block is suggested, such reads are reported last, marked as perhaps caused by it.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -102,6 +112,8 @@ class Plan:
     key_types: dict[str, str]
     #: keys a document must bring (``path``, or a subflow's inputs)
     initial: tuple[str, ...]
+    #: the flow params this flow and its subflows declare
+    declared_params: frozenset[str] = frozenset()
 
     def node(self, step_id: str) -> Node:
         return next(n for n in self.nodes if n.id == step_id)
@@ -131,6 +143,28 @@ def resolve_params(raw: dict[str, Any], flow_params: dict[str, Any]) -> dict[str
     return sub(raw)  # type: ignore[no-any-return]
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to ``name``, else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _type_text(tp: Any) -> str:
+    """A param's annotation as a reader would write it: ``int``, ``str | None``, ``'fp32' | 'bf16'``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _type_text(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_text(a) for a in args)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if tp is type(None):
+        return "None"
+    if args:
+        return f"{getattr(origin, '__name__', origin)}[{', '.join(_type_text(a) for a in args)}]"
+    return getattr(tp, "__name__", None) or repr(tp).replace("typing.", "")
+
+
 class _Builder:
     def __init__(self, registry: Registry, params: dict[str, Any], base_dir: Path,
                  stack: tuple[Path, ...], subflow_dirs: tuple[Path, ...]) -> None:
@@ -145,9 +179,42 @@ class _Builder:
         self.writer_types: dict[str, Any] = {}
         self.reader_types: list[tuple[Node, str, Any]] = []
         self.groups: dict[str, list[int]] = {}  # fork id -> last node of each branch
+        self.declared: set[str] = set()  # flow params the subflows declare
+        #: root causes (reported first): (index in ``first``, node, what it would write, if known)
+        self.first: list[FlowIssue] = []
+        self.unknown: list[tuple[int, Node, frozenset[str] | None]] = []
+        self.hidden: dict[int, int] = {}  # unknown block's node idx -> issues left out
+        self.later: list[FlowIssue] = []  # perhaps consequences of an unknown block
 
     def issue(self, message: str, step: str | None = None, key: str | None = None) -> None:
         self.issues.append(FlowIssue(message, step, key))
+
+    def missing(self, message: str, step: str | None, key: str) -> None:
+        """An issue about ``key``, which no step writes: left out when an unknown block would
+        have written it, reported last when an unknown block (no suggestion) might have."""
+        for _, node, writes in self.unknown:
+            if writes is not None and key in writes:
+                self.hidden[node.idx] = self.hidden.get(node.idx, 0) + 1
+                return
+        guessless = [n.id for _, n, w in self.unknown if w is None]
+        if guessless:
+            steps = ", ".join(f"'{s}'" for s in guessless)
+            self.later.append(FlowIssue(f"{message} (perhaps because step {steps} names an "
+                                        "unknown block)", step, key))
+        else:
+            self.issue(message, step, key)
+
+    def all_issues(self) -> list[FlowIssue]:
+        """Root causes first (with how many issues that follow from each were left out),
+        then every independent issue, then the ones that perhaps follow from a root cause."""
+        first = list(self.first)
+        for i, node, _ in self.unknown:
+            n = self.hidden.get(node.idx, 0)
+            if n:
+                f = first[i]
+                first[i] = FlowIssue(f"{f.message}; {n} issue{'s' if n > 1 else ''} that follow "
+                                     "from it are not shown", f.step, f.key)
+        return first + self.issues + self.later
 
     def new(self, step: dict[str, Any], kind: str, guards: tuple[tuple[int, str], ...]) -> Node:
         node = Node(idx=len(self.nodes), id=step["id"], kind=kind, guards=guards)
@@ -214,8 +281,7 @@ class _Builder:
     def block_step(self, node: Node, step: dict[str, Any]) -> None:
         info = self.registry.blocks.get(step["block"])
         if info is None:
-            known = ", ".join(sorted(self.registry.blocks)) or "none installed"
-            self.issue(f"unknown block '{step['block']}' (known: {known})", node.id, "block")
+            self.unknown_block(node, step)
             return
         node.block = info
         manifest = info.cls.manifest
@@ -254,6 +320,24 @@ class _Builder:
                 self.reader_types.append((node, v, manifest.reads[k]))
         node.params = self.block_params(node, info.cls, step.get("params", {}))
 
+    def unknown_block(self, node: Node, step: dict[str, Any]) -> None:
+        """Report an unknown block first, with the closest installed name; what the suggested
+        block would write tells which later issues follow from this one."""
+        name = step["block"]
+        close = difflib.get_close_matches(name, list(self.registry.blocks), n=1, cutoff=0.6)
+        writes: frozenset[str] | None = None
+        if close:
+            message = (f"unknown block '{name}'; did you mean '{close[0]}'? "
+                       "(`docpipe blocks` lists the installed ones)")
+            renames = step.get("outputs", {})
+            writes = frozenset(renames.get(k, k)
+                               for k in self.registry.blocks[close[0]].cls.manifest.writes)
+        else:
+            known = ", ".join(sorted(self.registry.blocks)) or "none installed"
+            message = f"unknown block '{name}' (known: {known})"
+        self.first.append(FlowIssue(message, node.id, "block"))
+        self.unknown.append((len(self.first) - 1, node, writes))
+
     def block_params(self, node: Node, cls: type[Block], raw: dict[str, Any]) -> BaseModel | None:
         try:
             resolved = resolve_params(raw, self.params)
@@ -261,13 +345,44 @@ class _Builder:
             self.issue(f"param refers to flow param '{exc.args[0]}', which the flow does not "
                        "define (add it to the flow's params)", node.id, exc.args[0])
             return None
+        block, fields = cls.manifest.name, cls.Params.model_fields
+        unknown = set()
+        if cls.Params.model_config.get("extra") != "allow":
+            names = set(fields) | {f.alias for f in fields.values() if f.alias}
+            for key in raw:
+                if key not in names:
+                    unknown.add(key)
+                    listed = ", ".join(sorted(fields)) or "none"
+                    self.issue(f"block '{block}' has no param '{key}'{did_you_mean(key, fields)} "
+                               f"(its params: {listed})", node.id, key)
         try:
-            return cls.Params.model_validate(resolved)
+            model = cls.Params.model_validate(resolved)
         except ValidationError as exc:
             for err in exc.errors():
-                key = ".".join(str(p) for p in err["loc"]) or None
-                self.issue(f"bad param for block '{cls.manifest.name}': {err['msg']}", node.id, key)
+                loc = err["loc"]
+                if err["type"] == "extra_forbidden" and loc and loc[0] in unknown:
+                    continue  # reported above, with a suggestion
+                self.issue(self.param_problem(cls, raw, err), node.id,
+                           ".".join(str(p) for p in loc) or None)
             return None
+        return None if unknown else model
+
+    @staticmethod
+    def param_problem(cls: type[Block], raw: dict[str, Any], err: Any) -> str:
+        """What is wrong with one step param: the value, and the flow param it came from."""
+        loc, block = err["loc"], cls.manifest.name
+        name = loc[0] if loc and isinstance(loc[0], str) else ""
+        field_info = cls.Params.model_fields.get(name)
+        expected = (f"; expected {_type_text(field_info.annotation)}"
+                    if field_info and err["type"] != "value_error" else "")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        ref = _PARAM_REF.match(raw[name]) if isinstance(raw.get(name), str) else None
+        value = err.get("input")
+        if ref:
+            return (f"flow param params.{ref.group(1)} = {value!r} does not fit param '{name}' "
+                    f"of block '{block}': {msg}{expected}")
+        shown = "" if err["type"] == "missing" else f" (got {value!r}{expected})"
+        return f"bad param for block '{block}': {msg}{shown}"
 
     def subflow_step(self, node: Node, step: dict[str, Any]) -> None:
         path = (self.base_dir / step["subflow"]).resolve()
@@ -287,6 +402,7 @@ class _Builder:
                 self.issue(f"in subflow {step['subflow']}: {i}", node.id, i.key)
             return
         node.subplan = sub
+        self.declared |= sub.declared_params
         inputs, outputs = step.get("inputs", {}), step.get("outputs", {})
         node.reads = {k: inputs.get(k, k) for k in sub.initial}
         node.needs = tuple(node.reads.values())
@@ -360,7 +476,7 @@ def build_plan(definition: dict[str, Any], registry: Registry, *,
             if key in initial:
                 continue
             if key not in writers:
-                b.issue(f"reads '{key}', which no step writes", n.id, key)
+                b.missing(f"reads '{key}', which no step writes", n.id, key)
                 continue
             n.deps.update(w.idx for w in writers[key] if w is not n)
         for s, _case in n.guards:
@@ -399,12 +515,22 @@ def build_plan(definition: dict[str, Any], registry: Registry, *,
         outputs = list(definition["outputs"])
         for key in outputs:
             if key not in produced and key not in initial:
-                b.issue(f"flow output '{key}' is not written by any step", None, key)
+                b.missing(f"flow output '{key}' is not written by any step", None, key)
     else:
         outputs = [k for k in writers if not k.startswith("__")
                    and not key_types.get(k, "").startswith(_COLLECTIONS)]
-    if b.issues:
-        raise FlowError(b.issues, definition["name"])
+    declared = frozenset(definition.get("params", {})) | b.declared
+    if not stack:  # a subflow gets its parent's params: only the top level checks them
+        for key in params or {}:
+            if key not in declared:
+                listed = ", ".join(sorted(declared)) or "none"
+                b.first.insert(0, FlowIssue(
+                    f"the flow has no param '{key}'{did_you_mean(key, declared)} (its params: "
+                    f"{listed}; a new one is declared in the flow's \"params\")", None, f"params.{key}"))
+                b.unknown = [(i + 1, n, w) for i, n, w in b.unknown]
+    issues = b.all_issues()
+    if issues:
+        raise FlowError(issues, definition["name"])
     return Plan(
         name=definition["name"],
         version=definition["version"],
@@ -416,6 +542,7 @@ def build_plan(definition: dict[str, Any], registry: Registry, *,
         outputs=outputs,
         key_types=key_types,
         initial=initial,
+        declared_params=declared,
     )
 
 

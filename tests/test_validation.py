@@ -6,10 +6,14 @@ import json
 
 import pytest
 from conftest import TOYS, run_cli, write_flow
+from pydantic import BaseModel
 
+import docpipe
+from docpipe.blocks import Block, ExistingDir, ExistingFile, Manifest
 from docpipe.errors import FlowError
 from docpipe.flow import FLOW_SCHEMA
 from docpipe.planner import build_plan
+from docpipe.plugins import Registry
 
 READ = {"id": "read", "block": "toy.read"}
 
@@ -137,3 +141,114 @@ def test_deeply_nested_expressions_are_flow_issues(tmp_path, when):
     proc = run_cli("validate", str(flow), "--plugin", TOYS)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "step 'read'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- issue 14: mistakes caught before they cost a run ----------------------------------
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_an_unknown_flow_param_is_an_error_with_a_suggestion(tmp_path, command):
+    flow = write_flow(tmp_path / "f.json", [READ], params={"min_chars": 8, "dpi": 300})
+    (tmp_path / "a.txt").write_text("words")
+    inputs = [str(tmp_path / "a.txt"), "--db", f"sqlite:///{tmp_path / 'd.db'}"] if command == "run" else []
+    proc = run_cli(command, str(flow), *inputs, "--plugin", TOYS, "-p", "min_char=20")
+    assert proc.returncode == 2, proc.stderr
+    assert "key 'params.min_char': the flow has no param 'min_char'; did you mean 'min_chars'?" in proc.stderr
+    assert "its params: dpi, min_chars" in proc.stderr
+    assert not (tmp_path / "d.db").exists()
+    assert run_cli(command, str(flow), *inputs, "--plugin", TOYS, "-p", "min_chars=20").returncode == 0
+
+
+def test_a_misspelt_block_is_the_root_cause_and_its_knock_on_issues_are_left_out(registry):
+    steps = [READ, {"id": "up", "block": "toy.uper"},
+             {"id": "shout", "expr": "upper + '!'", "output": "shouted"},
+             {"id": "other", "expr": "nothing + 1", "output": "n"}]  # independent: kept
+    with pytest.raises(FlowError) as info:
+        build_plan({"name": "t", "version": "1", "outputs": ["upper", "n"], "steps": steps}, registry)
+    issues = info.value.issues
+    assert issues[0].step == "up" and issues[0].message.startswith(
+        "unknown block 'toy.uper'; did you mean 'toy.upper'?")
+    assert "2 issues that follow from it are not shown" in issues[0].message
+    assert [(i.step, i.key) for i in issues[1:]] == [("other", "nothing")]
+
+
+def test_an_unknown_block_without_suggestion_marks_what_may_follow_from_it(registry):
+    steps = [READ, {"id": "x", "block": "no.such"},
+             {"id": "shout", "expr": "upper + '!'", "output": "shouted"},
+             {"id": "dig", "block": "toy.digest", "params": {"rounds": "many"}}]
+    with pytest.raises(FlowError) as info:
+        build_plan({"name": "t", "version": "1", "steps": steps}, registry)
+    first, second, last = info.value.issues
+    assert (first.step, first.message[:24]) == ("x", "unknown block 'no.such' ")
+    assert second.step == "dig"  # independent issues before the maybe-consequences
+    assert last.step == "shout" and "perhaps because step 'x' names an unknown block" in last.message
+
+
+def test_a_misspelt_step_param_gets_a_suggestion(tmp_path):
+    flow = write_flow(tmp_path / "f.json", [READ, {"id": "dig", "block": "toy.digest",
+                                                   "params": {"rouns": 3}}])
+    proc = run_cli("validate", str(flow), "--plugin", TOYS)
+    assert proc.returncode == 2
+    assert "step 'dig', key 'rouns': block 'toy.digest' has no param 'rouns'; did you mean 'rounds'?" \
+        in " ".join(proc.stderr.split())
+    assert proc.stderr.count("rouns") == 2  # once, not again as pydantic's 'extra inputs'
+
+
+def test_a_flow_param_of_the_wrong_type_names_the_param_the_value_and_the_type(tmp_path):
+    flow = write_flow(tmp_path / "f.json", [READ, {"id": "dig", "block": "toy.digest",
+                                                   "params": {"rounds": "${params.rounds}"}}],
+                      params={"rounds": 1})
+    proc = run_cli("validate", str(flow), "--plugin", TOYS, "-p", "rounds=high")
+    assert proc.returncode == 2
+    assert ("step 'dig', key 'rounds': flow param params.rounds = 'high' does not fit param 'rounds' "
+            "of block 'toy.digest'") in " ".join(proc.stderr.split())
+    assert "expected int" in proc.stderr
+    direct = write_flow(tmp_path / "g.json", [READ, {"id": "dig", "block": "toy.digest",
+                                                     "params": {"rounds": [1]}}])
+    proc = run_cli("validate", str(direct), "--plugin", TOYS)
+    assert "(got [1]; expected int)" in proc.stderr
+
+
+class Uses(Block):
+    manifest = Manifest(name="t.uses", version="1", reads={"path": str}, writes={"n": int})
+
+    class Params(BaseModel):
+        model: ExistingDir | None = None  # None: the block's default
+        words: ExistingFile = "words.txt"
+
+
+class UsesPlugin:
+    @docpipe.hookimpl
+    def register_blocks(self, register):
+        register(Uses)
+
+
+def test_params_that_name_folders_and_files_are_checked_when_the_flow_is_planned(tmp_path):
+    reg = Registry(entry_points=False, extra=[UsesPlugin()])
+    (tmp_path / "words.txt").write_text("a")
+    definition = {"name": "t", "version": "1", "params": {"model": None},
+                  "steps": [{"id": "u", "block": "t.uses",
+                             "params": {"model": "${params.model}", "words": str(tmp_path / "words.txt")}}]}
+    assert build_plan(definition, reg).node("u").params.model is None
+    assert build_plan(definition, reg, params={"model": str(tmp_path)}).node("u").params.model
+    with pytest.raises(FlowError) as info:
+        build_plan(definition, reg, params={"model": str(tmp_path / "nope")})
+    (issue,) = info.value.issues
+    assert (issue.step, issue.key) == ("u", "model")
+    assert f"params.model = '{tmp_path / 'nope'}'" in issue.message
+    assert f"folder {tmp_path / 'nope'} does not exist" in issue.message
+    with pytest.raises(FlowError, match="is a folder, not a file"):
+        build_plan({**definition, "steps": [{"id": "u", "block": "t.uses",
+                                              "params": {"words": str(tmp_path)}}]}, reg)
+    schema = Uses.params_schema()["properties"]
+    assert schema["words"]["x-docpipe-path"] == "existing_file"
+
+
+def test_validate_refuses_a_translation_model_folder_that_does_not_exist(tmp_path):
+    from conftest import ROOT
+
+    proc = run_cli("validate", str(ROOT / "flows" / "idp.json"), "-p",
+                   f"translation_model={tmp_path / 'x'}")
+    assert proc.returncode == 2
+    text = " ".join(proc.stderr.split())
+    assert "step 'translate', key 'model'" in text and f"folder {tmp_path / 'x'} does not exist" in text

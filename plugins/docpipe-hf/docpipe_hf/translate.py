@@ -32,7 +32,7 @@ import warnings
 
 from pydantic import Field
 
-from docpipe.blocks import Block, Manifest, Result, State
+from docpipe.blocks import Block, ExistingDir, Manifest, Result, State
 from docpipe.errors import BlockFailed, MissingDependency
 from docpipe_hf.runtime import (
     ModelParams,
@@ -76,7 +76,7 @@ class Translate(Block):
     )
 
     class Params(ModelParams):
-        model: str | None = Field(
+        model: ExistingDir | None = Field(
             default=None,
             description=("a local MarianMT-style folder; required to translate (none ships). "
                          "Unset, the step validates but fails every document that reaches it, "

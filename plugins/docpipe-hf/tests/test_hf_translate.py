@@ -162,7 +162,10 @@ def test_bad_input_fails_only_its_document(make: Any) -> None:
 def test_no_model_ships_and_setup_says_so(tmp_path: Path) -> None:
     with pytest.raises(MissingDependency, match="has no model. No translation model ships"):
         Translate().setup(Translate.Params())
-    with pytest.raises(MissingDependency, match=r"opus-mt-de-en does not exist.*No translation model ships"):
-        Translate().setup(Translate.Params(model=str(tmp_path / "opus-mt-de-en")))
+    with pytest.raises(ValidationError, match=r"folder .*opus-mt-de-en does not exist"):
+        Translate.Params(model=str(tmp_path / "opus-mt-de-en"))  # when the flow is planned
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingDependency, match=r"has no config.json.*No translation model ships"):
+        Translate().setup(Translate.Params(model=str(tmp_path / "empty")))
     with pytest.raises(ValidationError, match="num_beams"):
         Translate.Params(num_beams=0)

@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from docpipe.blocks import Block, Manifest, Result, State, page_list
+from docpipe.blocks import Block, Manifest, Result, State, existing_path, page_list
 from docpipe.errors import BlockFailed
 from docpipe_ner.chunks import Found, chunk_spans, merge, trim
 from docpipe_ner.labels import LABELS, Label, normalise
@@ -33,6 +33,11 @@ class Backend(Protocol):
     name: str
 
     def predict(self, texts: list[str]) -> list[list[Found]]: ...
+
+
+def _looks_like_path(model: str) -> bool:
+    """Whether a spaCy ``model`` names a folder rather than an installed package."""
+    return "/" in model or model.startswith((".", "~"))
 
 
 class Ner(Block):
@@ -113,6 +118,11 @@ class Ner(Block):
             if self.backend == "transformers" and not self.model:
                 issues.append("backend 'transformers' needs 'model': the path of a local "
                               "token-classification model folder")
+            elif self.model and (self.backend == "transformers" or _looks_like_path(self.model)):
+                try:  # a folder that is not there fails the flow's validation, not each document
+                    existing_path(self.model, "dir")
+                except ValueError as exc:
+                    issues.append(f"model {exc}")
             if self.precision == "int8" and self.device == "cuda":
                 issues.append("precision 'int8' runs on CPU only; use 'bf16' on CUDA")
             if issues:

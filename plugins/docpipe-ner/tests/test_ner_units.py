@@ -105,6 +105,12 @@ def test_params() -> None:
         Ner.Params(backend="transformers", model="m", precision="int8", device="cuda")
     with pytest.raises(ValidationError):
         Ner.Params(unknown=1)
+    # a model folder that is not there fails the flow's validation; a spaCy package name is kept
+    with pytest.raises(ValidationError, match="model folder /no/such/model does not exist"):
+        Ner.Params(backend="transformers", model="/no/such/model")
+    with pytest.raises(ValidationError, match="model folder ./nope does not exist"):
+        Ner.Params(model="./nope")
+    assert Ner.Params(model="en_core_web_sm").model == "en_core_web_sm"
 
 
 def test_document_result_format() -> None:
