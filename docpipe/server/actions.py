@@ -22,7 +22,7 @@ import click
 
 from docpipe.errors import FlowError
 from docpipe.plugins import Registry
-from docpipe.server.jobs import Job, Jobs, JobStore
+from docpipe.server.jobs import Duplicate, Job, Jobs, JobStore
 from docpipe.store import Store
 
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
@@ -145,9 +145,7 @@ def start_run(store: Store, jobs: Jobs, settings: Settings, registry: Registry, 
     def work(_store: Any, engine: Any) -> Any:
         return engine.run(plan, docs, argv=["docpipe", "serve"], correlation_id=correlation_id)
 
-    submitted = jobs.submit(job, JobStore(settings.store_url), work)
-    assert submitted is not None  # only jobs on an existing batch can be refused
-    return submitted
+    return jobs.submit(job, JobStore(settings.store_url), work)  # a new batch: never a duplicate
 
 
 def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, *,
@@ -155,14 +153,13 @@ def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, 
                    documents: set[str] | None = None) -> Job:
     """Queue a resume of batch ``batch_id`` (with ``retry_failed``: its failed documents, or
     only those in ``documents``, again from their last succeeded step), as ``docpipe resume`` /
-    ``runs retry`` do."""
+    ``runs retry`` do; after the job of the batch that is queued or running, if there is one
+    (409 when that job already does the same)."""
     from docpipe.cli import plan_for_batch
 
     batch = store.batch(batch_id)
     if batch is None:
         raise ActionError(404, f"no batch {batch_id}")
-    if batch_id in jobs.busy_batches():
-        raise ActionError(409, f"batch {batch_id} is already being run by this server")
     if retry_failed and not store.failed_documents(batch_id):
         raise ActionError(409, f"batch {batch_id} has no failed document to retry")
     pairs = tuple(f"{k}={json.dumps(v)}" for k, v in (params or {}).items())
@@ -178,15 +175,18 @@ def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, 
                                    "installed blocks (the server's log has the issues)") from None
         raise
     job = Job("retry" if retry_failed else "resume", plan.name, batch_id=batch_id,
-              documents=int(batch["n_inputs"] or 0))
+              documents=len(documents) if documents else int(batch["n_inputs"] or 0),
+              only=sorted(documents) if documents else None)
 
     def work(_store: Any, engine: Any) -> Any:
         return engine.resume(plan, batch_id, retry_failed=retry_failed, documents=documents)
 
-    submitted = jobs.submit(job, job_store, work)
-    if submitted is None:
-        raise ActionError(409, f"batch {batch_id} is already being run by this server")
-    return submitted
+    try:
+        return jobs.submit(job, job_store, work)  # queued after a job of the batch that is active
+    except Duplicate as exc:
+        what = "a retry of these documents" if job.kind == "retry" else "a resume"
+        raise ActionError(409, f"{what} of batch {batch_id} is already {exc.job.status} "
+                               f"(job {exc.job.id})") from None
 
 
 def retry_failed_run(store: Store, jobs: Jobs, settings: Settings, run_id: str, *,

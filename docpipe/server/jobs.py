@@ -1,5 +1,12 @@
-"""Runs, retries and resumes started from the UI or the API, executed one at a time by a
-background thread with the same :class:`~docpipe.engine.Engine` the CLI drives.
+"""Runs, retries and resumes started from the UI or the API, executed one at a time, in the
+order they were asked for, by a background thread with the same
+:class:`~docpipe.engine.Engine` the CLI drives.
+
+One job per batch at a time: two engines on one batch would race over its runs. A job
+asked for while another job of its batch is queued or running is queued after it (it
+starts when every job before it has ended); only a job that would repeat one already
+queued or running for the batch (the same resume, a retry of the same documents) is
+refused (:class:`Duplicate`).
 
 A job opens its own :class:`~docpipe.store.Store` on the server's database (its
 own record writer), so the pages keep reading while it runs. Jobs live in
@@ -9,6 +16,7 @@ was interrupted can be resumed from its page.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 import time
@@ -40,10 +48,22 @@ class Job:
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    #: the documents a retry is limited to (``None``: every failed document of the batch)
+    only: list[str] | None = None
+    #: the job of the same batch this one was queued after, if one was active then
+    after: str | None = None
 
     @property
     def active(self) -> bool:
         return self.status in (QUEUED, RUNNING)
+
+    def repeats(self, other: Job) -> bool:
+        """Whether this job would do again what ``other`` (active, same batch) is doing."""
+        if other.kind != self.kind:
+            return False
+        if self.kind != "retry" or other.only is None:
+            return True
+        return self.only is not None and set(self.only) <= set(other.only)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "active": self.active}
@@ -62,6 +82,14 @@ class JobStore(Store):
         return batch_id
 
 
+class Duplicate(Exception):
+    """A job would repeat ``job``, which is queued or running on the same batch."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"job {job.id} ({job.kind} of batch {job.batch_id}) is already {job.status}")
+        self.job = job
+
+
 #: What a job does: given the job's store and an engine, run and return the BatchResult.
 Work = Callable[[Any, Any], Any]
 
@@ -77,18 +105,23 @@ class Jobs:
         self._thread = threading.Thread(target=self._loop, name="docpipe-jobs", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job, store: JobStore, work: Work) -> Job | None:
+    def submit(self, job: Job, store: JobStore, work: Work) -> Job:
         """Queue ``work`` to run with ``store`` (which the job closes when done). A job on a
-        batch is refused (``None``; the store is closed) while another job works on that
-        batch: checked and registered under one lock, so two requests at once cannot both
-        pass the check."""
+        batch that another queued or running job works on waits for it (``after`` names it);
+        one that would repeat such a job raises :class:`Duplicate` (and closes the store).
+        Checked and registered under one lock, so two requests at once cannot both pass."""
         with self._lock:
-            if job.batch_id and any(j.active and j.batch_id == job.batch_id for j in self._jobs.values()):
-                store.close()
-                return None
+            if job.batch_id:
+                ahead = [j for j in self._jobs.values() if j.active and j.batch_id == job.batch_id]
+                for other in ahead:
+                    if job.repeats(other):
+                        store.close()
+                        raise Duplicate(other)
+                if ahead:
+                    job.after = ahead[-1].id  # the dict keeps submission order
             store.job = job
             self._jobs[job.id] = job
-        self._queue.put((job, store, work))
+            self._queue.put((job, store, work))  # under the lock: queue order is check order
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -99,10 +132,10 @@ class Jobs:
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: j.created_at, reverse=True)
 
-    def busy_batches(self) -> set[str]:
-        """Batches a queued or running job works on (a second retry/resume of one is refused)."""
+    def active_on(self, batch_id: str) -> builtins.list[Job]:
+        """The queued and running jobs of batch ``batch_id``, in queue order."""
         with self._lock:
-            return {j.batch_id for j in self._jobs.values() if j.active and j.batch_id}
+            return [j for j in self._jobs.values() if j.active and j.batch_id == batch_id]
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop taking jobs; wait a little for the running one (its batch can be resumed)."""

@@ -104,12 +104,16 @@ def run_page(request: Request, ctx: Ctx, run_id: str, job: str = "") -> Response
     if run is None:
         return error_page(request, 404, f"no run {run_id}")
     found = ctx.jobs.get(job) if job else None
-    busy = run["batch_id"] in ctx.jobs.busy_batches()
+    active = ctx.jobs.active_on(run["batch_id"])
+    probe = Job("retry", run["flow"], batch_id=run["batch_id"], only=[run["document"]])
+    retrying = any(probe.repeats(j) for j in active)  # another retry of this run would be refused
+    resuming = any(j.kind == "resume" for j in active)
     batch = ctx.store.batch(run["batch_id"])
     upload = data.upload_name(run["document"], ctx.settings.uploads)
     watch = json.dumps([run["status"], run["attempt"], len(run["tasks"])], separators=(",", ":"))
-    return render(request, "run.html", nav="runs", run=run, job=found, busy=busy, batch=batch, upload=upload,
-                  live=busy or run["status"] == "running", watch=watch)
+    return render(request, "run.html", nav="runs", run=run, job=found, active=active, retrying=retrying,
+                  resuming=resuming, batch=batch, upload=upload, live=bool(active) or run["status"] == "running",
+                  watch=watch)
 
 
 def _form_action(request: Request, ctx: Context, token: str | None, act: Callable[[], Job],

@@ -353,30 +353,52 @@ def test_serve_command_is_registered():
 
 
 def test_a_batch_takes_one_job_at_a_time_even_when_requests_race(tmp_path):
-    """The busy check and the registration happen under one lock: while a job works on a batch,
-    a second job on it is refused (and its store closed), whichever request came second."""
-    from docpipe.server.jobs import Job, Jobs, JobStore
+    """The duplicate check and the registration happen under one lock: while a job works on a
+    batch, four racing requests for the same retry of another document of it give one queued
+    job (after the first) and three refusals; jobs of one batch never overlap."""
+    from docpipe.server.jobs import Duplicate, Job, Jobs, JobStore
 
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     release, started = threading.Event(), threading.Event()
+    running: dict[str, int] = {}
+    overlaps: list[str] = []
 
-    def hold(_store: Any, _engine: Any) -> Any:
+    def hold(store: Any, _engine: Any) -> Any:
+        batch = store.job.batch_id
+        running[batch] = running.get(batch, 0) + 1
+        if running[batch] > 1:
+            overlaps.append(batch)
         started.set()
         release.wait(30)
-        return types.SimpleNamespace(batch_id="b1", counts={})
+        running[batch] -= 1
+        return types.SimpleNamespace(batch_id=batch, counts={})
+
+    def submit(kind: str, batch: str, only: list[str] | None = None) -> Job | None:
+        try:
+            return jobs.submit(Job(kind, "f", batch_id=batch, only=only), JobStore(url), hold)
+        except Duplicate:
+            return None
 
     jobs = Jobs(workers=1)
     try:
-        first = jobs.submit(Job("retry", "f", batch_id="b1"), JobStore(url), hold)
+        first = submit("retry", "b1", ["a"])
         assert first is not None and started.wait(30)
         with ThreadPoolExecutor(4) as pool:
-            racing = list(pool.map(lambda _: jobs.submit(Job("retry", "f", batch_id="b1"), JobStore(url), hold),
-                                   range(4)))
-        assert racing == [None] * 4
-        other = jobs.submit(Job("resume", "f", batch_id="b2"), JobStore(url), hold)  # another batch
-        assert other is not None
+            racing = list(pool.map(lambda _: submit("retry", "b1", ["b"]), range(4)))
+        queued = [j for j in racing if j is not None]
+        assert len(queued) == 1 and queued[0].status == "queued" and queued[0].after == first.id
+        assert submit("retry", "b1", ["a"]) is None  # the running one already does that
+        assert submit("retry", "b1") is not None  # every failed document: queued too
+        assert submit("retry", "b1", ["c"]) is None  # ... and that covers c
+        assert submit("resume", "b1") is not None
+        assert submit("resume", "b1") is None
+        other = submit("resume", "b2")  # another batch
+        assert other is not None and other.after is None
+        assert [j.id for j in jobs.active_on("b1")][:2] == [first.id, queued[0].id]
         release.set()
     finally:
         release.set()
         jobs.close(timeout=30)
-    assert first.status == "finished"
+    assert first.status == "finished" and overlaps == []
+    assert first.finished_at is not None and queued[0].started_at is not None
+    assert queued[0].started_at >= first.finished_at

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,59 @@ def test_results_need_the_token_on_an_exposed_server(made, tmp_path):
         assert c.get(url).status_code == 401
         assert c.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 403
         assert c.get(url, headers=AUTH).status_code == 200
+
+
+SLOW: dict[str, Any] = {
+    "name": "ui-slow", "version": "1", "outputs": ["upper", "slept"],
+    "steps": [
+        {"id": "read", "block": "toy.read"},
+        {"id": "upper", "block": "toy.upper"},
+        {"id": "sleep", "block": "toy.sleep", "params": {"seconds": 2}},
+    ],
+}
+
+
+def test_a_second_retry_of_a_batch_is_queued_after_the_running_one(tmp_path, monkeypatch):
+    """Two documents of a batch failed; the first one's retry is running (toy.sleep keeps it
+    busy) when the second one's is asked for: 202, queued after it, run when it has ended."""
+    monkeypatch.setenv("DOCPIPE_BLOBS", str(tmp_path / "blobs"))
+    made = make_runs(tmp_path, missing=False)
+    docs = made["docs"]
+    with Store(made["url"]) as store, Engine(store, workers=1) as engine:
+        result = engine.run(build_plan(json.loads(json.dumps(SLOW)), Registry(extra=[TOYS])),
+                            [str(docs / "a.txt"), str(docs / "b.txt")])
+    runs = {Path(r.document).name: r.run_id for r in result.results}
+    assert result.counts["failed"] == 2
+    for name in ("a.txt", "b.txt"):
+        (docs / name).write_text(f"{name} is here", encoding="utf-8")
+    with client(made, tmp_path, workers=1) as c:
+        first = c.post(f"/api/runs/{runs['a.txt']}/retry", headers=AUTH)
+        assert first.status_code == 202, first.text
+        first_job = first.json()["job"]
+        deadline = time.monotonic() + 60
+        while c.get(first.json()["url"]).json()["status"] != "running":
+            assert time.monotonic() < deadline, "the first retry did not start"
+            time.sleep(0.05)
+        page = c.get(f"/runs/{runs['b.txt']}").text
+        assert "a retry now is queued after it" in page and "<button disabled" not in page
+        second = c.post(f"/api/runs/{runs['b.txt']}/retry", headers=AUTH)
+        assert second.status_code == 202, second.text
+        listed = {j["id"]: j for j in c.get("/api/jobs").json()}
+        queued = listed[second.json()["job"]["id"]]
+        assert queued["status"] == "queued" and queued["after"] == first_job["id"]
+        assert listed[first_job["id"]]["status"] == "running"
+        assert queued["only"] == [str(docs / "b.txt")] and queued["documents"] == 1
+        again = c.post(f"/api/runs/{runs['b.txt']}/retry", headers=AUTH)  # the same retry twice
+        assert again.status_code == 409 and "already queued" in again.json()["detail"]
+        assert "<button disabled" in c.get(f"/runs/{runs['b.txt']}").text  # its retry is queued
+        page = c.get(f"/jobs/{queued['id']}").text
+        assert "queued" in page and f'href="/jobs/{first_job["id"]}"' in page
+        done = [wait_job(c, first.json()), wait_job(c, second.json())]
+        assert [j["status"] for j in done] == ["finished", "finished"], done
+        assert done[1]["started_at"] >= done[0]["finished_at"]  # one job per batch at a time
+        for name in ("a.txt", "b.txt"):
+            run = c.get(f"/api/runs/{runs[name]}").json()
+            assert run["status"] == "succeeded" and run["attempt"] == 2, run
+        rows = list(csv.DictReader(io.StringIO(c.get(f"/api/batches/{result.batch_id}/results.csv").text)))
+        assert [r["status"] for r in rows] == ["succeeded", "succeeded"]
+        assert rows[1]["upper"] == "B.TXT IS HERE"
