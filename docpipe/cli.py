@@ -1,7 +1,8 @@
 """The ``docpipe`` command line. Business logic lives in the engine, planner and store.
 
 Exit status: 0 all documents succeeded; 1 some document failed; 2 the flow or
-the command line is invalid (nothing was run).
+the command line is invalid (nothing was run); 3 the inputs hold no file (an empty
+folder: nothing was run).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from docpipe.plugins import Registry
 
 err = Console(stderr=True)
 out = Console()
+#: exit status of `docpipe run` when the inputs hold no file
+NO_INPUTS = 3
 
 
 def _registry(plugins: tuple[str, ...]) -> Registry:
@@ -252,11 +255,21 @@ def _previous_batch(store: Any, plan: Any, docs: list[str]) -> str | None:
 def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation_id: str | None,
         resume_: bool, out: str | None, workers: int | None, max_in_flight: int, db: str | None,
         plugins: tuple[str, ...], verbose: bool, quiet: bool, summary: bool) -> None:
-    """Run FLOW over INPUT files, folders or globs."""
+    """Run FLOW over INPUT files, folders or globs.
+
+    \b
+    Exit status: 0 every document succeeded; 1 some document failed;
+    2 the flow or the command line is invalid; 3 no input file (an empty
+    folder). Nothing is run on 2 or 3.
+    """
     from docpipe.store import Store
 
     plan = plan_or_exit(flow, plugins, params)
     docs = [absolute(d) for d in expand_inputs(inputs)]
+    if not docs:
+        err.print(f"[yellow]warning:[/] no input file in {escape(' '.join(inputs))} (hidden files "
+                  f"are skipped): nothing to run", highlight=False)
+        sys.exit(NO_INPUTS)
     store = Store(db)
     batch = _previous_batch(store, plan, docs) if resume_ else None
     if resume_:

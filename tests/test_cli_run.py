@@ -196,3 +196,15 @@ def test_file_names_that_are_not_utf8_are_recorded_losslessly(tmp_path: Path, st
     assert retried.returncode == 0, retried.stderr
     rows = {Path(r["document"]).name: r for r in csv.DictReader(out.open(encoding="utf-8"))}
     assert rows["empty\\xfe.txt"]["status"] == "succeeded" and rows["empty\\xfe.txt"]["words"] == "4"
+
+
+def test_an_empty_input_folder_warns_and_exits_3_without_a_batch(tmp_path: Path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / ".hidden.txt").write_text("skipped, like every hidden file")
+    flow = write_flow(tmp_path / "f.json", [{"id": "read", "block": "toy.read"}])
+    db = tmp_path / "d.db"
+    proc = run_cli("run", str(flow), str(tmp_path / "in"), "--plugin", TOYS, "--db", f"sqlite:///{db}")
+    assert proc.returncode == 3, proc.stderr
+    assert "warning: no input file in" in proc.stderr and "0 succeeded" not in proc.stderr
+    assert not db.exists()
+    assert "3 no input file" in run_cli("run", "--help").stdout
