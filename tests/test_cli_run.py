@@ -208,3 +208,22 @@ def test_an_empty_input_folder_warns_and_exits_3_without_a_batch(tmp_path: Path)
     assert "warning: no input file in" in proc.stderr and "0 succeeded" not in proc.stderr
     assert not db.exists()
     assert "3 no input file" in run_cli("run", "--help").stdout
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_result_files_honour_the_umask_and_keep_a_replaced_files_mode(tmp_path: Path, umask, expected):
+    import os
+    import stat
+
+    from docpipe.outputs import write_results
+
+    rows = [{"document": "a.pdf", "status": "succeeded", "outputs": {"n": 1}}]
+    old = os.umask(umask)
+    try:
+        new = write_results(tmp_path / "r.csv", rows, ["n"])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(new.stat().st_mode) == expected
+    new.chmod(0o604)  # someone chose this mode: writing the results again keeps it
+    assert stat.S_IMODE(write_results(new, rows, ["n"]).stat().st_mode) == 0o604
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
