@@ -27,8 +27,11 @@ err = Console(stderr=True)
 @click.option("--workers", "-w", type=click.IntRange(min=1), help="Workers per pool for runs started here.")
 @click.option("--plugin", "plugins", multiple=True, metavar="PATH",
               help="Load a plugin module or .py file (repeatable).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              help="What is logged to stderr: info is one line per request and per job start and end.")
 def serve(host: str, port: int, db: str | None, data_dir: str, allow_dirs: tuple[str, ...], max_upload: float,
-          workers: int | None, plugins: tuple[str, ...]) -> None:
+          workers: int | None, plugins: tuple[str, ...], log_level: str) -> None:
     """Serve the web UI and the REST API (/api/, OpenAPI at /openapi.json).
 
     Starting, retrying and resuming runs needs a token: DOCPIPE_TOKEN, or one
@@ -38,6 +41,7 @@ def serve(host: str, port: int, db: str | None, data_dir: str, allow_dirs: tuple
         import uvicorn
 
         from docpipe.server import create_app
+        from docpipe.server.logs import configure
         from docpipe.server.security import is_loopback, new_token
     except ImportError as exc:
         err.print(f"error: docpipe serve needs the ui extra ({exc.name} is missing): "
@@ -47,6 +51,7 @@ def serve(host: str, port: int, db: str | None, data_dir: str, allow_dirs: tuple
     if not token:
         token = new_token()
         click.echo(f"docpipe token (needed to start, retry and resume runs; shown once): {token}")
+    configure(log_level)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     app = create_app(db, data_dir, token, plugins=plugins, allow_dirs=allow_dirs, host=host,
                      max_upload=int(max_upload * 1024 * 1024), workers=workers)
@@ -54,5 +59,7 @@ def serve(host: str, port: int, db: str | None, data_dir: str, allow_dirs: tuple
     if not is_loopback(host):
         err.print(f"warning: serving on {host}, not loopback: every page and API call needs the token",
                   highlight=False)
-    err.print(f"docpipe serve: http://{where}:{port}/ (store {app.state.ctx.store!r})", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    err.print(f"docpipe serve: http://{where}:{port}/ (store {app.state.ctx.store!r})", highlight=False,
+              soft_wrap=True)
+    # uvicorn's access log is off: docpipe.server.access logs each request, masking secrets
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

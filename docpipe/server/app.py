@@ -21,6 +21,7 @@ from docpipe import __version__
 from docpipe.plugins import Registry
 from docpipe.server.actions import Settings
 from docpipe.server.jobs import Jobs
+from docpipe.server.logs import AccessLog
 from docpipe.server.security import Guard, is_loopback
 from docpipe.store import Store
 
@@ -50,12 +51,19 @@ class Context:
 
 
 class App(FastAPI):
-    """FastAPI with the :class:`~docpipe.server.security.Guard` around everything."""
+    """FastAPI with the :class:`~docpipe.server.security.Guard` around everything, and the
+    :class:`~docpipe.server.logs.AccessLog` around that."""
 
     guard: Guard
+    access_log: AccessLog
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.guard(super().__call__, scope, receive, send)
+        inner = super().__call__
+
+        async def guarded(scope: Any, receive: Any, send: Any) -> None:
+            await self.guard(inner, scope, receive, send)
+
+        await self.access_log(guarded, scope, receive, send)
 
 
 def ctx_of(request: Request) -> Context:
@@ -119,6 +127,7 @@ def create_app(store_url: str | None, data_dir: str | Path, token: str, *, plugi
               description="Flow runs, flows and blocks of a docpipe store. Requests that change "
                           "something need `Authorization: Bearer <token>`.")
     app.guard = Guard(max_body=max_upload + FORM_OVERHEAD, loopback=loopback)
+    app.access_log = AccessLog(token)
     app.state.ctx = ctx
     app.include_router(api.router)
     app.include_router(pages.router)

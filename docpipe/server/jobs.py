@@ -28,7 +28,7 @@ from typing import Any
 
 from docpipe.store import Store
 
-log = logging.getLogger("docpipe.server")
+log = logging.getLogger("docpipe.server.jobs")
 
 QUEUED, RUNNING, FINISHED, ERROR = "queued", "running", "finished", "error"
 
@@ -122,6 +122,8 @@ class Jobs:
             store.job = job
             self._jobs[job.id] = job
             self._queue.put((job, store, work))  # under the lock: queue order is check order
+        log.info("job %s queued: %s, %s%s", job.id, _what(job), _documents(job),
+                 f", after job {job.after}" if job.after else "")
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -151,6 +153,7 @@ class Jobs:
                 return
             job, store, work = item
             job.status, job.started_at = RUNNING, time.time()
+            log.info("job %s started: %s, %s", job.id, _what(job), _documents(job))
             try:
                 with Engine(store, workers=self.workers) as engine:
                     result = work(store, engine)
@@ -158,11 +161,25 @@ class Jobs:
                 job.counts = dict(result.counts)
                 job.status = FINISHED
             except Exception as exc:  # noqa: BLE001 - a failed job is shown, the server goes on
-                log.exception("job %s (%s of %s) failed", job.id, job.kind, job.flow)
                 job.status, job.error = ERROR, f"{type(exc).__name__}: {exc}"
+                log.exception("job %s error: %s, in %.2f s: %s", job.id, _what(job),
+                              time.time() - job.started_at, job.error)
             finally:
                 job.finished_at = time.time()
+                if job.status == FINISHED:
+                    counts = ", ".join(f"{k} {v}" for k, v in job.counts.items()) or "no documents"
+                    log.info("job %s finished: %s, %s, in %.2f s", job.id, _what(job), counts,
+                             job.finished_at - job.started_at)
                 try:
                     store.close()
                 except Exception:  # noqa: BLE001
                     log.exception("closing the store of job %s", job.id)
+
+
+def _what(job: Job) -> str:
+    """``retry of idp, batch 1a2b…`` (a new batch has no id until its job starts it)."""
+    return f"{job.kind} of {job.flow}, batch {job.batch_id or '(new)'}"
+
+
+def _documents(job: Job) -> str:
+    return f"{job.documents} document{'' if job.documents == 1 else 's'}"

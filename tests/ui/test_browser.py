@@ -4,19 +4,15 @@ fix the fault, retry with the token, see the run succeed. Screenshots: test-arti
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import DOCPIPE, ROOT, TOYS
-from ui_runs import FLOW, make_runs
+from conftest import ROOT
+from ui_runs import FLOW, make_runs, serving
 
 pytestmark = pytest.mark.slow
 
@@ -24,43 +20,12 @@ TOKEN = "browser-test-token-42"
 SHOTS = ROOT / "test-artifacts" / "ui"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """``docpipe serve`` on a free loopback port over a store with one batch of real runs."""
     made = make_runs(tmp_path, FLOW)
-    port = _free_port()
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [DOCPIPE, "serve", "--port", str(port), "--db", made["url"], "--data-dir", str(tmp_path / "data"),
-         "--plugin", TOYS, "--workers", "1"],
-        env={**os.environ, "DOCPIPE_TOKEN": TOKEN}, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/api/runs", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("docpipe serve did not start:\n" + (tmp_path / "serve.log").read_text())
-            time.sleep(0.2)
+    with serving(made, tmp_path, TOKEN) as base:
         yield {**made, "base": base}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_find_a_failed_run_fix_it_and_retry_it_in_the_browser(server):

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from conftest import TOYS
+import httpx
+from conftest import DOCPIPE, TOYS
 
 from docpipe.engine import Engine
 from docpipe.planner import build_plan
@@ -47,3 +54,43 @@ def make_runs(tmp_path: Path, flow: dict[str, Any] = QUICK, *, missing: bool = T
         result = engine.run(plan, paths, correlation_id=correlation_id)
     runs = {Path(r.document).name: r.run_id for r in result.results}
     return {"url": url, "docs": docs, "batch_id": result.batch_id, "runs": runs}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(made: dict[str, Any], tmp_path: Path, token: str, *args: str) -> Iterator[str]:
+    """The real ``docpipe serve`` on a free loopback port over ``made``'s store (``--plugin``
+    toys, one worker, ``args`` more), until the block ends; yields its base URL. Its stdout
+    goes to ``tmp_path/serve.out``, its stderr (the log) to ``tmp_path/serve.log``."""
+    port = free_port()
+    out, err = tmp_path / "serve.out", tmp_path / "serve.log"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            [DOCPIPE, "serve", "--port", str(port), "--db", made["url"], "--data-dir", str(tmp_path / "data"),
+             "--plugin", TOYS, "--workers", "1", *args],
+            env={**os.environ, "DOCPIPE_TOKEN": token}, stdout=stdout, stderr=stderr, cwd=tmp_path)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/openapi.json", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"docpipe serve did not start:\n{out.read_text()}{err.read_text()}")
+                time.sleep(0.2)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
