@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -25,14 +24,20 @@ from rich.text import Text
 
 from docpipe import __version__
 from docpipe.blocks import type_name
-from docpipe.cli_options import executor_from_options, param_option, plugin_option, with_run_options
+from docpipe.cli_options import (
+    console,
+    executor_from_options,
+    param_option,
+    plugin_option,
+    with_run_options,
+)
 from docpipe.errors import DocpipeError, FlowError
 from docpipe.flow import FLOW_SCHEMA
 from docpipe.inputs import not_a_regular_file
 from docpipe.plugins import Registry
 
-err = Console(stderr=True)
-out = Console()
+err = console(stderr=True)
+out = console()
 #: exit status of `docpipe run` when the inputs hold no file
 NO_INPUTS = 3
 
@@ -211,7 +216,7 @@ def _check_writable(out: str) -> None:
 
 def _print_summary(rows: list[dict[str, Any]], outputs: list[str]) -> None:
     """One line per document: its status and its scalar outputs as ``key=value``."""
-    table = Table(title="documents", expand=True)
+    table = Table(title="documents", expand=out.is_terminal)
     table.add_column("document", overflow="fold", ratio=1)
     table.add_column("status", overflow="fold", ratio=1)
     table.add_column("outputs", overflow="fold", ratio=3)
@@ -316,9 +321,11 @@ def resume(batch_id: str, params: tuple[str, ...], out: str | None, workers: int
            quiet: bool, summary: bool) -> None:
     """Finish an interrupted batch: finished documents are kept, steps that succeeded are not
     run again, runs that were in flight continue, documents never started are started."""
+    from docpipe.cli_history import full_id
     from docpipe.store import Store
 
     store = Store(db)
+    batch_id = full_id(store, batch_id, "batch", "BATCH_ID")  # a unique prefix will do
     plan = plan_for_batch(store, batch_id, params, plugins)
     execute(plan, store, resume=batch_id, out=out, workers=workers, max_in_flight=max_in_flight,
             verbose=verbose, quiet=quiet, summary=summary)
@@ -358,7 +365,7 @@ def blocks(as_json: bool, plugins: tuple[str, ...]) -> None:
         return
     table = Table(title="docpipe blocks", show_lines=False)
     for col in ("block", "version", "distribution", "reads", "writes", "runtime"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "block")
     for i in infos:
         m = i.cls.manifest
         table.add_row(i.name, m.version, i.origin,

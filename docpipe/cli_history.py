@@ -7,17 +7,16 @@ import re
 import sys
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from docpipe.cli_options import with_run_options
+from docpipe.cli_options import console, with_run_options
 
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 db_option = click.option("--db", envvar="DOCPIPE_DB", help="Store URL.")
 
 
@@ -46,6 +45,52 @@ def _store(db: str | None) -> Any:
     return Store(db)
 
 
+def full_id(store: Any, given: str, what: Literal["run", "batch"], hint: str) -> str:
+    """The run or batch id that starts with ``given`` (a unique prefix will do, as in git);
+    a usage error naming ``hint`` when none or several do."""
+    import sqlalchemy as sa
+
+    from docpipe.store.schema import batches, flow_runs
+
+    table = flow_runs if what == "run" else batches
+    prefix = given.strip().lower()
+    query = sa.select(table.c.id).where(table.c.id.startswith(prefix, autoescape=True)).limit(3)
+    with store.engine.connect() as conn:
+        found = [] if not prefix else list(conn.execute(query).scalars())
+    if given in found:
+        return given
+    if len(found) == 1:
+        return str(found[0])
+    store.close()
+    if not found:
+        raise click.BadParameter(f"no {what} {given} in {store!r}", param_hint=hint)
+    shown = ", ".join(found[:2]) + (", ..." if len(found) > 2 else "")
+    raise click.BadParameter(f"{given!r} is the start of several {what} ids ({shown}): give more "
+                             "of it", param_hint=hint)
+
+
+def own_duration(run: dict[str, Any]) -> float | None:
+    """Seconds the run's own steps took: the time covered by its task attempts of this
+    attempt (since its last start; steps that ran at the same time count once), without
+    the time it waited for a worker. A run is admitted with the rest of its batch (up to
+    --max-in-flight at once), so its start to its end is about the batch's duration."""
+    start, end = run.get("started_at"), run.get("finished_at")
+    if start is None or end is None:
+        return None
+    spans = sorted((t["started_at"], t["finished_at"]) for t in run.get("tasks", ())
+                   if t["started_at"] is not None and t["finished_at"] is not None
+                   and t["started_at"] >= start)  # earlier attempts (before a resume) excluded
+    if not spans:
+        return float(end - start)
+    busy, (lo, hi) = 0.0, spans[0]
+    for a, b in spans[1:]:
+        if a > hi:
+            busy, lo, hi = busy + hi - lo, a, b
+        else:
+            hi = max(hi, b)
+    return busy + hi - lo
+
+
 @click.group()
 def runs() -> None:
     """Inspect, retry and resume recorded runs."""
@@ -63,11 +108,15 @@ def runs() -> None:
 def runs_list(status: str | None, flow: str | None, batch: str | None, correlation_id: str | None,
               since: str | None, limit: int, as_json: bool, db: str | None) -> None:
     """List flow runs (one per document), newest first."""
-    filters = {"status": status, "flow": flow, "batch_id": batch, "correlation_id": correlation_id,
-               "since": parse_since(since)}
     with _store(db) as store:
+        filters = {"status": status, "flow": flow, "correlation_id": correlation_id,
+                   "batch_id": full_id(store, batch, "batch", "--batch") if batch else None,
+                   "since": parse_since(since)}
         rows = store.list_runs(**filters, limit=limit)
         counts = store.count_runs(**{k: v for k, v in filters.items() if k != "status"})
+        for r in rows:  # each document's own time, not its batch's (see own_duration)
+            full = store.get_run(r["id"], resolve_blobs=False)
+            r["in_flight"], r["duration"] = r["duration"], own_duration(full or r)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -75,7 +124,7 @@ def runs_list(status: str | None, flow: str | None, batch: str | None, correlati
               highlight=False)
     table = Table()
     for col in ("run", "started", "flow", "document", "status", "s", "error"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "run")
     for r in rows:
         duration = f"{r['duration']:.2f}" if r.get("duration") is not None else ""
         table.add_row(r["id"], _when(r["started_at"]), f"{r['flow']} {r['flow_version']}",
@@ -92,17 +141,60 @@ def _failure(run: dict[str, Any]) -> str:
     return f"[{run['error_kind']}]{step} {run['error']}"
 
 
+#: characters of an output value `runs show` prints (``--output KEY`` prints all of it)
+SHOWN = 200
+
+
+def _value_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _clipped(value: Any) -> str:
+    text = " ".join(_value_text(value).split())
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}… ({len(text):,} characters)"
+
+
+def _step_outputs(run: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """key -> (step, value) for every key a succeeded step wrote (the latest attempt wins)."""
+    found: dict[str, tuple[str, Any]] = {}
+    for t in run["tasks"]:
+        if t["status"] == "succeeded" and isinstance(t.get("outputs"), dict):
+            for k, v in t["outputs"].items():
+                found[k] = (t["step"], v)
+    return found
+
+
 @runs.command("show")
 @click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True,
+              help="The run, its outputs and every task attempt (with what it wrote) as JSON.")
+@click.option("--output", "key", metavar="KEY",
+              help="Print one value in full: a flow output or a key a step wrote "
+                   "(page_texts: the text of every page).")
 @db_option
-def runs_show(run_id: str, db: str | None) -> None:
-    """One flow run with every task attempt: status, worker, timings, errors, tracebacks."""
+def runs_show(run_id: str, as_json: bool, key: str | None, db: str | None) -> None:
+    """One flow run: its outputs, every task attempt (status, worker, timings, errors) and
+    tracebacks. RUN_ID may be a unique prefix of the id."""
     with _store(db) as store:
-        run = store.get_run(run_id, resolve_blobs=False)
+        run = store.get_run(full_id(store, run_id, "run", "RUN_ID"))
     if run is None:
         err.print(f"no run {run_id}")
         sys.exit(2)
-    out.print(f"run {run['id']}  {run['document']}  {run['status']}  batch {run['batch_id']}"
+    run["in_flight"], run["duration"] = run["duration"], own_duration(run)
+    written = _step_outputs(run)
+    if key is not None:
+        outputs = run["outputs"] or {}
+        if key not in outputs and key not in written:
+            known = sorted({*outputs, *written})
+            raise click.BadParameter(f"run {run['id']} has no output {key!r} (it has: "
+                                     f"{', '.join(known) or 'none'})", param_hint="--output")
+        click.echo(_value_text(outputs[key] if key in outputs else written[key][1]))
+        return
+    if as_json:
+        click.echo(json.dumps(run, indent=2, ensure_ascii=False, default=str))
+        return
+    took = f"  {run['duration']:.2f}s" if run["duration"] is not None else ""
+    out.print(f"run {run['id']}  {run['document']}  {run['status']}{took}  batch {run['batch_id']}"
               + (f"  correlation {run['correlation_id']}" if run.get("correlation_id") else ""),
               highlight=False)
     table = Table()
@@ -113,6 +205,17 @@ def runs_show(run_id: str, db: str | None) -> None:
         table.add_row(t["step"], t["block"] or "", t["status"], str(t["attempt"]),
                       t["worker"] or "", _when(t["started_at"]), ms, t["error"] or "")
     out.print(table)
+    if run["outputs"]:
+        out.print("outputs:", highlight=False)
+        for k, v in run["outputs"].items():
+            out.print(f"  {k}: {_clipped(v)}", markup=False, highlight=False)
+    others = {k: sv for k, sv in written.items() if k not in (run["outputs"] or {})}
+    if others:
+        out.print("written by steps:", highlight=False)
+        for k, (step, v) in others.items():
+            out.print(f"  {k} ({step}): {_clipped(v)}", markup=False, highlight=False)
+    if run["outputs"] or others:
+        out.print("(--output KEY prints one value in full)", highlight=False, markup=False)
     for t in run["tasks"]:
         if t["traceback"]:
             out.print(f"traceback of step {t['step']} (attempt {t['attempt']}):", highlight=False)
@@ -128,7 +231,7 @@ def runs_batches(limit: int, db: str | None) -> None:
         rows = store.list_batches(limit=limit)
     table = Table()
     for col in ("batch", "started", "flow", "status", "inputs", "counts"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "batch")
     for b in rows:
         counts = ", ".join(f"{k} {v}" for k, v in (b.get("counts") or {}).items())
         table.add_row(b["id"], _when(b["started_at"]), f"{b['flow']} {b['flow_version']}",
@@ -152,11 +255,12 @@ def runs_retry(batch_id: str, run_ids: tuple[str, ...], params: tuple[str, ...],
     from docpipe.cli import execute, plan_for_batch
 
     store = _store(db)
+    batch_id = full_id(store, batch_id, "batch", "BATCH_ID")
     only: set[str] | None = None
     if run_ids:
         only = set()
         for run_id in run_ids:
-            run = store.get_run(run_id, resolve_blobs=False)
+            run = store.get_run(full_id(store, run_id, "run", "--run"), resolve_blobs=False)
             if run is None or run["batch_id"] != batch_id:
                 store.close()
                 raise click.BadParameter(f"{run_id} is not a run of batch {batch_id}", param_hint="--run")

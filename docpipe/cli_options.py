@@ -4,9 +4,25 @@ without importing :mod:`docpipe.cli` (which imports them)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
+from rich.console import Console
+
+#: the width of output that is not on a terminal: lines and table rows are never wrapped
+UNWRAPPED = 1_000_000
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console for the CLI. On a terminal it wraps at the terminal's width; elsewhere (a
+    pipe, a file, CI logs) rich would wrap at 80 columns ("distributio n"), so lines and
+    table rows are kept whole there, unless ``COLUMNS`` gives a width."""
+    plain = Console(stderr=stderr)
+    if plain.is_terminal or os.environ.get("COLUMNS"):
+        return plain
+    return Console(stderr=stderr, width=UNWRAPPED)
+
 
 plugin_option: Any = click.option("--plugin", "plugins", multiple=True, metavar="PATH",
                              help="Load a plugin module or .py file (repeatable).")

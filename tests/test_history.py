@@ -65,3 +65,78 @@ def test_metrics_are_prometheus_text_from_the_records(tmp_path):
     assert 'docpipe_task_failures_total{block="toy.read",error_kind="corrupt"} 1.0' in text
     assert 'docpipe_task_duration_seconds_count{block="toy.read"} 2.0' in text
     assert "docpipe_flow_runs_in_flight 0.0" in text
+
+
+def _ids(db: str, **where: str) -> list[dict]:
+    args = [a for k, v in where.items() for a in (f"--{k}", v)]
+    return json.loads(run_cli("runs", "list", "--json", "--db", db, *args).stdout)
+
+
+def test_runs_show_prints_outputs_as_json_and_takes_a_unique_prefix(tmp_path):
+    db = f"sqlite:///{tmp_path / 'd.db'}"
+    _run(tmp_path, db)
+    (ok,) = _ids(db, status="succeeded")
+    show = run_cli("runs", "show", ok["id"][:20], "--db", db)
+    assert show.returncode == 0, show.stderr
+    assert f"run {ok['id']}" in show.stdout
+    assert "outputs:" in show.stdout and "text: one two three" in show.stdout
+    assert "lines (read):" in show.stdout  # what a step wrote that is no flow output
+    as_json = json.loads(run_cli("runs", "show", ok["id"][:20], "--json", "--db", db).stdout)
+    assert as_json["id"] == ok["id"] and as_json["outputs"]["text"] == "one two three"
+    assert [t["step"] for t in as_json["tasks"]][:1] == ["read"]
+    assert as_json["tasks"][0]["outputs"]["lines"] == ["one two three"]
+    text = run_cli("runs", "show", ok["id"][:20], "--output", "text", "--db", db)
+    assert text.stdout == "one two three\n"
+    missing = run_cli("runs", "show", ok["id"], "--output", "nope", "--db", db)
+    assert missing.returncode == 2 and "has no output 'nope'" in missing.stderr
+    ambiguous = run_cli("runs", "show", ok["id"][:4], "--db", db)  # both runs start alike
+    assert ambiguous.returncode == 2 and "start of several run ids" in ambiguous.stderr
+    none = run_cli("runs", "show", "ffff", "--db", db)
+    assert none.returncode == 2 and "no run ffff" in none.stderr
+
+
+def test_batch_ids_take_a_unique_prefix_too(tmp_path):
+    db = f"sqlite:///{tmp_path / 'd.db'}"
+    _run(tmp_path, db)
+    batch = _ids(db)[0]["batch_id"]
+    assert len(_ids(db, batch=batch[:8])) == 2
+    retried = run_cli("runs", "retry", batch[:8], "--plugin", TOYS, "--db", db, "-q")
+    assert retried.returncode == 1 and f"(batch {batch})" in retried.stderr  # b.txt is still empty
+    resumed = run_cli("resume", batch[:8], "--plugin", TOYS, "--db", db, "-q")
+    assert resumed.returncode == 1 and f"(batch {batch})" in resumed.stderr
+
+
+def test_each_document_shows_its_own_duration_not_its_batchs(tmp_path):
+    """Every document is admitted when the batch starts; one worker takes them in turn, so
+    the last one finishes after all of them. Its duration is its own steps' time."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        (inputs / f"d{i}.txt").write_text(f"words {i}")
+    flow = write_flow(tmp_path / "f.json", [{"id": "read", "block": "toy.read"},
+                                            {"id": "z", "block": "toy.sleep", "params": {"seconds": 0.4}}])
+    db = f"sqlite:///{tmp_path / 'd.db'}"
+    assert run_cli("run", str(flow), str(inputs), "--plugin", TOYS, "--db", db, "-q", "-w", "1").returncode == 0
+    rows = _ids(db)
+    assert max(r["in_flight"] for r in rows) > 1.1  # admitted together, waited in turn
+    assert all(0.35 < r["duration"] < 0.9 for r in rows), rows
+
+
+def test_output_off_a_terminal_is_not_wrapped(tmp_path):
+    import os
+    import subprocess
+
+    from conftest import DOCPIPE
+
+    deep = tmp_path / ("a-rather-long-folder-name-" * 3) / "in"
+    deep.mkdir(parents=True)
+    (deep / "empty.txt").write_text("")
+    flow = write_flow(tmp_path / "f.json", [{"id": "read", "block": "toy.read"}])
+    db = f"sqlite:///{tmp_path / 'd.db'}"
+    run_cli("run", str(flow), str(deep), "--plugin", TOYS, "--db", db, "-q")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # a pipe, as in cron or CI
+    listing = subprocess.run([DOCPIPE, "runs", "list", "--db", db], env=env, capture_output=True,
+                             text=True, timeout=60).stdout
+    (run,) = _ids(db)
+    (row,) = [line for line in listing.splitlines() if run["id"] in line]
+    assert str(deep / "empty.txt") in row and "empty file" in row and len(row) > 200
