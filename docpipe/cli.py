@@ -159,11 +159,14 @@ def execute(plan: Any, store: Any, *, docs: list[str] | None = None, resume: str
         rate = f"{done / elapsed:.1f}" if elapsed > 0 else "-"
         progress.update(task, advance=1, failed=failed, rate=rate)
 
+    # DOCPIPE_FAST_START=0: each pool starts when its first input arrives, with --workers
+    # workers whatever the batch (as before 0.2; for measuring, or flows that skip most steps)
+    fast_start = os.environ.get("DOCPIPE_FAST_START", "1") != "0"
     try:
         executor = executor_from_options()
         with executor or nullcontext(), progress, Engine(
                 store, workers=workers, max_in_flight=max_in_flight, on_document=on_document,
-                executor=executor) as engine:
+                executor=executor, one_batch=fast_start, prestart=fast_start) as engine:
             if resume is not None:
                 result = engine.resume(plan, resume, retry_failed=retry_failed, documents=retry_only)
             else:

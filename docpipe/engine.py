@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import os
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
@@ -141,8 +142,15 @@ class Engine:
     def __init__(self, store: Any = None, *, workers: int | None = None,
                  max_in_flight: int = 256, on_document: Callable[[DocResult], None] | None = None,
                  executor: Executor | None = None, work_dir: str | os.PathLike[str] | None = None,
-                 worker_memory_mb: int | None = None) -> None:
+                 worker_memory_mb: int | None = None, one_batch: bool = False,
+                 prestart: bool = True) -> None:
         self.store = store
+        #: this engine runs one batch (the CLI): a pool gets no more workers than the batch has
+        #: documents (a map step's pool excepted), since more would only load the model more
+        #: often. An engine kept for many batches (a server) keeps full pools.
+        self.one_batch = one_batch
+        #: start every pool a batch's flow needs when the batch starts (see ``_prestart``)
+        self.prestart = prestart
         #: the work area of the runs' folders (artifacts): see :mod:`docpipe.artifacts`
         self.work_root = os.fspath(work_dir) if work_dir is not None else os.fspath(
             default_work_root(store.url if store is not None else None))
@@ -230,6 +238,9 @@ class Engine:
         self._batch_id, self._flow_id, self._params = batch_id, flow_id, plan.params
         self._plan, self._docs, self._next_doc = plan, docs, 0
         self._finished_before, self._resumable = finished, resumable
+        self._to_run = max(1, len(docs) - len(finished))
+        if self.prestart:
+            self._prestart(plan)
         self._active = 0
         self._order: dict[str, int] = {}
         self._results: list[DocResult] = []
@@ -245,6 +256,23 @@ class Engine:
                 self.store.finish_batch(batch_id, status, result.counts)
         return result
 
+    def _prestart(self, plan: Plan) -> None:
+        """Start the pools the flow will need now, all at once, so that models load while the
+        first steps run instead of one after another as each step's first input arrives.
+        A step that can never run with these params (a ``when`` false by its params alone,
+        like translation without a model) gets no pool until an input reaches it."""
+        for node in plan.nodes:
+            if node.subplan is not None:
+                self._prestart(node.subplan)
+            if node.block is None or node.runtime == "inline":
+                continue
+            if node.when is not None and node.when.false_by_params(self._params):
+                continue
+            batcher = self._batcher(node)
+            warm = getattr(batcher.pool, "warm", None)
+            if warm is not None:
+                warm()
+
     def _work_area(self) -> WorkArea:
         if self._work is None:
             self._work = WorkArea(self.work_root, new_id())
@@ -255,8 +283,13 @@ class Engine:
         return [b.pool for (name, _), b in self._pools.items() if name == block]
 
     def close(self) -> None:
-        for b in self._pools.values():
-            b.pool.close()
+        # every pool at once: each waits a few seconds at most for its workers' clean exit
+        closers = [threading.Thread(target=b.pool.close, name=f"docpipe-close-{b.name}")
+                   for b in self._pools.values()]
+        for t in closers:
+            t.start()
+        for t in closers:
+            t.join()
         self._pools.clear()
         for block in self._inline.values():
             if isinstance(block, Block):
@@ -544,16 +577,21 @@ class Engine:
         if b is None:
             # workers write their temporary files (Tesseract's images, torch's caches) into
             # this engine's own folder, removed when it closes or, if it is killed, swept
+            # more workers than documents only load the model more often (a map's items are
+            # many per document: its pool gets them all)
+            workers = self.workers
+            if self.one_batch and node.kind != "map":
+                workers = max(1, min(self.workers, self._to_run))
             tmp = self._work_area().temp_dir()
             env = {"TMPDIR": tmp, "TEMP": tmp, "TMP": tmp, MEMORY_ENV: str(self.worker_memory_mb)}
             if self.executor is not None:
-                pool: Any = self.executor.make_pool(node.block.cls, node.params, workers=self.workers,
+                pool: Any = self.executor.make_pool(node.block.cls, node.params, workers=workers,
                                                     threads=self.threads_per_worker, events=self._events,
                                                     env=env)
             elif m.runtime == "thread":
-                pool = ThreadPool(node.block.cls, node.params, self.workers, self._events)
+                pool = ThreadPool(node.block.cls, node.params, workers, self._events)
             else:
-                pool = ProcessPool(node.block.cls, node.params, self.workers,
+                pool = ProcessPool(node.block.cls, node.params, workers,
                                    self.threads_per_worker, self._events, env=env)
             b = self._pools[key] = _Batcher(pool, m.batch, m.batch_wait, m.name)
         self._node_batcher[node] = b

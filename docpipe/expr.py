@@ -287,6 +287,22 @@ class Expression:
         self.names: frozenset[str] = frozenset(_free_names(self._tree))
         self._eval = _Evaluator()
 
+    def false_by_params(self, params: Mapping[str, Any]) -> bool:
+        """Whether the expression is false whatever a document holds: one of its ``and`` terms
+        reads only flow params and is false (``params.model != None and language == 'de'``
+        with no model). The engine does not start the pool of a step that can never run."""
+        node = self._tree.value  # type: ignore[attr-defined]
+        terms = node.values if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And) else [node]
+        for term in terms:
+            if _free_names(term):
+                continue
+            try:
+                if not Expression(ast.unparse(term)).evaluate({}, params):
+                    return True
+            except ExpressionError:
+                continue
+        return False
+
     def evaluate(self, state: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> Any:
         names = {k: state.get(k) for k in self.names}
         names["params"] = _Params(params or {})

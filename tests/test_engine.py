@@ -226,3 +226,22 @@ def test_a_worker_past_its_memory_limit_fails_that_document_alone(plan, docs):
     hog = result.results[1]
     assert (hog.error_kind, hog.step) == ("out_of_memory", "eat")
     assert "out of memory" in (hog.error or "") and "600 MiB" in (hog.error or "")
+
+
+def test_pools_start_with_the_batch_sized_to_it(plan, docs):
+    """Issue 14: the pools a flow needs start when its batch starts (models load while the
+    first steps run); a step that can never run with these params gets none; an engine that
+    runs one batch (the CLI) gives a pool no more workers than the batch has documents."""
+    p = plan([{"id": "read", "block": "toy.read"},
+              {"id": "later", "block": "toy.sleep", "params": {"seconds": 0}, "when": "len(text) > 10**6"},
+              {"id": "never", "block": "toy.crash", "when": "params.model != None and len(text) > 0"}],
+             params={"model": None}, outputs=["slept"])
+    with Engine(workers=2, one_batch=True) as engine:
+        result = engine.run(p, docs("one document"))
+        assert result.counts == {"succeeded": 1, "failed": 0}
+        (sleeper,) = engine.pools("toy.sleep")  # started with the batch, though no input came
+        assert sleeper.capacity == 1 and sleeper.spawned == 1
+        assert engine.pools("toy.crash") == []  # false by its params: never started
+    with Engine(workers=2) as engine:  # an engine kept for many batches keeps full pools
+        engine.run(p, docs("one document"))
+        assert engine.pools("toy.sleep")[0].capacity == 2

@@ -49,6 +49,11 @@ class ThreadPool:
     def release(self, done: Done) -> None:
         self.busy -= 1
 
+    def warm(self) -> None:
+        """Set the block up now, in the background (a flow's first inputs are on their way)."""
+        threading.Thread(target=self._ensure_setup, name=f"docpipe-warm-{self.cls.manifest.name}",
+                         daemon=True).start()
+
     def _ensure_setup(self) -> Block | None:
         with self._lock:
             if self._block is None and self._setup_error is None:
@@ -231,8 +236,11 @@ class ProcessPool:
         self._wake_w.send(None)
         self._reader.join(timeout=5)
         for w in workers:
+            if not w.ready:  # still loading its model, never given a call: nothing to lose
+                w.proc.kill()
+                continue
             try:
-                w.conn.send(None)
+                w.conn.send(None)  # a clean exit: teardown runs
             except (BrokenPipeError, OSError):
                 pass
         deadline = time.time() + 5
