@@ -118,6 +118,9 @@ CASES: list[Case] = [
     Case(b"new\nline.pdf", _copy("lettre_fr.pdf"), OK, "a newline in the name"),
     Case(b"not-utf8-\xff\xfe.pdf", _copy("report_de.pdf"), OK, "a name that is not UTF-8"),
     Case(b"scanned.pdf", _copy("scanned.pdf"), OK, "a scan: the OCR route"),
+    Case(b"minutes.md", _bytes(lambda: b"# Minutes\n\nThe board approved the budget for 2027. "
+                                        b"Next meeting: 12 March.\n"), OK,
+         "a Markdown file (text files are documents)"),
     Case(b"encrypted.pdf", _copy("encrypted.pdf"), OK, "encrypted, the batch has its password"),
     Case(b"owner-password-only.pdf", _encrypted("", "owner-only-7"), OK,
          "encrypted with no user password (permissions only)"),

@@ -134,7 +134,7 @@ def _as_text(head: bytes) -> str | None:
             text = head[: len(head) - cut].decode("utf-8")
         except UnicodeDecodeError:
             continue
-        if all(c.isprintable() or c.isspace() for c in text):
+        if all(c.isprintable() or c.isspace() for c in text.removeprefix("\ufeff")):  # a BOM is text
             return text
         return None
     return None

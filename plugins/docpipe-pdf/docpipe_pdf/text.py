@@ -126,6 +126,8 @@ def read_document(path: str, params: PdfText.Params) -> dict[str, Any]:
         raise CorruptDocument("empty file (0 bytes)")
     ftype = sniff(head)
     if ftype is None:
+        if describe(head) == "plain text" and not path.lower().endswith(".pdf"):
+            return read_text_file(path, stat.st_size, params)
         raise UnsupportedDocument(_unsupported(path, head))
 
     try:
@@ -160,6 +162,38 @@ def read_document(path: str, params: PdfText.Params) -> dict[str, Any]:
         "metadata": metadata,
         "needs_ocr_pages": [p["number"] for p in pages if p["needs_ocr"]],
         "mime": ftype.mime,
+    }
+
+
+#: the largest plain-text file read (a text file of this size is a data dump, not a document)
+MAX_TEXT_BYTES = 50 * 2**20
+
+
+def read_text_file(path: str, size: int, params: PdfText.Params) -> dict[str, Any]:
+    """A plain-text or Markdown file (UTF-8; recognised by its content, not its name) as a
+    document: one page per form feed (``\f``), or one page; no page needs OCR."""
+    if size > MAX_TEXT_BYTES:
+        raise UnsupportedDocument(f"a text file of {size:,} bytes, more than pdf.text reads "
+                                  f"({MAX_TEXT_BYTES // 2**20} MiB)")
+    with open(path, "rb") as f:
+        data = f.read(MAX_TEXT_BYTES + 1)
+    text = data.decode("utf-8-sig", errors="replace").replace("\r\n", "\n")
+    chunks = text.split("\f") if "\f" in text else [text]
+    if len(chunks) > params.max_pages:
+        raise UnsupportedDocument(f"{len(chunks)} pages (form feeds), more than "
+                                  f"max_pages={params.max_pages}; raise the step's max_pages param")
+    pages = [{"number": n, "text": chunk.strip(), "needs_ocr": False, "width": None, "height": None}
+             for n, chunk in enumerate(chunks, start=1)]
+    markdown = path.lower().endswith((".md", ".markdown"))
+    metadata = {ours: "" for ours in _METADATA_KEYS.values()}
+    metadata["format"] = "Markdown" if markdown else "text"
+    return {
+        "pages": pages,
+        "page_count": len(pages),
+        "text": "\n\n".join(p["text"] for p in pages if p["text"]),
+        "metadata": metadata,
+        "needs_ocr_pages": [],
+        "mime": "text/markdown" if markdown else "text/plain",
     }
 
 
@@ -210,7 +244,7 @@ def _unsupported(path: str, head: bytes) -> str:
     what = describe(head)
     if path.lower().endswith(".pdf"):
         return f"named .pdf but is not a PDF (no %PDF- header): it looks like {what}"
-    return f"unsupported file type: {what}; pdf.text reads PDF, PNG, JPEG and TIFF"
+    return f"unsupported file type: {what}; pdf.text reads PDF, PNG, JPEG, TIFF and plain text"
 
 
 def _mupdf_failure(exc: Exception, what: str, ftype: FileType, path: str) -> DocumentError | None:

@@ -282,7 +282,32 @@ def test_unknown_binary(block: PdfText, tmp_path: Path) -> None:
     r = read(block, path)
     assert isinstance(r, UnsupportedDocument)
     assert "unknown binary format (starts with 00 01 02 03" in str(r)
-    assert "reads PDF, PNG, JPEG and TIFF" in str(r)
+    assert "reads PDF, PNG, JPEG, TIFF and plain text" in str(r)
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "README.md", "no-extension"])
+def test_plain_text_and_markdown_are_documents(block: PdfText, tmp_path: Path, name: str) -> None:
+    """Issue 14: every text block reads text, so a UTF-8 text file is a document (recognised by
+    its content): one page per form feed, none needs OCR."""
+    path = tmp_path / name
+    path.write_text("\ufeffQuarterly report\r\nRevenue grew in every region.\fPage two: outlook.\n",
+                    encoding="utf-8")
+    r = read(block, path)
+    assert isinstance(r, dict), r
+    assert r["page_count"] == 2 and r["needs_ocr_pages"] == []
+    assert [p["text"] for p in r["pages"]] == ["Quarterly report\nRevenue grew in every region.",
+                                               "Page two: outlook."]
+    assert r["text"].startswith("Quarterly report") and "\ufeff" not in r["text"]
+    assert r["mime"] == ("text/markdown" if name.endswith(".md") else "text/plain")
+
+
+def test_text_named_pdf_and_html_stay_unsupported(block: PdfText, tmp_path: Path) -> None:
+    named = tmp_path / "notes.pdf"
+    named.write_text("Meeting notes, not a PDF at all.")
+    assert "named .pdf but is not a PDF" in str(read(block, named))
+    page = tmp_path / "page.txt"
+    page.write_text("<!DOCTYPE html><html><body>hi</body></html>")
+    assert isinstance(read(block, page), UnsupportedDocument)
 
 
 def test_zip_container(block: PdfText, tmp_path: Path) -> None:
