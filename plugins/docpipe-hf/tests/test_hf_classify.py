@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from docpipe_hf.classify import UNKNOWN, Classify, describe, too_little_text
+from docpipe_hf.classify import UNKNOWN, Classify, describe, too_little_text, windows_of
+from docpipe_hf.runtime import clip_text
 from hf_helpers import build_script
 from pydantic import ValidationError
 
@@ -106,11 +107,15 @@ def test_registered_with_its_manifest() -> None:
 
 @pytest.mark.parametrize("params, message", [
     ({"mode": "zero-shot"}, "needs labels"),
-    ({"mode": "zero-shot", "labels": ["a"], "model": "x"}, "takes embedding_model"),
+    ({"mode": "zero-shot", "labels": ["a"], "model": "."}, "takes embedding_model"),
+    ({"model": "/no/such/model"}, "folder /no/such/model does not exist"),
+    ({"mode": "zero-shot", "labels": ["a"], "embedding_model": "/no/such"}, "/no/such does not exist"),
     ({"labels": ["a", "b"]}, "labels are for mode 'zero-shot'"),
     ({"precision": "int8", "device": "cuda"}, "CPU only"),
     ({"precision": "fp16"}, "precision"),
     ({"top_k": 0}, "top_k"),
+    ({"windows": 0}, "windows"),
+    ({"min_score": 1.5}, "min_score"),
     ({"modle": "typo"}, "modle"),
 ])
 def test_bad_params_are_rejected_before_any_document(params: dict[str, Any], message: str) -> None:
@@ -119,9 +124,9 @@ def test_bad_params_are_rejected_before_any_document(params: dict[str, Any], mes
 
 
 def test_missing_model_folder_says_where_and_how(tmp_path: Path) -> None:
-    missing = tmp_path / "no-such-model"
-    with pytest.raises(MissingDependency, match=r"no-such-model does not exist.*make models"):
-        Classify().setup(Classify.Params(model=str(missing)))
+    missing = tmp_path / "no-such-model"  # refused when the flow is planned, not per document
+    with pytest.raises(ValidationError, match=r"folder .*no-such-model does not exist"):
+        Classify.Params(model=str(missing))
     (tmp_path / "empty").mkdir()
     with pytest.raises(MissingDependency, match="has no config.json"):
         Classify().setup(Classify.Params(model=str(tmp_path / "empty")))
@@ -218,9 +223,59 @@ def test_min_chars_is_the_line(make: Any) -> None:
 def test_long_documents_are_cut_to_max_tokens(make: Any) -> None:
     head = "INVOICE No. 881. Bill to: Larch Ltd. Total due: EUR 1,200.00 within 14 days. "
     long = head + "Terms and conditions apply. " * 20000  # ~500 kB
-    (r,) = classify(make, [long])
-    (short,) = classify(make, [head + "Terms and conditions apply. " * 200])
-    assert r == short  # the model sees the same first 256 tokens either way
+    for windows in (1, 2):
+        (r,) = classify(make, [long], windows=windows)
+        (short,) = classify(make, [head + "Terms and conditions apply. " * 200], windows=windows)
+        assert r == short  # the model reads the same windows at the start either way
+
+
+def test_windows_are_consecutive_pieces_of_the_start() -> None:
+    short = "Dear Ms Moreau, thank you for your letter of 3 May. " * 5
+    assert windows_of(short, 256, 3) == [clip_text(short, 256)]  # all of it fits one window
+    words = [f"w{i}" for i in range(5000)]
+    long = "\n".join(" ".join(words[i:i + 10]) for i in range(0, 5000, 10))
+    parts = windows_of(long, 64, 4)
+    assert len(parts) == 4 and parts[0] == clip_text(long, 64)
+    firsts = [int(p.split()[0][1:]) for p in parts]
+    assert firsts == sorted(firsts) and firsts[0] == 0 and firsts[-1] < 1000  # the start only
+    assert all(p.split()[0] in words for p in parts)  # each window starts at a whole word
+    assert windows_of(long, 64, 1) == [clip_text(long, 64)]
+
+
+def test_windows_average_the_probabilities_of_their_pieces(make: Any) -> None:
+    """windows=2 gives the mean of the class probabilities of its two pieces, each read as
+    a document of its own (whatever the model says about either)."""
+    text = (ZERO_SHOT["CV"] + " ") * 6 + (ZERO_SHOT["invoice"] + " ") * 12
+    first, second = windows_of(text, 256, 2)
+    n = len(make()[0].labels)  # every label, so that each mean can be checked
+    both, alone1, alone2 = (classify(make, [t], windows=w, top_k=n)[0]
+                            for t, w in ((text, 2), (first, 1), (second, 1)))
+    scores = {d["label"]: d["score"] for d in alone1["doc_class_top"]}
+    for d in alone2["doc_class_top"]:
+        scores[d["label"]] = (scores[d["label"]] + d["score"]) / 2
+    got = {d["label"]: d["score"] for d in both["doc_class_top"]}
+    assert got.keys() == scores.keys()
+    assert all(abs(got[k] - scores[k]) < 1e-4 for k in got)
+    assert both["doc_class"] == max(scores, key=scores.__getitem__)
+
+
+def test_min_score_turns_an_unsure_best_into_other_and_says_why(make: Any) -> None:
+    text = ZERO_SHOT["news article"] + " Tickets EUR 12.00, total due at the door."
+    n = len(make()[0].labels)
+    (plain,) = classify(make, [text], top_k=n)
+    best = plain["doc_class_top"][0]
+    if best["label"] == "other":  # min_score never changes an answer that is already other
+        (r,) = classify(make, [text], top_k=n, min_score=1.0)
+        assert r == plain
+        return
+    (above,) = classify(make, [text], top_k=n, min_score=round(best["score"] - 1e-3, 6))
+    assert above == plain and plain["doc_class_reason"] == ""
+    (below,) = classify(make, [text], top_k=n, min_score=min(1.0, best["score"] + 1e-3))
+    other = next(d["score"] for d in plain["doc_class_top"] if d["label"] == "other")
+    assert (below["doc_class"], below["doc_class_score"]) == ("other", other)
+    assert below["doc_class_top"] == plain["doc_class_top"]  # the model's view, unchanged
+    assert below["doc_class_reason"].startswith(
+        f"unsure: best was {best['label']} at {best['score']:.2f} (min_score ")
 
 
 def test_zero_shot_sorts_unseen_documents(make: Any) -> None:
