@@ -6,11 +6,15 @@ import json
 import sys
 
 import click
+from rich.markup import escape
 
-from docpipe.cli import err, out
-from docpipe.cli_options import plugin_option
+from docpipe.cli_options import console, plugin_option
 from docpipe.models import human_size, scan
 from docpipe.plugins import registry
+
+#: not on a terminal (a pipe, a file), lines are never wrapped: see :func:`console`
+out = console()
+err = console(stderr=True)
 
 
 @click.group()
@@ -33,7 +37,8 @@ def list_models(paths: tuple[str, ...], as_json: bool, plugins: tuple[str, ...])
     for p in paths:
         extra = [m for m in scan(p, source=f"--path {p}") if m.path not in seen]
         if not extra:
-            err.print(f"warning: no model folder (config.json or meta.json) in {p}", highlight=False)
+            err.print(f"warning: no model folder (config.json or meta.json) in {p}", highlight=False,
+                      markup=False)
         found += extra
         seen.update(m.path for m in extra if m.path is not None)
     if as_json:
@@ -44,12 +49,14 @@ def list_models(paths: tuple[str, ...], as_json: bool, plugins: tuple[str, ...])
         return
     for m in found:
         used = ", ".join(m.used_by) or "no block by default"
-        out.print(f"[bold]{m.name}[/]  {m.task}  {human_size(m.size)}  [dim]used by[/] {used}",
+        out.print(f"[bold]{escape(m.name)}[/]  {escape(m.task)}  {human_size(m.size)}  "
+                  f"[dim]used by[/] {escape(used)}",
                   highlight=False, soft_wrap=True)
         out.print(f"  {m.source}", highlight=False, soft_wrap=True, markup=False)
         if m.available:
             out.print(f"  {m.path}", highlight=False, soft_wrap=True, markup=False)
         else:
-            out.print(f"  [yellow]missing[/]: {m.note}", highlight=False, soft_wrap=True)
+            out.print(f"  [yellow]missing[/]: {escape(m.note)}", highlight=False, soft_wrap=True)
     for b in broken:
-        out.print(f"[red]broken[/] plugin '{b.plugin}': {b.error}", highlight=False)
+        out.print(f"[red]broken[/] plugin '{escape(b.plugin)}': {escape(b.error)}", highlight=False,
+                  soft_wrap=True)

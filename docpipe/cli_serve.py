@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-err = Console(stderr=True)
+from docpipe.cli_options import console
+
+err = console(stderr=True)
 
 
 @click.command()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
+from conftest import DOCPIPE, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,3 +78,18 @@ def test_a_plugin_whose_models_hook_raises_is_reported_and_the_others_still_list
     data = listed("--plugin", str(plugin))
     assert [b["error"] for b in data["broken"]] == ["RuntimeError: model registry offline"]
     assert "doctype" in by_name(data)
+
+
+def test_piped_output_keeps_long_lines_whole(tmp_path: Path) -> None:
+    """Not on a terminal (and no COLUMNS), rich would wrap at 80 columns; lines stay whole,
+    and a name with brackets is printed as it is, not read as markup."""
+    name = "a-model-folder-whose-name-alone-is-longer-than-eighty-columns-[v2]-" + "x" * 40
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    r = subprocess.run([DOCPIPE, "models", "list", "--path", str(tmp_path)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(line.startswith(f"{name}  ") for line in lines), r.stdout
+    assert f"  {tmp_path / name}" in lines
