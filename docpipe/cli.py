@@ -371,14 +371,14 @@ def blocks(as_json: bool, plugins: tuple[str, ...]) -> None:
         table.add_column(col, overflow="fold", no_wrap=col == "block")
     for i in infos:
         m = i.cls.manifest
-        table.add_row(i.name, m.version, i.origin,
-                      ", ".join(f"{k}: {type_name(v)}" for k, v in m.reads.items()),
-                      ", ".join(f"{k}: {type_name(v)}" for k, v in m.writes.items()),
+        table.add_row(i.name, m.version, i.origin,  # Text: 'list[str]' is not rich markup
+                      Text(", ".join(f"{k}: {type_name(v)}" for k, v in m.reads.items())),
+                      Text(", ".join(f"{k}: {type_name(v)}" for k, v in m.writes.items())),
                       f"{m.runtime}/{m.device}" + (f" x{m.batch}" if m.batch > 1 else ""))
     out.print(table)
     for b in reg.broken:
-        out.print(f"[red]broken[/] plugin '{b.plugin}'"
-                  + (f" ({b.dist})" if b.dist else "") + f": {b.error}", highlight=False)
+        out.print(f"[red]broken[/] plugin '{escape(b.plugin)}'"
+                  + (f" ({escape(b.dist)})" if b.dist else "") + f": {escape(b.error)}", highlight=False)
 
 
 from docpipe.cli_history import flows, metrics, runs  # noqa: E402 - registered below

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import TOYS, run_cli, write_flow
+from conftest import DOCPIPE, TOYS, run_cli, write_flow
 
 
 def _run(tmp_path: Path, db: str, *extra: str) -> None:
@@ -126,7 +126,6 @@ def test_output_off_a_terminal_is_not_wrapped(tmp_path):
     import os
     import subprocess
 
-    from conftest import DOCPIPE
 
     deep = tmp_path / ("a-rather-long-folder-name-" * 3) / "in"
     deep.mkdir(parents=True)

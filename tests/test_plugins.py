@@ -55,6 +55,7 @@ def test_a_plugin_that_fails_to_import_is_listed_as_broken(tmp_path):
     assert table.returncode == 0
     assert "broken plugin 'brokenthing'" in table.stdout
     assert "needs libfoo 2.0" in table.stdout
+    assert "page_texts: list[str]" in table.stdout  # full types: '[str]' is not lost as markup
     disabled = blocks_json(env={**env, "DOCPIPE_DISABLE_PLUGINS": "brokenthing"})
     assert disabled["broken"] == []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TOYS, run_cli, write_flow
+from conftest import ROOT, TOYS, run_cli, write_flow
 from pydantic import BaseModel
 
 import docpipe
@@ -245,7 +245,6 @@ def test_params_that_name_folders_and_files_are_checked_when_the_flow_is_planned
 
 
 def test_validate_refuses_a_translation_model_folder_that_does_not_exist(tmp_path):
-    from conftest import ROOT
 
     proc = run_cli("validate", str(ROOT / "flows" / "idp.json"), "-p",
                    f"translation_model={tmp_path / 'x'}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from docpipe_ner.block import Ner
 from docpipe_ner.chunks import chunk_spans
+from pydantic import ValidationError
 
 from docpipe.errors import MissingDependency
 
@@ -145,8 +147,16 @@ def test_a_bad_document_fails_alone(block: Ner) -> None:
     assert isinstance(good, dict) and good["persons"] == ["Angela Merkel", "Tim Cook"]
 
 
-def test_missing_models_say_what_to_install() -> None:
+def test_missing_models_say_what_to_install(tmp_path: Path) -> None:
     with pytest.raises(MissingDependency, match=r"'en_core_web_nope' is not installed: pip install"):
         Ner().setup(Ner.Params(model="en_core_web_nope"))
-    with pytest.raises(MissingDependency, match="no spaCy model folder at '/nonexistent/model'"):
-        Ner().setup(Ner.Params(model="/nonexistent/model"))
+    # a folder that does not exist is a flow error, found when the flow is validated
+    with pytest.raises(ValidationError, match="model folder /nonexistent/model does not exist"):
+        Ner.Params(model="/nonexistent/model")
+    # one that is gone by the time a worker sets up is a clear setup error
+    gone = tmp_path / "model"
+    gone.mkdir()
+    params = Ner.Params(model=str(gone))
+    gone.rmdir()
+    with pytest.raises(MissingDependency, match=f"no spaCy model folder at '{gone}'"):
+        Ner().setup(params)

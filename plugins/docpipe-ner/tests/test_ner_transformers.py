@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from docpipe_ner.block import Ner
 from docpipe_ner.chunks import chunk_spans
+from pydantic import ValidationError
 
 from docpipe.errors import MissingDependency
 
@@ -125,8 +126,14 @@ def test_empty_pages_and_label_filter(rules: tuple[Ner, Ner.Params]) -> None:
 
 
 def test_missing_or_wrong_model_folders_fail_setup_clearly(tmp_path: Path) -> None:
-    with pytest.raises(MissingDependency, match="no transformers model folder at '/nonexistent/ner'"):
-        make(Path("/nonexistent/ner"))
+    with pytest.raises(ValidationError, match="model folder /nonexistent/ner does not exist"):
+        make(Path("/nonexistent/ner"))  # found when the flow is validated
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    params = Ner.Params(backend="transformers", model=str(gone))
+    gone.rmdir()
+    with pytest.raises(MissingDependency, match=f"no transformers model folder at '{gone}'"):
+        Ner().setup(params)
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(MissingDependency, match="not a token-classification model folder"):
         make(tmp_path)
