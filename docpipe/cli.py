@@ -35,6 +35,7 @@ from docpipe.errors import DocpipeError, FlowError
 from docpipe.flow import FLOW_SCHEMA
 from docpipe.inputs import not_a_regular_file
 from docpipe.plugins import Registry
+from docpipe.status import Status
 
 err = console(stderr=True)
 out = console()
@@ -153,7 +154,7 @@ def execute(plan: Any, store: Any, *, docs: list[str] | None = None, resume: str
 
     def on_document(result: Any) -> None:
         nonlocal failed
-        failed += result.status == "failed"
+        failed += result.status == Status.FAILED
         elapsed = progress.tasks[0].elapsed or 0.0
         done = progress.tasks[0].completed + 1
         rate = f"{done / elapsed:.1f}" if elapsed > 0 else "-"
@@ -185,7 +186,7 @@ def execute(plan: Any, store: Any, *, docs: list[str] | None = None, resume: str
     finally:
         store.close()
     counts = result.counts
-    err.print(f"{plan.name} {plan.version}: {counts['succeeded']} succeeded, {counts['failed']} "
+    err.print(f"{plan.name} {plan.version}: {counts[Status.SUCCEEDED]} succeeded, {counts[Status.FAILED]} "
               f"failed in {result.seconds:.2f}s (batch {result.batch_id})"
               + (f"; results in {out}" if out else ""), highlight=False)
     for r in result.failed:

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from docpipe.cli_options import console, with_run_options
+from docpipe.status import Status
 
 out = console()
 err = console(stderr=True)
@@ -97,7 +98,7 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--status", type=click.Choice(["running", "succeeded", "failed"]))
+@click.option("--status", type=click.Choice([s.value for s in (Status.RUNNING, Status.SUCCEEDED, Status.FAILED)]))
 @click.option("--flow", help="Flow name.")
 @click.option("--batch", help="Batch id.")
 @click.option("--correlation-id")
@@ -158,7 +159,7 @@ def _step_outputs(run: dict[str, Any]) -> dict[str, tuple[str, Any]]:
     """key -> (step, value) for every key a succeeded step wrote (the latest attempt wins)."""
     found: dict[str, tuple[str, Any]] = {}
     for t in run["tasks"]:
-        if t["status"] == "succeeded" and isinstance(t.get("outputs"), dict):
+        if t["status"] == Status.SUCCEEDED and isinstance(t.get("outputs"), dict):
             for k, v in t["outputs"].items():
                 found[k] = (t["step"], v)
     return found
@@ -264,7 +265,7 @@ def runs_retry(batch_id: str, run_ids: tuple[str, ...], params: tuple[str, ...],
             if run is None or run["batch_id"] != batch_id:
                 store.close()
                 raise click.BadParameter(f"{run_id} is not a run of batch {batch_id}", param_hint="--run")
-            if run["status"] != "failed":
+            if run["status"] != Status.FAILED:
                 store.close()
                 raise click.BadParameter(f"run {run_id} is {run['status']}, not failed", param_hint="--run")
             only.add(run["document"])

@@ -39,9 +39,8 @@ from docpipe.executors.worker import MEMORY_ENV, default_memory_mb
 from docpipe.flow import redact_definition, redact_params
 from docpipe.inputs import INPUT_STEP, clean_text, display_path, not_a_regular_file
 from docpipe.planner import Node, Plan, switch_key
+from docpipe.status import ErrorKind, Status
 from docpipe.store import new_id
-
-SUCCEEDED, FAILED, SKIPPED, RETRYING = "succeeded", "failed", "skipped", "retrying"
 
 
 @dataclass
@@ -64,11 +63,11 @@ class BatchResult:
 
     @property
     def failed(self) -> list[DocResult]:
-        return [r for r in self.results if r.status == FAILED]
+        return [r for r in self.results if r.status == Status.FAILED]
 
     @property
     def counts(self) -> dict[str, int]:
-        out = {SUCCEEDED: 0, FAILED: 0}
+        out: dict[str, int] = {Status.SUCCEEDED: 0, Status.FAILED: 0}
         for r in self.results:
             out[r.status] = out.get(r.status, 0) + 1
         return out
@@ -213,8 +212,8 @@ class Engine:
         finished: dict[str, DocResult] = {}
         resumable: dict[str, dict[str, Any]] = {}
         for doc, entry in previous.items():
-            again = entry["status"] == "running" or (
-                retry_failed and entry["status"] == FAILED and (documents is None or doc in documents))
+            again = entry["status"] == Status.RUNNING or (
+                retry_failed and entry["status"] == Status.FAILED and (documents is None or doc in documents))
             if again:
                 resumable[doc] = entry
             else:
@@ -244,10 +243,10 @@ class Engine:
         self._active = 0
         self._order: dict[str, int] = {}
         self._results: list[DocResult] = []
-        status = "interrupted"
+        status = Status.INTERRUPTED
         try:
             self._loop()
-            status = "succeeded" if all(r.status == SUCCEEDED for r in self._results) else "failed"
+            status = Status.SUCCEEDED if all(r.status == Status.SUCCEEDED for r in self._results) else Status.FAILED
         finally:
             results = sorted(self._results, key=lambda r: self._order[r.run_id])
             result = BatchResult(batch_id, results, time.perf_counter() - t0)
@@ -378,7 +377,7 @@ class Engine:
                     self._restore(run, entry["steps"])
             self._order[run.id] = seq
             if refused is not None:
-                self._finish(run, ErrorInfo("unsupported", "UnsupportedDocument", refused, ""),
+                self._finish(run, ErrorInfo(ErrorKind.UNSUPPORTED, "UnsupportedDocument", refused, ""),
                              INPUT_STEP)
 
     def _restore(self, run: _Run, steps: dict[str, dict[str, Any]]) -> None:
@@ -503,7 +502,7 @@ class Engine:
             return self._complete(run, node, {writes[k]: v for k, v in result.items()},
                                   started, finished, worker, attempt)
         step = f"{run.prefix}{node.id}[{index}]"
-        self._task((run.root.id, step, node.label, attempt, SUCCEEDED, started, finished, worker,
+        self._task((run.root.id, step, node.label, attempt, Status.SUCCEEDED, started, finished, worker,
                     None, None, None, result))  # its outputs: a resume keeps the item
         gather = run.maps[node.idx]
         gather[index + 2] = result
@@ -520,7 +519,7 @@ class Engine:
         t = time.time()
         items = run.state[node.map_over]  # type: ignore[index]
         if not isinstance(items, list | tuple):
-            err = ErrorInfo("block_error", "TypeError",
+            err = ErrorInfo(ErrorKind.BLOCK_ERROR, "TypeError",
                             f"map over '{node.map_over}' needs a list, got {type(items).__name__}", "")
             return self._fail(run, node, err, t, "main")
         if not items:
@@ -651,7 +650,7 @@ class Engine:
                 b.pool.kill(call_id, message + "; its worker was killed and replaced")
             else:  # a thread cannot be killed: give up on the call, ignore its late result
                 del self._calls[call_id]
-                err = ErrorInfo("timeout", "BlockTimeout",
+                err = ErrorInfo(ErrorKind.TIMEOUT, "BlockTimeout",
                                 message + "; the thread finishes in the background", "")
                 t = time.time()
                 for item in items:
@@ -704,7 +703,7 @@ class Engine:
         run, node = item.run, item.node
         step = f"{run.prefix}{node.id}" + (f"[{item.index}]" if item.index >= 0 else "")
         if node.retry.allows(item.attempt, err.kind, err.type, err.retryable):
-            self._task((run.root.id, step, node.label, item.attempt, RETRYING, started, finished,
+            self._task((run.root.id, step, node.label, item.attempt, Status.RETRYING, started, finished,
                         worker, err.kind, str(err), err.traceback or None))
             retry = _Item(run, node, item.inputs, item.index, item.attempt + 1)
             self._timer_seq += 1
@@ -717,13 +716,13 @@ class Engine:
     def _complete(self, run: _Run, node: Node, values: dict[str, Any], started: float,
                   finished: float, worker: str, attempt: int = 1) -> None:
         run.state.update(values)
-        self._task((run.root.id, run.prefix + node.id, node.label, attempt, SUCCEEDED, started,
+        self._task((run.root.id, run.prefix + node.id, node.label, attempt, Status.SUCCEEDED, started,
                     finished, worker, None, None, None, values))
         self._release(run, node)
 
     def _skip(self, run: _Run, node: Node) -> None:
         t = time.time()
-        self._task((run.root.id, run.prefix + node.id, node.label, 1, SKIPPED, t, t, None,
+        self._task((run.root.id, run.prefix + node.id, node.label, 1, Status.SKIPPED, t, t, None,
                     None, None, None))
         self._release(run, node)
 
@@ -741,7 +740,7 @@ class Engine:
     def _fail(self, run: _Run, node: Node, err: ErrorInfo, started: float, worker: str | None,
               finished: float | None = None, step: str | None = None, attempt: int = 1) -> None:
         step = step or run.prefix + node.id
-        self._task((run.root.id, step, node.label, attempt, FAILED, started, finished or time.time(),
+        self._task((run.root.id, step, node.label, attempt, Status.FAILED, started, finished or time.time(),
                     worker, err.kind, str(err), err.traceback or None))
         run.failed = True
         self._finish(run, err, step)
@@ -759,7 +758,7 @@ class Engine:
             self._work.remove(run.id)  # the run's artifacts end with it
         state = run.state
         outputs = {k: state[k] for k in run.plan.outputs if k in state}
-        result = DocResult(run.id, display_path(run.document), FAILED if err else SUCCEEDED,
+        result = DocResult(run.id, display_path(run.document), Status.FAILED if err else Status.SUCCEEDED,
                            err.kind if err else None, clean_text(str(err)) if err else None, step,
                            outputs, clean_text(err.traceback) if err else None)
         self._run_finished(run.id, result.status, result.error_kind, result.error, time.time(),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from docpipe.status import ErrorKind
+
 
 class DocpipeError(Exception):
     """Base of every error docpipe raises on purpose."""
@@ -75,7 +77,7 @@ class MissingDependency(DocpipeError):
 class DocumentError(DocpipeError):
     """A single document cannot be processed. ``kind`` types the failure in records and outputs."""
 
-    kind = "document_error"
+    kind: str = ErrorKind.DOCUMENT_ERROR
     #: whether the same input may succeed when tried again (the worker died, it timed out, a
     #: service was down): a step's retry policy retries these by default (``on: ["retryable"]``)
     retryable = False
@@ -85,60 +87,60 @@ class EncryptedDocument(DocumentError):
     """An encrypted document that cannot be opened (certificate encryption, an unknown
     security handler, or a block that takes no passwords)."""
 
-    kind = "encrypted"
+    kind = ErrorKind.ENCRYPTED
 
 
 class PasswordRequired(EncryptedDocument):
     """Encrypted, and no password was given at all: a configuration gap, fixed by giving one."""
 
-    kind = "password_required"
+    kind = ErrorKind.PASSWORD_REQUIRED
 
 
 class WrongPassword(EncryptedDocument):
     """Encrypted, and none of the passwords given opens it: a problem of the document (or of
     the password list), not of the configuration."""
 
-    kind = "wrong_password"
+    kind = ErrorKind.WRONG_PASSWORD
 
 
 class CorruptDocument(DocumentError):
-    kind = "corrupt"
+    kind = ErrorKind.CORRUPT
 
 
 class UnsupportedDocument(DocumentError):
-    kind = "unsupported"
+    kind = ErrorKind.UNSUPPORTED
 
 
 class TransientError(DocumentError):
     """A passing failure outside the document (a service down, a lock held, a full disk being
     cleared): the step's retry policy tries it again, where it allows more than one attempt."""
 
-    kind = "transient"
+    kind = ErrorKind.TRANSIENT
     retryable = True
 
 
 class BlockFailed(DocumentError):
     """A block raised an unexpected exception (or broke its contract) on a document."""
 
-    kind = "block_error"
+    kind = ErrorKind.BLOCK_ERROR
 
 
 class WorkerDied(DocumentError):
     """The worker process that held the task exited (killed, crashed, out of memory)."""
 
-    kind = "worker_died"
+    kind = ErrorKind.WORKER_DIED
     retryable = True
 
 
 class BlockTimeout(DocumentError):
-    kind = "timeout"
+    kind = ErrorKind.TIMEOUT
     retryable = True
 
 
 class OutOfMemory(DocumentError):
     """The document needed more memory than its worker may use (``DOCPIPE_WORKER_MEMORY_MB``)."""
 
-    kind = "out_of_memory"
+    kind = ErrorKind.OUT_OF_MEMORY
 
 
 def error_kind(exc: BaseException) -> str:

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from docpipe.status import Status
 from docpipe.store.schema import flow_runs, flows, task_runs
 
 BUCKETS = (0.0001, 0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
@@ -54,7 +55,7 @@ class StoreCollector(Collector):
         yield runs
 
         in_flight = GaugeMetricFamily("docpipe_flow_runs_in_flight", "Flow runs recorded as running")
-        (running,) = self._rows(sa.select(sa.func.count()).where(flow_runs.c.status == "running"))
+        (running,) = self._rows(sa.select(sa.func.count()).where(flow_runs.c.status == Status.RUNNING))
         in_flight.add_metric([], running[0])
         yield in_flight
 
@@ -66,7 +67,7 @@ class StoreCollector(Collector):
                 sa.select(task_runs.c.block, task_runs.c.status, sa.func.count())
                 .group_by(task_runs.c.block, task_runs.c.status)):
             tasks.add_metric([block or "", status], n)
-            if status == "retrying":
+            if status == Status.RETRYING:
                 retries.add_metric([block or ""], n)
         yield tasks
         yield retries
@@ -75,7 +76,7 @@ class StoreCollector(Collector):
                                        labels=["block", "error_kind"])
         for block, kind, n in self._rows(
                 sa.select(task_runs.c.block, task_runs.c.error_kind, sa.func.count())
-                .where(task_runs.c.status == "failed")
+                .where(task_runs.c.status == Status.FAILED)
                 .group_by(task_runs.c.block, task_runs.c.error_kind)):
             failures.add_metric([block or "", kind or ""], n)
         yield failures
@@ -86,7 +87,7 @@ class StoreCollector(Collector):
                                      labels=["block"])
         for row in self._rows(
                 sa.select(task_runs.c.block, sa.func.count(), sa.func.sum(duration), *buckets)
-                .where(task_runs.c.finished_at.is_not(None), task_runs.c.status != "skipped")
+                .where(task_runs.c.finished_at.is_not(None), task_runs.c.status != Status.SKIPPED)
                 .group_by(task_runs.c.block)):
             block, count, total, *cumulative = row
             pairs = [(str(b), int(c or 0)) for b, c in zip(BUCKETS, cumulative, strict=True)]

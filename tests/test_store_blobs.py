@@ -14,8 +14,11 @@ import pytest
 import sqlalchemy as sa
 
 from docpipe.blobs import DEFAULT_THRESHOLD, BlobStore, blob_ref, is_blob_ref, offload, resolve
-from docpipe.store import SUCCEEDED, Store
+from docpipe.status import Status
+from docpipe.store import Store
 from docpipe.store.schema import flow_runs, task_runs
+
+SUCCEEDED = Status.SUCCEEDED
 
 T0 = 1_700_000_000.0
 MB_TEXT = "".join(f"line {i}: lorem ipsum dolor sit amet\n" for i in range(30_000))[: 1024 * 1024]

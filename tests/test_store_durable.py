@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from docpipe.store import FAILED, SUCCEEDED, Store
+from docpipe.status import Status
+from docpipe.store import Store
 from docpipe.store.schema import task_runs
+
+SUCCEEDED, FAILED = Status.SUCCEEDED, Status.FAILED
 
 T0 = 1_700_000_000.0
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from docpipe.errors import BlockTimeout, WorkerDied, error_kind
+from docpipe.status import ErrorKind
 
 #: failures the engine itself reports that are always worth another attempt
 _RETRYABLE_KINDS = frozenset({WorkerDied.kind, BlockTimeout.kind})
@@ -53,7 +54,7 @@ class ErrorInfo:
     def __str__(self) -> str:
         """Typed document failures read as their message (the kind says the rest); an
         unexpected exception keeps its type name: ``ValueError: boom``."""
-        if self.kind != "block_error" and self.message:
+        if self.kind != ErrorKind.BLOCK_ERROR and self.message:
             return self.message
         return f"{self.type}: {self.message}" if self.message else self.type
 
@@ -91,11 +92,11 @@ def check_results(results: Any, n: int, writes: frozenset[str], block: str) -> l
                 msg = f"block '{block}' broke its manifest: "
                 msg += f"missing {sorted(missing)} " if missing else ""
                 msg += f"undeclared {sorted(extra)}" if extra else ""
-                r = ErrorInfo("block_error", "ContractError", msg.strip(), "")
+                r = ErrorInfo(ErrorKind.BLOCK_ERROR, "ContractError", msg.strip(), "")
         elif isinstance(r, BaseException):
             r = ErrorInfo.of(r)
         elif not isinstance(r, ErrorInfo):
-            r = ErrorInfo("block_error", "ContractError",
+            r = ErrorInfo(ErrorKind.BLOCK_ERROR, "ContractError",
                           f"block '{block}' returned {type(r).__name__}, not a dict", "")
         out.append(r)
     return out

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from docpipe.blocks import Block
 from docpipe.executors import WAKE, Done, ErrorInfo, check_results
 from docpipe.executors.worker import main as worker_main
+from docpipe.status import ErrorKind
 
 
 class ThreadPool:
@@ -150,7 +151,7 @@ class ProcessPool:
         except Exception as exc:  # noqa: BLE001 - inputs that cannot be pickled
             with self._lock:
                 worker.call = None
-            err = ErrorInfo("block_error", type(exc).__name__,
+            err = ErrorInfo(ErrorKind.BLOCK_ERROR, type(exc).__name__,
                             f"inputs for block '{self.name}' cannot be sent to a worker: {exc}", "")
             self.events.put(Done(self, call_id, None, err, worker.label, time.time(), time.time()))
 
@@ -196,7 +197,7 @@ class ProcessPool:
             with self._lock:
                 call, w.call = w.call, None
             if call is not None:
-                err = ErrorInfo("block_error", type(exc).__name__,
+                err = ErrorInfo(ErrorKind.BLOCK_ERROR, type(exc).__name__,
                                 f"the result of block '{self.name}' could not be received: {exc}", "")
                 self.events.put(Done(self, call[0], None, err, w.label, call[1], time.time()))
             return
@@ -220,12 +221,12 @@ class ProcessPool:
             self.spawned += 1
         w.conn.close()
         if call is not None and w.killed_because is not None:
-            err = ErrorInfo("timeout", "BlockTimeout", w.killed_because, "")
+            err = ErrorInfo(ErrorKind.TIMEOUT, "BlockTimeout", w.killed_because, "")
             self.events.put(Done(self, call[0], None, err, w.label, call[1], time.time()))
         elif call is not None:
             code = w.proc.exitcode
             how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
-            err = ErrorInfo("worker_died", "WorkerDied",
+            err = ErrorInfo(ErrorKind.WORKER_DIED, "WorkerDied",
                             f"the worker process ({w.label}) running block '{self.name}' {how}", "")
             self.events.put(Done(self, call[0], None, err, w.label, call[1], time.time()))
 

@@ -56,6 +56,7 @@ from docpipe.blocks import Block
 from docpipe.errors import DocpipeError, MissingDependency
 from docpipe.executors import WAKE, Done, ErrorInfo, check_results
 from docpipe.executors.worker import thread_env, use_env
+from docpipe.status import ErrorKind
 
 if importlib.util.find_spec("ray") is None:  # pragma: no cover - the extra is not installed
     raise MissingDependency("the Ray executor needs Ray: pip install 'docpipe-idp[ray]'")
@@ -230,7 +231,7 @@ class RayPool:
         try:
             ref = actor.handle.call.remote(inputs)
         except Exception as exc:  # noqa: BLE001 - inputs that cannot be serialised
-            err = ErrorInfo("block_error", type(exc).__name__,
+            err = ErrorInfo(ErrorKind.BLOCK_ERROR, type(exc).__name__,
                             f"inputs for block '{self.name}' cannot be sent to a Ray actor: {exc}", "")
             self.events.put(Done(self, call_id, None, err, actor.label, time.time(), time.time()))
             return
@@ -254,7 +255,7 @@ class RayPool:
             waiting = next((c for c in self._backlog if c[0] == call_id), None)
             if waiting is not None:  # never started: no actor to kill
                 self._backlog.remove(waiting)
-                self.events.put(Done(self, call_id, None, ErrorInfo("timeout", "BlockTimeout", reason, ""),
+                self.events.put(Done(self, call_id, None, ErrorInfo(ErrorKind.TIMEOUT, "BlockTimeout", reason, ""),
                                      "ray", time.time(), time.time()))
                 return
             actor = next((a for a in self.actors if a.call and a.call[0] == call_id), None)
@@ -267,7 +268,7 @@ class RayPool:
             self.spawned += 1
             self._lock.notify()
         _ray().kill(actor.handle, no_restart=True)
-        err = ErrorInfo("timeout", "BlockTimeout", reason, "")
+        err = ErrorInfo(ErrorKind.TIMEOUT, "BlockTimeout", reason, "")
         self.events.put(Done(self, call_id, None, err, actor.label, sent, time.time()))
 
     def pids(self) -> list[int]:
@@ -296,7 +297,7 @@ class RayPool:
         try:
             self._wait_for_calls()
         except Exception as exc:  # noqa: BLE001 - e.g. Ray shut down under the pool
-            err = ErrorInfo("block_error", type(exc).__name__,
+            err = ErrorInfo(ErrorKind.BLOCK_ERROR, type(exc).__name__,
                             f"the Ray pool of block '{self.name}' stopped: {_first_line(exc)}", "")
             with self._lock:
                 self.broken = err
@@ -358,7 +359,7 @@ class RayPool:
                 call, actor.call = actor.call, None
                 self._free(actor)
             if call is not None:
-                err = ErrorInfo("block_error", type(exc).__name__,
+                err = ErrorInfo(ErrorKind.BLOCK_ERROR, type(exc).__name__,
                                 f"the result of block '{self.name}' could not be received: {exc}", "")
                 self.events.put(Done(self, call[0], None, err, actor.label, call[1], time.time()))
             return
@@ -389,7 +390,7 @@ class RayPool:
                 self._start_failures += 1
                 if self._start_failures >= START_FAILURES:
                     self.broken = ErrorInfo(
-                        "block_error", "ActorStartFailed",
+                        ErrorKind.BLOCK_ERROR, "ActorStartFailed",
                         f"Ray actors for block '{self.name}' died {START_FAILURES} times before "
                         f"they were ready (is docpipe and the block's plugin installed on every "
                         f"node?): {_first_line(exc)}", "")
@@ -405,7 +406,7 @@ class RayPool:
             self.spawned += 1
             self._lock.notify()
         if call is not None:
-            err = ErrorInfo("worker_died", "WorkerDied",
+            err = ErrorInfo(ErrorKind.WORKER_DIED, "WorkerDied",
                             f"the Ray actor ({actor.label}) running block '{self.name}' died: "
                             f"{_first_line(exc)}", "")
             self.events.put(Done(self, call[0], None, err, actor.label, call[1], time.time()))
@@ -581,13 +582,13 @@ class RayExecutor:
         if m.device == "cuda" or (m.device == "auto" and gpus >= self.num_gpus):
             options["num_gpus"] = self.num_gpus
             if gpus < self.num_gpus:
-                none = ErrorInfo("block_error", "NoGPU", f"block '{m.name}' needs a GPU "
+                none = ErrorInfo(ErrorKind.BLOCK_ERROR, "NoGPU", f"block '{m.name}' needs a GPU "
                                  "(device='cuda') and the Ray cluster has none", "")
                 return RayPool(cls, params, size, threads, events, broken=none)
             size = min(size, int(gpus // self.num_gpus))  # more would never start
         if self.num_cpus is not None:
             if self.num_cpus > resources.get("CPU", 0.0):  # an actor that could never start
-                few = ErrorInfo("block_error", "NotEnoughCPUs", f"Ray actors for block "
+                few = ErrorInfo(ErrorKind.BLOCK_ERROR, "NotEnoughCPUs", f"Ray actors for block "
                                 f"'{m.name}' ask for {self.num_cpus:g} CPUs each and the Ray "
                                 f"cluster has {resources.get('CPU', 0.0):g}", "")
                 return RayPool(cls, params, size, threads, events, broken=few)

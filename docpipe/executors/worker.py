@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from docpipe.executors import ErrorInfo, check_results
+from docpipe.status import ErrorKind
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -139,6 +140,6 @@ def main(conn: Connection, block_ref: str, params_pickle: bytes, threads: int,
         except (BrokenPipeError, EOFError, OSError):
             return
         except Exception as exc:  # noqa: BLE001 - e.g. an output that cannot be pickled
-            err = ErrorInfo("block_error", type(exc).__name__,
+            err = ErrorInfo(ErrorKind.BLOCK_ERROR, type(exc).__name__,
                             f"block '{name}' returned output that cannot be sent back: {exc}", "")
             conn.send((call_id, None, err, started, time.time()))

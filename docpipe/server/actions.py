@@ -23,6 +23,7 @@ import click
 from docpipe.errors import FlowError
 from docpipe.plugins import Registry
 from docpipe.server.jobs import Duplicate, Job, Jobs, JobStore
+from docpipe.status import Status
 from docpipe.store import Store
 
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
@@ -196,7 +197,7 @@ def retry_failed_run(store: Store, jobs: Jobs, settings: Settings, run_id: str, 
     run = store.get_run(run_id, resolve_blobs=False)
     if run is None:
         raise ActionError(404, f"no run {run_id}")
-    if run["status"] != "failed":
+    if run["status"] != Status.FAILED:
         raise ActionError(409, f"run {run_id} is {run['status']}, not failed")
     return continue_batch(store, jobs, settings, run["batch_id"], retry_failed=True, params=params,
                           documents={run["document"]})

@@ -20,9 +20,11 @@ from jinja2 import Environment, FileSystemLoader
 from docpipe import __version__
 from docpipe.plugins import Registry
 from docpipe.server.actions import Settings
+from docpipe.server.data import STATUSES
 from docpipe.server.jobs import Jobs
 from docpipe.server.logs import AccessLog
 from docpipe.server.security import Guard, is_loopback
+from docpipe.status import Status
 from docpipe.store import Store
 
 HERE = Path(__file__).parent
@@ -90,6 +92,8 @@ def _templates() -> Jinja2Templates:
     env.filters["when"] = _when
     env.filters["secs"] = _secs
     env.globals["version"] = __version__
+    env.globals["Status"] = Status
+    env.globals["STATUSES"] = STATUSES
     return Jinja2Templates(env=env)
 
 

@@ -15,10 +15,11 @@ from typing import Any
 
 from docpipe.blobs import is_blob_ref
 from docpipe.plugins import Registry
+from docpipe.status import Status
 from docpipe.store import Store
 
 #: Statuses a flow run can have, in the order the counts show them.
-STATUSES = ("running", "failed", "succeeded")
+STATUSES = (Status.RUNNING, Status.FAILED, Status.SUCCEEDED)
 #: Output values whose JSON is longer than this are folded away on the run page.
 INLINE_LIMIT = 2000
 _ITEM = re.compile(r"(.+)\[(\d+)\]")
@@ -58,7 +59,7 @@ def list_runs(store: Store, *, status: str | None = None, flow: str | None = Non
     runs = store.list_runs(status=status, **filters, limit=per_page, offset=(page - 1) * per_page)
     return {"runs": runs, "counts": {s: counts.get(s, 0) for s in sorted(set(STATUSES) | set(counts))},
             "total": total, "page": page, "pages": pages, "per_page": per_page,
-            "in_progress": counts.get("running", 0) > 0}
+            "in_progress": counts.get(Status.RUNNING, 0) > 0}
 
 
 def _timeline(tasks: list[dict[str, Any]]) -> tuple[float | None, float]:
@@ -113,7 +114,7 @@ def _with_inputs(run: dict[str, Any], definition: dict[str, Any], registry: Regi
     document path and the outputs the other steps recorded (inputs themselves are not stored)."""
     state: dict[str, Any] = {"path": run["document"]}
     for t in run["tasks"]:
-        if t["status"] == "succeeded" and t["outputs"] and "/" not in t["step"] and "[" not in t["step"]:
+        if t["status"] == Status.SUCCEEDED and t["outputs"] and "/" not in t["step"] and "[" not in t["step"]:
             state.update(t["outputs"])
     reads = step_reads(definition, registry)
     for t in run["tasks"]:

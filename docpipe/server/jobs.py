@@ -26,12 +26,10 @@ from dataclasses import asdict, dataclass, field
 from queue import SimpleQueue
 from typing import Any
 
+from docpipe.status import JobStatus
 from docpipe.store import Store
 
 log = logging.getLogger("docpipe.server.jobs")
-
-QUEUED, RUNNING, FINISHED, ERROR = "queued", "running", "finished", "error"
-
 
 @dataclass
 class Job:
@@ -41,7 +39,7 @@ class Job:
     flow: str
     batch_id: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    status: str = QUEUED
+    status: str = JobStatus.QUEUED
     error: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
     documents: int = 0
@@ -55,7 +53,7 @@ class Job:
 
     @property
     def active(self) -> bool:
-        return self.status in (QUEUED, RUNNING)
+        return self.status in (JobStatus.QUEUED, JobStatus.RUNNING)
 
     def repeats(self, other: Job) -> bool:
         """Whether this job would do again what ``other`` (active, same batch) is doing."""
@@ -152,21 +150,21 @@ class Jobs:
             if item is None:
                 return
             job, store, work = item
-            job.status, job.started_at = RUNNING, time.time()
+            job.status, job.started_at = JobStatus.RUNNING, time.time()
             log.info("job %s started: %s, %s", job.id, _what(job), _documents(job))
             try:
                 with Engine(store, workers=self.workers) as engine:
                     result = work(store, engine)
                 job.batch_id = result.batch_id or job.batch_id
                 job.counts = dict(result.counts)
-                job.status = FINISHED
+                job.status = JobStatus.FINISHED
             except Exception as exc:  # noqa: BLE001 - a failed job is shown, the server goes on
-                job.status, job.error = ERROR, f"{type(exc).__name__}: {exc}"
+                job.status, job.error = JobStatus.ERROR, f"{type(exc).__name__}: {exc}"
                 log.exception("job %s error: %s, in %.2f s: %s", job.id, _what(job),
                               time.time() - job.started_at, job.error)
             finally:
                 job.finished_at = time.time()
-                if job.status == FINISHED:
+                if job.status == JobStatus.FINISHED:
                     counts = ", ".join(f"{k} {v}" for k, v in job.counts.items()) or "no documents"
                     log.info("job %s finished: %s, %s, in %.2f s", job.id, _what(job), counts,
                              job.finished_at - job.started_at)

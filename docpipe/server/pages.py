@@ -16,6 +16,7 @@ from docpipe.server.api import _since, drop_uploads, parse_params, save_uploads
 from docpipe.server.app import Context, ctx_of
 from docpipe.server.jobs import Job
 from docpipe.server.security import COOKIE, check_token, cookie_value, token_ok
+from docpipe.status import Status
 
 
 class LoginNeeded(Exception):
@@ -112,7 +113,7 @@ def run_page(request: Request, ctx: Ctx, run_id: str, job: str = "") -> Response
     upload = data.upload_name(run["document"], ctx.settings.uploads)
     watch = json.dumps([run["status"], run["attempt"], len(run["tasks"])], separators=(",", ":"))
     return render(request, "run.html", nav="runs", run=run, job=found, active=active, retrying=retrying,
-                  resuming=resuming, batch=batch, upload=upload, live=bool(active) or run["status"] == "running",
+                  resuming=resuming, batch=batch, upload=upload, live=bool(active) or run["status"] == Status.RUNNING,
                   watch=watch)
 
 

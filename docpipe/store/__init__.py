@@ -22,10 +22,10 @@ rows hold references that every query resolves unless told not to.
     flow_id = store.put_flow("invoices", "1.0", digest, definition)
     batch_id = store.start_batch(flow_id, params={}, n_inputs=len(docs), inputs=docs)
     store.writer.flow_run_started(run_id, batch_id, flow_id, "a.pdf", time.time())
-    store.writer.task_run((run_id, "ocr", "ocr.tesseract", 1, "succeeded", t0, t1, "pid:42", None,
+    store.writer.task_run((run_id, "ocr", "ocr.tesseract", 1, Status.SUCCEEDED, t0, t1, "pid:42", None,
                            None, None, {"text": "..."}))
-    store.writer.flow_run_finished(run_id, "succeeded", None, None, time.time(), {"text": "..."})
-    store.finish_batch(batch_id, "succeeded", {"succeeded": 1})
+    store.writer.flow_run_finished(run_id, Status.SUCCEEDED, None, None, time.time(), {"text": "..."})
+    store.finish_batch(batch_id, Status.SUCCEEDED, {Status.SUCCEEDED: 1})
     store.close()
 
 After a crash, :meth:`Store.resume_state` says what each document's run had
@@ -48,6 +48,7 @@ import sqlalchemy as sa
 
 from docpipe.blobs import DEFAULT_THRESHOLD, BlobStore, resolve
 from docpipe.inputs import display_path, from_raw_name, raw_name
+from docpipe.status import Status
 from docpipe.store.connect import create_engine, default_blob_dir
 from docpipe.store.migrate import StoreSchemaError, upgrade
 from docpipe.store.schema import batch_inputs, batches, flow_runs, flows, metadata, task_runs
@@ -55,8 +56,6 @@ from docpipe.store.writer import RecordWriter
 
 __all__ = [
     "DEFAULT_URL",
-    "FAILED",
-    "SUCCEEDED",
     "RecordWriter",
     "Store",
     "StoreSchemaError",
@@ -66,8 +65,6 @@ __all__ = [
 
 #: Where the store lives when neither the caller nor ``DOCPIPE_DB`` says otherwise.
 DEFAULT_URL = "sqlite:///.docpipe/docpipe.db"
-#: The statuses the engine records and the store's queries look for.
-SUCCEEDED, FAILED = "succeeded", "failed"
 
 # The columns every flow-run listing shows, labelled as the dicts name them.
 _RUN_COLUMNS = (
@@ -238,7 +235,7 @@ class Store:
         row = {
             "id": batch_id,
             "flow_id": flow_id,
-            "status": "running",
+            "status": Status.RUNNING,
             "params": json.dumps(params, default=str),
             "argv": None if argv is None else json.dumps(list(argv)),
             "n_inputs": n_inputs,
@@ -257,7 +254,7 @@ class Store:
         """Mark batch ``batch_id`` running again (no end time), as a resume starts."""
         with self._begin() as conn:
             result = conn.execute(
-                batches.update().where(batches.c.id == batch_id).values(status="running", finished_at=None)
+                batches.update().where(batches.c.id == batch_id).values(status=Status.RUNNING, finished_at=None)
             )
         if result.rowcount == 0:
             raise KeyError(f"no batch {batch_id!r} in {self!r}")
@@ -456,7 +453,7 @@ class Store:
         """The documents of batch ``batch_id`` whose run failed, in input order, each once."""
         query = (
             sa.select(flow_runs.c.document)
-            .where(flow_runs.c.batch_id == batch_id, flow_runs.c.status == FAILED)
+            .where(flow_runs.c.batch_id == batch_id, flow_runs.c.status == Status.FAILED)
             .order_by(flow_runs.c.seq)
         )
         self.writer.wait()
@@ -484,7 +481,7 @@ class Store:
             .select_from(task_runs.join(flow_runs, task_runs.c.flow_run_id == flow_runs.c.id))
             .where(
                 flow_runs.c.batch_id == batch_id,
-                task_runs.c.status == SUCCEEDED,
+                task_runs.c.status == Status.SUCCEEDED,
                 task_runs.c.outputs.is_not(None),
             )
             .order_by(task_runs.c.id)

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 
 from docpipe.blobs import DEFAULT_THRESHOLD, BlobStore, offload
 from docpipe.inputs import clean_text
+from docpipe.status import Status
 from docpipe.store.bulk import Builder, BulkStatement, Row, row_binds
 from docpipe.store.schema import (
     FLOW_RUN_FINISH_FIELDS,
@@ -114,7 +115,7 @@ def _insert_builder(table: sa.Table, fields: tuple[str, ...]) -> Builder:
 
 #: What a resume sets besides ``started_at`` (SQL literals: bulk statements bind only row fields).
 _RESUME_SET: dict[str, Any] = {
-    "status": sa.literal_column("'running'"),
+    "status": sa.literal_column(f"'{Status.RUNNING}'"),
     "attempt": flow_runs.c.attempt + sa.literal_column("1"),
     "finished_at": sa.null(),
     "error_kind": sa.null(),
@@ -248,7 +249,7 @@ class RecordWriter:
         correlation_id: str | None = None,
     ) -> None:
         """Record that flow run ``run_id`` of ``document`` started (status ``running``, attempt 1)."""
-        self._started.append((run_id, batch_id, flow_id, document, "running", started_at, correlation_id))
+        self._started.append((run_id, batch_id, flow_id, document, Status.RUNNING, started_at, correlation_id))
 
     def flow_run_resumed(self, run_id: str, started_at: float) -> None:
         """Record that flow run ``run_id`` (of an earlier process) runs again.
