@@ -42,6 +42,9 @@ from docpipe.planner import Node, Plan, switch_key
 from docpipe.status import ErrorKind, Status
 from docpipe.store import new_id
 
+#: the statuses by their former names here (benchmarks and plugins' tests import them)
+SUCCEEDED, FAILED, SKIPPED, RETRYING = Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.RETRYING
+
 
 @dataclass
 class DocResult:
