@@ -53,15 +53,9 @@ def default_work_root(store_url: str | None) -> Path:
         return Path(given).resolve()
     if store_url is None:
         return Path(tempfile.gettempdir()) / f"docpipe-work-{os.getuid()}"
-    from docpipe.store.connect import default_blob_dir
+    from docpipe.store.connect import store_dir
 
-    # the blob store's rule (beside the SQLite file, else .docpipe), with DOCPIPE_BLOBS left out
-    saved = os.environ.pop("DOCPIPE_BLOBS", None)
-    try:
-        return default_blob_dir(store_url).parent / "work"
-    finally:
-        if saved is not None:
-            os.environ["DOCPIPE_BLOBS"] = saved
+    return store_dir(store_url) / "work"
 
 
 class WorkArea:

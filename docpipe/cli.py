@@ -7,7 +7,6 @@ folder: nothing was run).
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import sys
@@ -33,7 +32,7 @@ from docpipe.cli_options import (
 )
 from docpipe.errors import DocpipeError, FlowError
 from docpipe.flow import FLOW_SCHEMA
-from docpipe.inputs import not_a_regular_file
+from docpipe.inputs import absolute
 from docpipe.plugins import Registry
 from docpipe.status import Status
 
@@ -61,40 +60,18 @@ def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def expand_inputs(inputs: tuple[str, ...]) -> list[str]:
-    """Files, folders (every file inside, recursively, hidden ones skipped) and globs."""
-    found: list[str] = []
-    for spec in inputs:
-        p = Path(spec)
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if any(part.startswith(".") for part in f.relative_to(p).parts):
-                    continue
-                if f.is_file():
-                    found.append(str(f))
-                elif not f.is_dir():  # a FIFO, socket, device, dangling or looping link
-                    why = not_a_regular_file(str(f)) or "it cannot be read (a broken link?)"
-                    err.print(f"[yellow]warning:[/] skipped {escape(str(f))}: {escape(why)}",
-                              highlight=False)
-        elif p.exists() or p.is_symlink():  # a looping or dangling link: its row says so
-            found.append(str(p))
-        elif glob.has_magic(spec):
-            matches = sorted(m for m in glob.glob(spec, recursive=True) if Path(m).is_file())
-            if not matches:
-                raise click.BadParameter(f"no file matches {spec!r}", param_hint="INPUT")
-            found += matches
-        else:
-            raise click.BadParameter(f"{spec} does not exist", param_hint="INPUT")
-    seen: set[str] = set()
-    return [f for f in found if not (f in seen or seen.add(f))]  # type: ignore[func-returns-value]
+    """:func:`docpipe.inputs.expand_inputs`, its skipped entries as warnings and a spec that
+    names nothing as a usage error."""
+    from docpipe.inputs import InputError
+    from docpipe.inputs import expand_inputs as expand
 
+    def warn(path: str, why: str) -> None:
+        err.print(f"[yellow]warning:[/] skipped {escape(path)}: {escape(why)}", highlight=False)
 
-def absolute(path: str) -> str:
-    """``path`` made absolute, symbolic links resolved where they can be (a looping link is
-    kept as it is: its document fails with a clear error, the batch goes on)."""
     try:
-        return str(Path(path).resolve())
-    except (OSError, RuntimeError):
-        return os.path.abspath(path)
+        return expand(inputs, warn)
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="INPUT") from None
 
 
 def _warn_broken(reg: Registry) -> None:
@@ -274,7 +251,7 @@ def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation
     from docpipe.store import Store
 
     plan = plan_or_exit(flow, plugins, params)
-    docs = [absolute(d) for d in expand_inputs(inputs)]
+    docs = [absolute(d) for d in expand_inputs(inputs)]  # absolute: docpipe.inputs
     if not docs:
         err.print(f"[yellow]warning:[/] no input file in {escape(' '.join(inputs))} (hidden files "
                   f"are skipped): nothing to run", highlight=False)

@@ -9,11 +9,59 @@ folder walk skips them with a warning.
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from docpipe.errors import DocpipeError
 
 #: the step name a document refused before its first step is recorded under
 INPUT_STEP = "input"
+
+
+class InputError(DocpipeError):
+    """An input spec names nothing (no such file, a glob without matches)."""
+
+    exit_code = 2
+
+
+def expand_inputs(specs: Iterable[str], warn: Callable[[str, str], None]) -> list[str]:
+    """The documents ``specs`` name, in order, each once: files; folders (every file inside,
+    recursively, hidden ones skipped; entries that are not regular files are passed to
+    ``warn(path, why)`` and skipped); globs. A file given by name is taken as it is (a FIFO
+    or a looping link then gets its own failed row). Raises :class:`InputError`."""
+    found: list[str] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue
+                if f.is_file():
+                    found.append(str(f))
+                elif not f.is_dir():  # a FIFO, socket, device, dangling or looping link
+                    warn(str(f), not_a_regular_file(str(f)) or "it cannot be read (a broken link?)")
+        elif p.exists() or p.is_symlink():  # a looping or dangling link: its row says so
+            found.append(str(p))
+        elif glob.has_magic(spec):
+            matches = sorted(m for m in glob.glob(spec, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise InputError(f"no file matches {spec!r}")
+            found += matches
+        else:
+            raise InputError(f"{spec} does not exist")
+    return list(dict.fromkeys(found))
+
+
+def absolute(path: str) -> str:
+    """``path`` made absolute, symbolic links resolved where they can be (a looping link is
+    kept as it is: its document fails with a clear error, the batch goes on)."""
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return os.path.abspath(path)
 
 
 def not_a_regular_file(path: str) -> str | None:

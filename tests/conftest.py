@@ -82,6 +82,34 @@ def kill_one_worker(pool: Any, after: float = 0.4) -> Iterator[list[int]]:
         killer.join()
 
 
+@contextmanager
+def kill_decrypt_workers_when(engine: Any, work: Path, copies: int) -> Iterator[list[int]]:
+    """SIGKILL every worker (or Ray actor) of ``engine``'s pdf.decrypt pool once ``copies``
+    decrypted copies exist in the work area ``work`` and every decrypt call was answered
+    (no worker holds one), during the ``with`` body; yields the list the pids are put in."""
+    killed: list[int] = []
+
+    def ready() -> bool:
+        pools = engine.pools("pdf.decrypt")
+        return (len(list(work.glob("*/*.pdf"))) >= copies and bool(pools)
+                and pools[0].idle() == pools[0].capacity)
+
+    def kill() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ready():
+            time.sleep(0.02)
+        killed.extend(engine.pools("pdf.decrypt")[0].pids())
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        yield killed
+    finally:
+        killer.join()
+
+
 def write_flow(path: Path, steps: list[dict[str, Any]], **flow: Any) -> Path:
     path.write_text(json.dumps({"name": "t", "version": "1", "steps": steps, **flow}))
     return path

@@ -20,7 +20,7 @@ from typing import Any
 
 import pikepdf
 import pytest
-from conftest import DOCPIPE, TOYS, run_cli
+from conftest import DOCPIPE, TOYS, kill_decrypt_workers_when, run_cli
 from test_resume import db_rows
 
 from docpipe.artifacts import WorkArea
@@ -151,26 +151,8 @@ def test_a_sigkilled_decrypt_worker_loses_nothing(tmp_path: Path) -> None:
     try:
         with Store(f"sqlite:///{tmp_path / 'runs.db'}") as store, \
                 Engine(store, workers=1, work_dir=work) as engine:
-            killed: list[int] = []
-
-            def kill_when_decrypted() -> None:
-                # both copies made and every decrypt call answered (no worker holds one)
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline and not (
-                        len(decrypted_files(work)) >= 2 and engine.pools("pdf.decrypt")
-                        and engine.pools("pdf.decrypt")[0].idle() == engine.pools("pdf.decrypt")[0].capacity):
-                    time.sleep(0.02)
-                pool = engine.pools("pdf.decrypt")[0]
-                killed.extend(pool.pids())
-                for pid in killed:
-                    os.kill(pid, signal.SIGKILL)
-
-            import threading
-
-            killer = threading.Thread(target=kill_when_decrypted)
-            killer.start()
-            result = engine.run(plan, [str(d) for d in docs])
-            killer.join()
+            with kill_decrypt_workers_when(engine, work, copies=2) as killed:
+                result = engine.run(plan, [str(d) for d in docs])
     finally:
         del os.environ["DOCPIPE_PDF_PASSWORD"]
     assert killed

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TOYS, kill_one_worker, run_cli, write_flow
+from conftest import ROOT, TOYS, kill_decrypt_workers_when, kill_one_worker, run_cli, write_flow
 
 from docpipe.engine import Engine
 from docpipe.store import Store
@@ -301,7 +301,6 @@ def test_a_decrypted_copy_outlives_the_actor_that_made_it(executor, tmp_path: Pa
     """decrypt and text run on different actors (of different pools); the decrypt actors are
     killed once the copies exist, so text reads files no live decrypt actor holds: the copies
     belong to the runs (a shared work area), and are gone when the runs end."""
-    import threading
 
     import pikepdf
 
@@ -321,23 +320,8 @@ def test_a_decrypted_copy_outlives_the_actor_that_made_it(executor, tmp_path: Pa
                       Registry(extra=[TOYS]))
     work = tmp_path / "work"
     with Engine(store, workers=1, executor=executor, work_dir=work) as engine:
-        killed: list[int] = []
-
-        def kill_decrypt_actors() -> None:
-            deadline = time.monotonic() + 60
-            # both copies made and both calls answered (the actors hold no call)
-            while time.monotonic() < deadline and not (
-                    len(list(work.glob("*/*.pdf"))) >= 2 and engine.pools("pdf.decrypt")
-                    and engine.pools("pdf.decrypt")[0].idle() == engine.pools("pdf.decrypt")[0].capacity):
-                time.sleep(0.02)
-            killed.extend(engine.pools("pdf.decrypt")[0].pids())
-            for pid in killed:
-                os.kill(pid, signal.SIGKILL)
-
-        killer = threading.Thread(target=kill_decrypt_actors)
-        killer.start()
-        result = engine.run(plan, docs)
-        killer.join()
+        with kill_decrypt_workers_when(engine, work, copies=2) as killed:
+            result = engine.run(plan, docs)
     assert killed and result.counts == {"succeeded": 2, "failed": 0}, [r.error for r in result.results]
     for r in result.results:
         assert r.outputs["file_head"].startswith("%PDF-") and "Fabrikam Components" in r.outputs["text"]

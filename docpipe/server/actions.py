@@ -3,13 +3,14 @@ documents of a batch, resume a batch. Shared by the API and the pages.
 
 Plans are built the way the CLI builds them (a batch's recorded definition through
 :func:`docpipe.cli.plan_for_batch`, server-side inputs through
-:func:`docpipe.cli.expand_inputs`) and run by :class:`~docpipe.server.jobs.Jobs`.
+:func:`docpipe.inputs.expand_inputs`) and run by :class:`~docpipe.server.jobs.Jobs`.
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import logging
 import re
 import time
 import uuid
@@ -21,6 +22,7 @@ from typing import IO, Any
 import click
 
 from docpipe.errors import FlowError
+from docpipe.inputs import InputError, absolute, expand_inputs
 from docpipe.plugins import Registry
 from docpipe.server.jobs import Duplicate, Job, Jobs, JobStore
 from docpipe.status import Status
@@ -60,6 +62,10 @@ def _under(path: Path, roots: Iterable[Path]) -> bool:
     return any(path.is_relative_to(root) for root in roots)
 
 
+def _log_skipped(path: str, why: str) -> None:
+    logging.getLogger("docpipe.server").warning("skipped %s: %s", path, why)
+
+
 def server_paths(specs: list[str], allow_dirs: tuple[Path, ...]) -> list[str]:
     """The files that ``specs`` (files, folders, globs) name, all inside ``allow_dirs``.
 
@@ -69,8 +75,6 @@ def server_paths(specs: list[str], allow_dirs: tuple[Path, ...]) -> list[str]:
     if not allow_dirs:
         raise ActionError(403, "this server does not start runs on server-side paths; "
                                "start it with --allow-dir DIR to allow the files under DIR")
-    from docpipe.cli import absolute, expand_inputs
-
     roots = [d.resolve() for d in allow_dirs]
     for spec in specs:
         base = spec
@@ -79,9 +83,9 @@ def server_paths(specs: list[str], allow_dirs: tuple[Path, ...]) -> list[str]:
         if not _under(Path(absolute(base)), roots):
             raise ActionError(403, f"{spec} is outside the folders this server may read")
     try:
-        files = [absolute(f) for f in expand_inputs(tuple(specs))]
-    except click.BadParameter as exc:
-        raise ActionError(400, exc.format_message()) from None
+        files = [absolute(f) for f in expand_inputs(specs, _log_skipped)]
+    except InputError as exc:
+        raise ActionError(400, str(exc)) from None
     outside = [f for f in files if not _under(Path(f), roots)]
     if outside:
         raise ActionError(403, f"{outside[0]} is outside the folders this server may read")

@@ -30,16 +30,22 @@ _SQLITE_PRAGMAS = (
 )
 
 
+def store_dir(url: str) -> Path:
+    """The folder a store's files live in: the one holding a SQLite database file, else
+    ``.docpipe`` in the current folder (PostgreSQL, in-memory SQLite)."""
+    parsed = sa.make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not database.startswith("file:"):
+        return Path(database).resolve().parent
+    return Path(".docpipe").resolve()
+
+
 def default_blob_dir(url: str) -> Path:
     """``$DOCPIPE_BLOBS``, else ``blobs`` next to a SQLite database file, else ``.docpipe/blobs``."""
     given = os.environ.get("DOCPIPE_BLOBS")
     if given:
         return Path(given).resolve()
-    parsed = sa.make_url(url)
-    database = parsed.database or ""
-    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not database.startswith("file:"):
-        return Path(database).resolve().parent / "blobs"
-    return Path(".docpipe/blobs").resolve()
+    return store_dir(url) / "blobs"
 
 
 def create_engine(url: str) -> tuple[sa.Engine, bool]:
