@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import re
 import threading
 import time
 from collections import deque
@@ -30,6 +29,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from docpipe import steps as steps_mod
 from docpipe.artifacts import WORK_DIR_KEY, WorkArea, default_work_root, missing_files
 from docpipe.blocks import Block, params_key
 from docpipe.errors import ExpressionError
@@ -40,6 +40,7 @@ from docpipe.flow import redact_definition, redact_params
 from docpipe.inputs import INPUT_STEP, clean_text, display_path, not_a_regular_file
 from docpipe.planner import Node, Plan, switch_key
 from docpipe.status import ErrorKind, Status
+from docpipe.steps import child_prefix, step_path
 from docpipe.store import new_id
 
 #: the statuses by their former names here (benchmarks and plugins' tests import them)
@@ -125,7 +126,6 @@ class Executor(Protocol):
 
 
 #: a map item's step name: ``ocr[3]``
-_MAP_ITEM = re.compile(r"([^/\[\]]+)\[(\d+)\]")
 
 
 def _noop(*_: Any) -> None:
@@ -396,9 +396,10 @@ class Engine:
                     done_ids.discard(n.id)
         done = [n for n in nodes if n.id in done_ids]
         for step, outputs in steps.items():  # items of a map that was under way: kept
-            item = _MAP_ITEM.fullmatch(step)
-            if item and item.group(1) not in done_ids and isinstance(outputs, dict):
-                run.restored_items.setdefault(item.group(1), {})[int(item.group(2))] = outputs
+            item = steps_mod.parse(step)
+            if (item.item is not None and not item.parents and item.step not in done_ids
+                    and isinstance(outputs, dict)):
+                run.restored_items.setdefault(item.step, {})[item.item] = outputs
         for n in done:
             run.state.update(steps[n.id])
         pending = run.pending
@@ -504,7 +505,7 @@ class Engine:
             writes = node.writes
             return self._complete(run, node, {writes[k]: v for k, v in result.items()},
                                   started, finished, worker, attempt)
-        step = f"{run.prefix}{node.id}[{index}]"
+        step = step_path(run.prefix, node.id, index)
         self._task((run.root.id, step, node.label, attempt, Status.SUCCEEDED, started, finished, worker,
                     None, None, None, result))  # its outputs: a resume keeps the item
         gather = run.maps[node.idx]
@@ -559,7 +560,7 @@ class Engine:
         state.setdefault("path", run.state.get("path"))
         state.setdefault(WORK_DIR_KEY, run.state.get(WORK_DIR_KEY))
         child = _Run(run.id, run.seq, run.document, node.subplan, state, parent=(run, node),
-                     prefix=f"{run.prefix}{node.id}/")
+                     prefix=child_prefix(run.prefix, node.id))
         child.maps = {}
         child.state["__started"] = time.time()
         nodes = node.subplan.nodes
@@ -704,7 +705,7 @@ class Engine:
                worker: str | None) -> None:
         """A failed attempt of one input: schedule the next attempt, or fail the document."""
         run, node = item.run, item.node
-        step = f"{run.prefix}{node.id}" + (f"[{item.index}]" if item.index >= 0 else "")
+        step = step_path(run.prefix, node.id, item.index)
         if node.retry.allows(item.attempt, err.kind, err.type, err.retryable):
             self._task((run.root.id, step, node.label, item.attempt, Status.RETRYING, started, finished,
                         worker, err.kind, str(err), err.traceback or None))
@@ -719,13 +720,13 @@ class Engine:
     def _complete(self, run: _Run, node: Node, values: dict[str, Any], started: float,
                   finished: float, worker: str, attempt: int = 1) -> None:
         run.state.update(values)
-        self._task((run.root.id, run.prefix + node.id, node.label, attempt, Status.SUCCEEDED, started,
+        self._task((run.root.id, step_path(run.prefix, node.id), node.label, attempt, Status.SUCCEEDED, started,
                     finished, worker, None, None, None, values))
         self._release(run, node)
 
     def _skip(self, run: _Run, node: Node) -> None:
         t = time.time()
-        self._task((run.root.id, run.prefix + node.id, node.label, 1, Status.SKIPPED, t, t, None,
+        self._task((run.root.id, step_path(run.prefix, node.id), node.label, 1, Status.SKIPPED, t, t, None,
                     None, None, None))
         self._release(run, node)
 
@@ -742,7 +743,7 @@ class Engine:
 
     def _fail(self, run: _Run, node: Node, err: ErrorInfo, started: float, worker: str | None,
               finished: float | None = None, step: str | None = None, attempt: int = 1) -> None:
-        step = step or run.prefix + node.id
+        step = step or step_path(run.prefix, node.id)
         self._task((run.root.id, step, node.label, attempt, Status.FAILED, started, finished or time.time(),
                     worker, err.kind, str(err), err.traceback or None))
         run.failed = True
