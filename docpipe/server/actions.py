@@ -1,9 +1,10 @@
 """What the server changes: start a run on uploaded or server-side files, retry the failed
 documents of a batch, resume a batch. Shared by the API and the pages.
 
-Plans are built the way the CLI builds them (a batch's recorded definition through
-:func:`docpipe.cli.plan_for_batch`, server-side inputs through
-:func:`docpipe.inputs.expand_inputs`) and run by :class:`~docpipe.server.jobs.Jobs`.
+Plans, inputs and batches come from :mod:`docpipe.service`, as they do for the CLI; this
+module adds what only a server decides (which folders a request may read, where uploads
+go, one job per batch at a time) and turns the service's refusals into HTTP statuses.
+The batches run on :class:`~docpipe.server.jobs.Jobs`' engine.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import click
-
+from docpipe import service
 from docpipe.errors import FlowError
-from docpipe.inputs import InputError, absolute, expand_inputs
+from docpipe.inputs import InputError, absolute
+from docpipe.planner import Plan
 from docpipe.plugins import Registry
 from docpipe.server.jobs import Duplicate, Job, Jobs, JobStore
-from docpipe.status import Status
 from docpipe.store import Store
 
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
@@ -62,8 +62,11 @@ def _under(path: Path, roots: Iterable[Path]) -> bool:
     return any(path.is_relative_to(root) for root in roots)
 
 
+log = logging.getLogger("docpipe.server")
+
+
 def _log_skipped(path: str, why: str) -> None:
-    logging.getLogger("docpipe.server").warning("skipped %s: %s", path, why)
+    log.warning("skipped %s: %s", path, why)
 
 
 def server_paths(specs: list[str], allow_dirs: tuple[Path, ...]) -> list[str]:
@@ -83,7 +86,7 @@ def server_paths(specs: list[str], allow_dirs: tuple[Path, ...]) -> list[str]:
         if not _under(Path(absolute(base)), roots):
             raise ActionError(403, f"{spec} is outside the folders this server may read")
     try:
-        files = [absolute(f) for f in expand_inputs(specs, _log_skipped)]
+        files = service.find_documents(specs, _log_skipped)
     except InputError as exc:
         raise ActionError(400, str(exc)) from None
     outside = [f for f in files if not _under(Path(f), roots)]
@@ -121,14 +124,11 @@ def save_upload(stream: IO[bytes], filename: str | None, settings: Settings,
     return str(target), size, original
 
 
-def _flow_plan(registry: Registry, definition: dict[str, Any], params: dict[str, Any]) -> Any:
-    from docpipe.planner import build_plan
-
-    masked = [k for k, v in (definition.get("params") or {}).items() if v == "***" and k not in params]
-    if masked:
-        raise ActionError(400, "these params are secret and not recorded; give them: " + ", ".join(masked))
+def _flow_plan(registry: Registry, definition: dict[str, Any], params: dict[str, Any]) -> Plan:
     try:
-        return build_plan(definition, registry, params=params)
+        return service.plan_definition(definition, registry, params)
+    except service.SecretsNeeded as exc:
+        raise ActionError(400, str(exc)) from None
     except FlowError as exc:
         raise ActionError(422, "; ".join([exc.args[0].splitlines()[0], *map(str, exc.issues)])) from None
 
@@ -144,13 +144,11 @@ def start_run(store: Store, jobs: Jobs, settings: Settings, registry: Registry, 
     if not documents:
         raise ActionError(400, "no input files")
     plan = _flow_plan(registry, found["definition"], params or {})
-    docs = [(path, correlation_id or corr) for path, corr in documents]
-    job = Job("run", plan.name, documents=len(docs))
-
-    def work(_store: Any, engine: Any) -> Any:
-        return engine.run(plan, docs, argv=["docpipe", "serve"], correlation_id=correlation_id)
-
-    return jobs.submit(job, JobStore(settings.store_url), work)  # a new batch: never a duplicate
+    batch = service.Batch(plan, [(path, correlation_id or corr) for path, corr in documents],
+                          correlation_id=correlation_id, argv=("docpipe", "serve"))
+    job = Job("run", plan.name, documents=len(batch.documents))
+    # a new batch: never a duplicate
+    return jobs.submit(job, JobStore(settings.store_url), lambda _store, engine: batch.run(engine))
 
 
 def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, *,
@@ -160,48 +158,53 @@ def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, 
     only those in ``documents``, again from their last succeeded step), as ``docpipe resume`` /
     ``runs retry`` do; after the job of the batch that is queued or running, if there is one
     (409 when that job already does the same)."""
-    from docpipe.cli import plan_for_batch
-
     batch = store.batch(batch_id)
     if batch is None:
         raise ActionError(404, f"no batch {batch_id}")
     if retry_failed and not store.failed_documents(batch_id):
         raise ActionError(409, f"batch {batch_id} has no failed document to retry")
-    pairs = tuple(f"{k}={json.dumps(v)}" for k, v in (params or {}).items())
     job_store = JobStore(settings.store_url)
     try:
-        plan = plan_for_batch(job_store, batch_id, pairs, settings.plugins)
+        todo = service.continue_batch(job_store, batch_id, _registry(settings), params,
+                                      retry_failed=retry_failed, only=documents)
     except BaseException as exc:
-        job_store.close()  # whichever way it refused (closing twice is harmless)
-        if isinstance(exc, click.ClickException):
-            raise ActionError(400, exc.format_message()) from None
-        if isinstance(exc, SystemExit):
+        job_store.close()  # whichever way it refused
+        if isinstance(exc, service.ServiceError):
+            raise ActionError(400, str(exc)) from None
+        if isinstance(exc, FlowError):
+            log.warning("batch %s cannot be planned again: %s", batch_id, exc)
             raise ActionError(422, f"the recorded flow of batch {batch_id} is not valid with the "
                                    "installed blocks (the server's log has the issues)") from None
         raise
-    job = Job("retry" if retry_failed else "resume", plan.name, batch_id=batch_id,
+    job = Job("retry" if retry_failed else "resume", todo.plan.name, batch_id=batch_id,
               documents=len(documents) if documents else int(batch["n_inputs"] or 0),
               only=sorted(documents) if documents else None)
-
-    def work(_store: Any, engine: Any) -> Any:
-        return engine.resume(plan, batch_id, retry_failed=retry_failed, documents=documents)
-
-    try:
-        return jobs.submit(job, job_store, work)  # queued after a job of the batch that is active
+    try:  # queued after a job of the batch that is active
+        return jobs.submit(job, job_store, lambda _store, engine: todo.run(engine))
     except Duplicate as exc:
         what = "a retry of these documents" if job.kind == "retry" else "a resume"
         raise ActionError(409, f"{what} of batch {batch_id} is already {exc.job.status} "
                                f"(job {exc.job.id})") from None
 
 
+def _registry(settings: Settings) -> Registry:
+    """The installed plugins and ``--plugin`` paths, loaded again for each resume or retry
+    (as ``docpipe resume`` would); a broken plugin is logged and skipped."""
+    registry = Registry(extra=settings.plugins)
+    for b in registry.broken:
+        log.warning("plugin '%s' is broken and was skipped: %s", b.plugin, b.error)
+    return registry
+
+
 def retry_failed_run(store: Store, jobs: Jobs, settings: Settings, run_id: str, *,
                      params: dict[str, Any] | None = None) -> Job:
     """Queue a retry of failed run ``run_id`` alone, from its last succeeded step, in the same
     run (``docpipe runs retry BATCH --run RUN_ID``); the batch's other failed runs stay failed."""
-    run = store.get_run(run_id, resolve_blobs=False)
-    if run is None:
-        raise ActionError(404, f"no run {run_id}")
-    if run["status"] != Status.FAILED:
-        raise ActionError(409, f"run {run_id} is {run['status']}, not failed")
+    try:
+        run = service.failed_run(store, run_id)
+    except service.NotFound as exc:
+        raise ActionError(404, str(exc)) from None
+    except service.Conflict as exc:
+        raise ActionError(409, str(exc)) from None
     return continue_batch(store, jobs, settings, run["batch_id"], retry_failed=True, params=params,
                           documents={run["document"]})

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
+from docpipe import service
 from docpipe.server import data
 from docpipe.server.actions import (
     ActionError,
@@ -45,10 +46,6 @@ Ctx = Annotated[Context, Depends(ctx_of)]
 
 def _since(text: str | None, name: str) -> float | None:
     """``30m``/``2h``/``7d`` ago, an ISO date/time or epoch seconds, as epoch seconds."""
-    from click import BadParameter
-
-    from docpipe.cli_history import parse_since
-
     if not text:
         return None
     try:
@@ -56,9 +53,9 @@ def _since(text: str | None, name: str) -> float | None:
     except ValueError:
         pass
     try:
-        return parse_since(text)
-    except BadParameter as exc:
-        raise HTTPException(400, f"{name}: {exc.format_message()}") from None
+        return service.parse_since(text)
+    except service.ServiceError as exc:
+        raise HTTPException(400, f"{name}: {exc}") from None
 
 
 def _job_reply(job: Any) -> dict[str, Any]:

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import click
 
-from docpipe.cli_options import console
-
-err = console(stderr=True)
+from docpipe.cli.options import db_option, err, plugin_option
 
 
 @click.command()
@@ -18,7 +16,7 @@ err = console(stderr=True)
               help="Address to bind. Anything but a loopback address exposes the server, and then "
                    "reading needs the token too.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--db", envvar="DOCPIPE_DB", help="Store URL (default sqlite:///.docpipe/docpipe.db).")
+@db_option()
 @click.option("--data-dir", default=".docpipe", show_default=True, type=click.Path(file_okay=False),
               help="Where uploaded files are kept (in uploads/, under generated names).")
 @click.option("--allow-dir", "allow_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
@@ -26,8 +24,7 @@ err = console(stderr=True)
 @click.option("--max-upload", default=100, show_default=True, type=click.FloatRange(min=0),
               help="Largest upload in MiB (a larger request is refused with 413).")
 @click.option("--workers", "-w", type=click.IntRange(min=1), help="Workers per pool for runs started here.")
-@click.option("--plugin", "plugins", multiple=True, metavar="PATH",
-              help="Load a plugin module or .py file (repeatable).")
+@plugin_option()
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="What is logged to stderr: info is one line per request and per job start and end.")

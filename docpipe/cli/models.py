@@ -8,13 +8,9 @@ import sys
 import click
 from rich.markup import escape
 
-from docpipe.cli_options import console, plugin_option
+from docpipe.cli.options import err, out, plugin_option
 from docpipe.models import human_size, scan
 from docpipe.plugins import registry
-
-#: not on a terminal (a pipe, a file), lines are never wrapped: see :func:`console`
-out = console()
-err = console(stderr=True)
 
 
 @click.group()
@@ -26,7 +22,7 @@ def models() -> None:
 @click.option("--path", "paths", multiple=True, type=click.Path(file_okay=False),
               help="Also describe the model folders in (or at) this folder. Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@plugin_option
+@plugin_option()
 def list_models(paths: tuple[str, ...], as_json: bool, plugins: tuple[str, ...]) -> None:
     """List the models the installed plugins use (default models, models shipped in pip
     packages, folders under DOCPIPE_MODELS) and those under --path. Nothing is loaded or

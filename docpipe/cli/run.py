@@ -1,0 +1,193 @@
+"""``docpipe run`` and ``docpipe resume``: a batch with a progress bar, its results file and
+its summary; :func:`execute` is shared with ``runs retry``.
+
+Exit status: 0 all documents succeeded; 1 some document failed; 2 the flow or the command
+line is invalid (nothing was run); 3 the inputs hold no file (an empty folder: nothing was
+run).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from docpipe import service
+from docpipe.cli.options import (
+    RunArgs,
+    closed_on_error,
+    err,
+    flow_errors,
+    load_registry,
+    out,
+    param_option,
+    parse_params,
+    service_errors,
+    warn_skipped,
+    with_run_options,
+)
+from docpipe.inputs import InputError
+from docpipe.status import Status
+
+if TYPE_CHECKING:
+    from docpipe.engine import DocResult
+    from docpipe.planner import Plan
+    from docpipe.store import Store
+
+#: exit status of `docpipe run` when the inputs hold no file
+NO_INPUTS = 3
+
+
+def plan_or_exit(flow: str, plugins: tuple[str, ...], params: tuple[str, ...] = (), *,
+                 warn: bool = True) -> Plan:
+    """The plan of the flow file ``flow`` with the installed blocks (+ ``plugins``); an invalid
+    flow prints every issue and exits 2."""
+    registry = load_registry(plugins, warn=warn)
+    with flow_errors():
+        return service.plan_flow(flow, registry, parse_params(params))
+
+
+def batch_or_exit(store: Store, batch_id: str, args: RunArgs, params: tuple[str, ...], *,
+                  retry_failed: bool = False, only: set[str] | None = None) -> service.Batch:
+    """Recorded batch ``batch_id`` to resume or retry, with the plan it started with; secrets
+    that were masked in the record must be given again with ``-p``."""
+    given = parse_params(params)
+    registry = load_registry(args.plugins)
+    with flow_errors(), service_errors(batch_id="BATCH_ID"):
+        try:
+            return service.continue_batch(store, batch_id, registry, given, retry_failed=retry_failed, only=only)
+        except service.SecretsNeeded as exc:
+            raise click.UsageError("these params were secret and not recorded; give them again: "
+                                   + " ".join(f"-p {k}=..." for k in exc.names)) from None
+
+
+def execute(store: Store, batch: service.Batch, args: RunArgs) -> NoReturn:
+    """Run (or resume) ``batch`` with a progress bar, write the results file, print the
+    summary and exit with the batch's status. Closes ``store``."""
+    try:
+        if args.options.out:
+            with service_errors(out="--out"):
+                service.check_out(args.options.out)
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("[red]{task.fields[failed]} failed"),
+                            TextColumn("{task.fields[rate]} docs/s"), TimeElapsedColumn(),
+                            console=err, disable=args.quiet, transient=False)
+        task = progress.add_task(batch.plan.name, total=batch.size(store), failed=0, rate="-")
+        failed = 0
+
+        def on_document(result: DocResult) -> None:
+            nonlocal failed
+            failed += result.status == Status.FAILED
+            elapsed = progress.tasks[0].elapsed or 0.0
+            done = progress.tasks[0].completed + 1
+            rate = f"{done / elapsed:.1f}" if elapsed > 0 else "-"
+            progress.update(task, advance=1, failed=failed, rate=rate)
+
+        with progress, service_errors(out="--out"):
+            outcome = service.run_batch(store, batch, args.options, on_document)
+        result = outcome.result
+        if outcome.out_error is not None:
+            err.print(f"[red]error:[/] cannot write {escape(args.options.out or '')}: {escape(outcome.out_error)}; "
+                      f"the results are recorded: `docpipe resume {result.batch_id} --out FILE` "
+                      "writes them", highlight=False)
+        if args.summary:
+            _print_summary(outcome.rows, batch.plan.outputs)
+    finally:
+        store.close()
+    counts, plan = result.counts, batch.plan
+    err.print(f"{plan.name} {plan.version}: {counts[Status.SUCCEEDED]} succeeded, {counts[Status.FAILED]} "
+              f"failed in {result.seconds:.2f}s (batch {result.batch_id})"
+              + (f"; results in {outcome.out}" if outcome.out else ""), highlight=False)
+    for r in result.failed:
+        err.print(f"[red]failed[/] {escape(r.document)}: \\[{r.error_kind}] step '{escape(r.step or '')}': "
+                  f"{escape(r.error or '')}",
+                  highlight=False)
+        if args.verbose and r.traceback:
+            err.print(r.traceback, markup=False, highlight=False)
+    sys.exit(1 if result.failed else 0)
+
+
+def _print_summary(rows: list[dict[str, Any]], outputs: list[str]) -> None:
+    """One line per document: its status and its scalar outputs as ``key=value``."""
+    table = Table(title="documents", expand=out.is_terminal)
+    table.add_column("document", overflow="fold", ratio=1)
+    table.add_column("status", overflow="fold", ratio=1)
+    table.add_column("outputs", overflow="fold", ratio=3)
+    for row in rows:
+        values = row.get("outputs") or {}
+        shown = []
+        for key in outputs:
+            value = values.get(key)
+            if isinstance(value, dict | list):
+                value = len(value) if value else None
+            if value not in (None, ""):
+                shown.append(f"{key}={value}")
+        status = row["status"]
+        if row["error"]:
+            step = f" step '{row['failed_step']}':" if row.get("failed_step") else ""
+            status += f" [{row['error_kind']}]{step} {row['error']}"
+        table.add_row(Text(Path(row["document"]).name), Text(status), Text("  ".join(shown)))
+    out.print(table)
+
+
+@click.command()
+@click.argument("flow", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True)
+@param_option()
+@click.option("--correlation-id", help="Tag the batch and its runs (searchable in `runs list`).")
+@click.option("--resume", "resume_", is_flag=True,
+              help="Continue the last batch of this flow over these inputs, if there is one.")
+@with_run_options
+def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation_id: str | None,
+        resume_: bool, args: RunArgs) -> None:
+    """Run FLOW over INPUT files, folders or globs.
+
+    \b
+    Exit status: 0 every document succeeded; 1 some document failed;
+    2 the flow or the command line is invalid; 3 no input file (an empty
+    folder). Nothing is run on 2 or 3.
+    """
+    from docpipe.store import Store
+
+    plan = plan_or_exit(flow, args.plugins, params)
+    try:
+        docs = service.find_documents(inputs, warn_skipped)
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="INPUT") from None
+    if not docs:
+        err.print(f"[yellow]warning:[/] no input file in {escape(' '.join(inputs))} (hidden files "
+                  f"are skipped): nothing to run", highlight=False)
+        sys.exit(NO_INPUTS)
+    store = Store(args.db)
+    previous = service.previous_batch(store, plan, docs) if resume_ else None
+    if resume_:
+        err.print(f"resuming batch {previous}" if previous else "nothing to resume: starting a new batch",
+                  highlight=False)
+    if previous:
+        batch = service.Batch(plan, batch_id=previous)
+    else:
+        batch = service.Batch(plan, docs, correlation_id=correlation_id, argv=sys.argv)
+    execute(store, batch, args)
+
+
+@click.command()
+@click.argument("batch_id")
+@param_option()
+@with_run_options
+def resume(batch_id: str, params: tuple[str, ...], args: RunArgs) -> None:
+    """Finish an interrupted batch: finished documents are kept, steps that succeeded are not
+    run again, runs that were in flight continue, documents never started are started."""
+    from docpipe.store import Store
+
+    store = Store(args.db)
+    with closed_on_error(store):
+        with service_errors(batch_id="BATCH_ID"):
+            batch_id = service.full_id(store, batch_id, "batch")  # a unique prefix will do
+        batch = batch_or_exit(store, batch_id, args, params)
+    execute(store, batch, args)

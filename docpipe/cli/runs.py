@@ -1,0 +1,190 @@
+"""``docpipe runs …`` and ``docpipe metrics``: the recorded history, through the service's
+queries; ``runs retry`` runs a batch again as ``docpipe resume`` does."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from docpipe import service
+from docpipe.cli.options import (
+    HISTORY_DB_HELP,
+    RunArgs,
+    closed_on_error,
+    db_option,
+    open_store,
+    out,
+    param_option,
+    service_errors,
+    when,
+    with_run_options,
+)
+from docpipe.cli.run import batch_or_exit, execute
+from docpipe.status import Status
+
+
+@click.group()
+def runs() -> None:
+    """Inspect, retry and resume recorded runs."""
+
+
+@runs.command("list")
+@click.option("--status", type=click.Choice([s.value for s in (Status.RUNNING, Status.SUCCEEDED, Status.FAILED)]))
+@click.option("--flow", help="Flow name.")
+@click.option("--batch", help="Batch id.")
+@click.option("--correlation-id")
+@click.option("--since", help="30m, 2h, 7d or an ISO date.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@db_option(HISTORY_DB_HELP)
+def runs_list(status: str | None, flow: str | None, batch: str | None, correlation_id: str | None,
+              since: str | None, limit: int, as_json: bool, db: str | None) -> None:
+    """List flow runs (one per document), newest first."""
+    query = service.RunQuery(status=status, flow=flow, batch=batch, correlation_id=correlation_id,
+                             since=since, limit=limit)
+    with open_store(db) as store, service_errors(batch_id="--batch", since="--since"):
+        found = service.list_runs(store, query)
+    if as_json:
+        click.echo(json.dumps(found.runs, indent=2, default=str))
+        return
+    out.print("  ".join(f"{k}: {v}" for k, v in sorted(found.counts.items())) or "no runs",
+              highlight=False)
+    table = Table()
+    for col in ("run", "started", "flow", "document", "status", "s", "error"):
+        table.add_column(col, overflow="fold", no_wrap=col == "run")
+    for r in found.runs:
+        duration = f"{r['duration']:.2f}" if r.get("duration") is not None else ""
+        table.add_row(r["id"], when(r["started_at"]), f"{r['flow']} {r['flow_version']}",
+                      r["document"], r["status"], duration,
+                      Text(_failure(r)))
+    out.print(table)
+
+
+def _failure(run: dict[str, Any]) -> str:
+    """``[kind] step 'ocr[2]': message`` for a failed run, else empty."""
+    if not run["error"]:
+        return ""
+    step = f" step '{run['failed_step']}':" if run.get("failed_step") else ""
+    return f"[{run['error_kind']}]{step} {run['error']}"
+
+
+#: characters of an output value `runs show` prints (``--output KEY`` prints all of it)
+SHOWN = 200
+
+
+def _value_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _clipped(value: Any) -> str:
+    text = " ".join(_value_text(value).split())
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}… ({len(text):,} characters)"
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True,
+              help="The run, its outputs and every task attempt (with what it wrote) as JSON.")
+@click.option("--output", "key", metavar="KEY",
+              help="Print one value in full: a flow output or a key a step wrote "
+                   "(page_texts: the text of every page).")
+@db_option(HISTORY_DB_HELP)
+def runs_show(run_id: str, as_json: bool, key: str | None, db: str | None) -> None:
+    """One flow run: its outputs, every task attempt (status, worker, timings, errors) and
+    tracebacks. RUN_ID may be a unique prefix of the id."""
+    with open_store(db) as store, service_errors(run_id="RUN_ID"):
+        run = service.show_run(store, run_id)
+    if key is not None:
+        with service_errors(output="--output"):
+            click.echo(_value_text(service.output_value(run, key)))
+        return
+    if as_json:
+        click.echo(json.dumps(run, indent=2, ensure_ascii=False, default=str))
+        return
+    took = f"  {run['duration']:.2f}s" if run["duration"] is not None else ""
+    out.print(f"run {run['id']}  {run['document']}  {run['status']}{took}  batch {run['batch_id']}"
+              + (f"  correlation {run['correlation_id']}" if run.get("correlation_id") else ""),
+              highlight=False)
+    table = Table()
+    for col in ("step", "block", "status", "attempt", "worker", "start", "ms", "error"):
+        table.add_column(col, overflow="fold")
+    for t in run["tasks"]:
+        ms = f"{t['duration'] * 1000:.1f}" if t.get("duration") is not None else ""
+        table.add_row(t["step"], t["block"] or "", t["status"], str(t["attempt"]),
+                      t["worker"] or "", when(t["started_at"]), ms, t["error"] or "")
+    out.print(table)
+    _print_outputs(run)
+    for t in run["tasks"]:
+        if t["traceback"]:
+            out.print(f"traceback of step {t['step']} (attempt {t['attempt']}):", highlight=False)
+            out.print(t["traceback"], markup=False, highlight=False)
+
+
+def _print_outputs(run: dict[str, Any]) -> None:
+    """The run's flow outputs, then what its steps wrote besides, each value clipped."""
+    if run["outputs"]:
+        out.print("outputs:", highlight=False)
+        for k, v in run["outputs"].items():
+            out.print(f"  {k}: {_clipped(v)}", markup=False, highlight=False)
+    others = {k: sv for k, sv in service.step_outputs(run).items() if k not in (run["outputs"] or {})}
+    if others:
+        out.print("written by steps:", highlight=False)
+        for k, (step, v) in others.items():
+            out.print(f"  {k} ({step}): {_clipped(v)}", markup=False, highlight=False)
+    if run["outputs"] or others:
+        out.print("(--output KEY prints one value in full)", highlight=False, markup=False)
+
+
+@runs.command("batches")
+@click.option("--limit", default=20, show_default=True)
+@db_option(HISTORY_DB_HELP)
+def runs_batches(limit: int, db: str | None) -> None:
+    """List batches (one per `docpipe run`), newest first."""
+    with open_store(db) as store:
+        rows = store.list_batches(limit=limit)
+    table = Table()
+    for col in ("batch", "started", "flow", "status", "inputs", "counts"):
+        table.add_column(col, overflow="fold", no_wrap=col == "batch")
+    for b in rows:
+        counts = ", ".join(f"{k} {v}" for k, v in (b.get("counts") or {}).items())
+        table.add_row(b["id"], when(b["started_at"]), f"{b['flow']} {b['flow_version']}",
+                      b["status"], str(b["n_inputs"]), counts)
+    out.print(table)
+
+
+@runs.command("retry")
+@click.argument("batch_id")
+@click.option("--run", "run_ids", multiple=True, metavar="RUN_ID",
+              help="Retry only this failed run of the batch (repeatable); default: every failed one.")
+@param_option(None)
+@with_run_options
+def runs_retry(batch_id: str, run_ids: tuple[str, ...], params: tuple[str, ...], args: RunArgs) -> None:
+    """Rerun the failed documents of a batch (from their last succeeded step), in the same
+    batch: each document keeps one run and one row in the results. With --run, only those
+    runs; the batch's other failed documents keep their failure. Takes the options of
+    `docpipe run` (--executor ray too)."""
+    store = open_store(args.db)
+    with closed_on_error(store):
+        with service_errors(batch_id="BATCH_ID"):
+            batch_id = service.full_id(store, batch_id, "batch")
+        only: set[str] | None = None
+        if run_ids:
+            with service_errors(run_id="--run"):
+                only = {service.failed_run(store, service.full_id(store, r, "run"), batch_id)["document"]
+                        for r in run_ids}
+        batch = batch_or_exit(store, batch_id, args, params, retry_failed=True, only=only)
+    execute(store, batch, args)
+
+
+@click.command()
+@db_option(HISTORY_DB_HELP)
+def metrics(db: str | None) -> None:
+    """Print Prometheus metrics computed from the run records (text exposition format)."""
+    from docpipe.metrics import exposition
+
+    with open_store(db) as store:
+        click.echo(exposition(store).decode(), nl=False)
