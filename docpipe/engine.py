@@ -25,16 +25,15 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
-from typing import Any, Protocol
-
-from pydantic import BaseModel
+from typing import Any
 
 from docpipe import steps as steps_mod
 from docpipe.artifacts import WORK_DIR_KEY, WorkArea, default_work_root, missing_files
-from docpipe.blocks import Block, params_key
-from docpipe.errors import ExpressionError
-from docpipe.executors import WAKE, Done, ErrorInfo, check_results
-from docpipe.executors.local import ProcessPool, ThreadPool
+from docpipe.blocks import params_key
+from docpipe.errors import BlockTimeout, ExpressionError
+from docpipe.executors import WAKE, Done, ErrorInfo
+from docpipe.executors.base import BlockHost, Executor, Pool
+from docpipe.executors.local import LocalExecutor
 from docpipe.executors.worker import MEMORY_ENV, default_memory_mb
 from docpipe.flow import redact_definition, redact_params
 from docpipe.inputs import INPUT_STEP, clean_text, display_path, not_a_regular_file
@@ -111,18 +110,10 @@ class _Item:
 class _Batcher:
     __slots__ = ("pool", "size", "wait", "items", "solo", "name")
 
-    def __init__(self, pool: Any, size: int, wait: float, name: str) -> None:
+    def __init__(self, pool: Pool, size: int, wait: float, name: str) -> None:
         self.pool, self.size, self.wait, self.name = pool, size, wait, name
         self.items: deque[_Item] = deque()
         self.solo: deque[_Item] = deque()  # inputs of a batch that raised, retried one by one
-
-
-class Executor(Protocol):
-    """Where ``thread`` and ``process`` blocks run when not in the local pools (e.g.
-    :class:`docpipe.executors.ray.RayExecutor`): a pool with the local pools' interface."""
-
-    def make_pool(self, cls: type[Block], params: BaseModel, *, workers: int, threads: int,
-                  events: SimpleQueue[Any], env: dict[str, str] | None = None) -> Any: ...
 
 
 #: a map item's step name: ``ocr[3]``
@@ -157,7 +148,8 @@ class Engine:
         self.work_root = os.fspath(work_dir) if work_dir is not None else os.fspath(
             default_work_root(store.url if store is not None else None))
         self._work: WorkArea | None = None
-        self.executor = executor  # None: local thread and process pools
+        #: where ``thread`` and ``process`` blocks run: local pools unless told otherwise
+        self.executor: Executor = executor or LocalExecutor()
         self.cores = os.cpu_count() or 1
         self.workers = max(1, workers or self.cores)
         self.threads_per_worker = max(1, self.cores // self.workers)
@@ -167,9 +159,9 @@ class Engine:
         self.on_document = on_document or _noop
         self._events: SimpleQueue[Done] = SimpleQueue()
         self._pools: dict[tuple[str, str], _Batcher] = {}
-        self._inline: dict[tuple[str, str], Block | ErrorInfo] = {}
+        self._inline: dict[tuple[str, str], BlockHost] = {}
         self._node_batcher: dict[Node, _Batcher] = {}
-        self._node_inline: dict[Node, Block | ErrorInfo] = {}
+        self._node_inline: dict[Node, BlockHost] = {}
         self._ready: deque[tuple[_Run, Node]] = deque()
         self._calls: dict[int, tuple[_Batcher, list[_Item]]] = {}
         self._call_seq = 0
@@ -270,17 +262,14 @@ class Engine:
                 continue
             if node.when is not None and node.when.false_by_params(self._params):
                 continue
-            batcher = self._batcher(node)
-            warm = getattr(batcher.pool, "warm", None)
-            if warm is not None:
-                warm()
+            self._batcher(node)  # a pool starts its workers when it is made
 
     def _work_area(self) -> WorkArea:
         if self._work is None:
             self._work = WorkArea(self.work_root, new_id())
         return self._work
 
-    def pools(self, block: str) -> list[Any]:
+    def pools(self, block: str) -> list[Pool]:
         """The live pools of a block (one per distinct params), for inspection and tests."""
         return [b.pool for (name, _), b in self._pools.items() if name == block]
 
@@ -293,9 +282,8 @@ class Engine:
         for t in closers:
             t.join()
         self._pools.clear()
-        for block in self._inline.values():
-            if isinstance(block, Block):
-                block.teardown()
+        for host in self._inline.values():
+            host.teardown()
         self._inline.clear()
         self._node_inline.clear()
         self._node_batcher.clear()
@@ -464,35 +452,22 @@ class Engine:
         assert node.output is not None
         return self._complete(run, node, {node.output: value}, t, time.time(), "main")
 
-    def _inline_block(self, node: Node) -> Block | ErrorInfo:
-        block = self._node_inline.get(node)
-        if block is not None:
-            return block
+    def _inline_block(self, node: Node) -> BlockHost:
+        """The set-up inline block of ``node`` (one per block and params, set up on first use)."""
         assert node.block is not None and node.params is not None
         key = (node.block.name, params_key(node.params))
-        block = self._inline.get(key)
-        if block is None:
-            try:
-                block = node.block.cls()
-                block.setup(node.params)
-            except BaseException as exc:  # noqa: BLE001
-                block = ErrorInfo.of(exc)
-            self._inline[key] = block
-        self._node_inline[node] = block
-        return block
+        host = self._inline.get(key)
+        if host is None:
+            cls, params = node.block.cls, node.params
+            host = self._inline[key] = BlockHost(node.block.name, lambda: (cls, params))
+        self._node_inline[node] = host
+        return host
 
     def _run_inline(self, run: _Run, node: Node, inputs: dict[str, Any], index: int,
                     attempt: int = 1) -> None:
-        block = self._inline_block(node)
+        host = self._node_inline.get(node) or self._inline_block(node)
         t = time.time()
-        if isinstance(block, ErrorInfo):
-            result: Any = block
-        else:
-            try:
-                result = check_results(block.run([inputs], node.params), 1, node.block_writes,
-                                       node.label)[0]
-            except BaseException as exc:  # noqa: BLE001
-                result = ErrorInfo.of(exc)
+        result = host.run_one(inputs)
         if isinstance(result, ErrorInfo):
             self._error(_Item(run, node, inputs, index, attempt), result, t, time.time(), "main")
         else:
@@ -587,15 +562,9 @@ class Engine:
                 workers = max(1, min(self.workers, self._to_run))
             tmp = self._work_area().temp_dir()
             env = {"TMPDIR": tmp, "TEMP": tmp, "TMP": tmp, MEMORY_ENV: str(self.worker_memory_mb)}
-            if self.executor is not None:
-                pool: Any = self.executor.make_pool(node.block.cls, node.params, workers=workers,
-                                                    threads=self.threads_per_worker, events=self._events,
-                                                    env=env)
-            elif m.runtime == "thread":
-                pool = ThreadPool(node.block.cls, node.params, workers, self._events)
-            else:
-                pool = ProcessPool(node.block.cls, node.params, workers,
-                                   self.threads_per_worker, self._events, env=env)
+            pool = self.executor.make_pool(node.block.cls, node.params, workers=workers,
+                                           threads=self.threads_per_worker, events=self._events,
+                                           env=env)
             b = self._pools[key] = _Batcher(pool, m.batch, m.batch_wait, m.name)
         self._node_batcher[node] = b
         return b
@@ -640,8 +609,11 @@ class Engine:
         b.pool.submit(call_id, [it.inputs for it in items])
 
     def _expire_calls(self) -> float | None:
-        """Time out calls past their deadline; return the next deadline."""
+        """Time out calls past their deadline; return when the loop must next look: the next
+        deadline, or now when a thread's call was given up on here (its documents failed or
+        got a retry after the loop checked for finished runs and due retries)."""
         now = time.monotonic()
+        due: float | None = None
         while self._deadlines and self._deadlines[0][0] <= now:
             _due, call_id, limit = heapq.heappop(self._deadlines)
             entry = self._calls.get(call_id)
@@ -650,17 +622,16 @@ class Engine:
             b, items = entry
             message = (f"block '{b.name}' exceeded its timeout ({limit:g} s per input, "
                        f"{len(items)} input(s))")
-            if hasattr(b.pool, "kill"):  # a worker process (local or a Ray actor)
-                b.pool.kill(call_id, message + "; its worker was killed and replaced")
-            else:  # a thread cannot be killed: give up on the call, ignore its late result
+            if not b.pool.kill(call_id, message + "; its worker was killed and replaced"):
+                # a thread cannot be killed: give up on the call, ignore its late result
                 del self._calls[call_id]
-                err = ErrorInfo(ErrorKind.TIMEOUT, "BlockTimeout",
-                                message + "; the thread finishes in the background", "")
+                err = ErrorInfo.failure(BlockTimeout(message + "; the thread finishes in the background"))
                 t = time.time()
                 for item in items:
                     if not item.run.root.failed:
                         self._error(item, err, t - limit, t, None)
-        return self._deadlines[0][0] if self._deadlines else None
+                due = now
+        return due if due is not None else self._deadlines[0][0] if self._deadlines else None
 
     def _fire_timers(self) -> None:
         now = time.monotonic()

@@ -1,12 +1,16 @@
 """Executors run batches of block calls away from the engine's loop.
 
 ``inline`` blocks never reach an executor: the engine calls them directly, so
-cheap steps cost a function call, not a hop through a pool. ``thread`` blocks
-run in a :class:`ThreadPool`, ``process`` blocks in a :class:`ProcessPool`
-(spawned workers; ``setup()`` once per worker; a worker keeps what it loaded).
+cheap steps cost a function call, not a hop through a pool. ``thread`` and
+``process`` blocks run in pools that an executor makes (:mod:`.base` has the
+interface; :mod:`.local` the thread and process pools, the default; :mod:`.ray`
+Ray actors). Whatever the pool, one :class:`~.base.BlockHost` sets the block up
+and runs its batches.
 
 Every pool reports finished calls by putting a :class:`Done` on the engine's
-event queue; pools never touch the store.
+event queue; pools never touch the store. This module holds what travels between
+workers and the engine, and imports nothing heavy (worker processes import it
+first).
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ from __future__ import annotations
 import os
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from docpipe.errors import BlockTimeout, WorkerDied, error_kind
+from docpipe.errors import DocumentError, error_kind
 from docpipe.status import ErrorKind
 
-#: failures the engine itself reports that are always worth another attempt
-_RETRYABLE_KINDS = frozenset({WorkerDied.kind, BlockTimeout.kind})
+if TYPE_CHECKING:
+    from docpipe.executors.base import Pool
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,13 @@ class ErrorInfo:
     type: str
     message: str
     traceback: str
-    #: the exception said trying again could help (``DocumentError.retryable``)
-    transient: bool = False
+    #: trying again could succeed: the exception said so (``DocumentError.retryable``), or the
+    #: call's worker died or it timed out
+    retryable: bool = False
 
     @classmethod
     def of(cls, exc: BaseException) -> ErrorInfo:
+        """What ``exc``, raised or returned by a block, tells about its failure."""
         tb = "".join(traceback.format_exception(exc))
         message = str(exc)
         if isinstance(exc, MemoryError):
@@ -45,11 +51,11 @@ class ErrorInfo:
         return cls(error_kind(exc), type(exc).__name__, message, tb,
                    bool(getattr(exc, "retryable", False)))
 
-    @property
-    def retryable(self) -> bool:
-        """Whether another attempt could succeed: the exception said so, or the worker died or
-        timed out (those infos are built by the pools, not from an exception)."""
-        return self.transient or self.kind in _RETRYABLE_KINDS
+    @classmethod
+    def failure(cls, exc: DocumentError) -> ErrorInfo:
+        """A failure that happened *to* a call rather than in it (its worker died, it ran past
+        its timeout), typed by its class in :mod:`docpipe.errors`: no traceback to show."""
+        return cls(exc.kind, type(exc).__name__, str(exc), "", exc.retryable)
 
     def __str__(self) -> str:
         """Typed document failures read as their message (the kind says the rest); an
@@ -64,7 +70,7 @@ class Done:
     """A finished call: one result per input (a dict of written keys or an :class:`ErrorInfo`),
     or ``error`` when the call as a whole failed."""
 
-    pool: Any
+    pool: Pool
     call_id: int
     results: list[Any] | None
     error: ErrorInfo | None
@@ -75,28 +81,3 @@ class Done:
 
 #: put on the engine's event queue to wake its loop (e.g. a worker finished its set-up)
 WAKE: Any = object()
-
-
-def check_results(results: Any, n: int, writes: frozenset[str], block: str) -> list[Any]:
-    """Normalise what ``run`` returned: exceptions become :class:`ErrorInfo`; a dict whose
-    keys are not exactly the declared writes becomes an error for that input."""
-    if not isinstance(results, list) or len(results) != n:
-        got = f"{len(results)} results" if isinstance(results, list) else type(results).__name__
-        raise TypeError(f"block '{block}' returned {got} for {n} inputs; run() must return a list "
-                        "with one dict (or exception) per input")
-    out: list[Any] = []
-    for r in results:
-        if isinstance(r, dict):
-            if r.keys() != writes:
-                missing, extra = writes - r.keys(), r.keys() - writes
-                msg = f"block '{block}' broke its manifest: "
-                msg += f"missing {sorted(missing)} " if missing else ""
-                msg += f"undeclared {sorted(extra)}" if extra else ""
-                r = ErrorInfo(ErrorKind.BLOCK_ERROR, "ContractError", msg.strip(), "")
-        elif isinstance(r, BaseException):
-            r = ErrorInfo.of(r)
-        elif not isinstance(r, ErrorInfo):
-            r = ErrorInfo(ErrorKind.BLOCK_ERROR, "ContractError",
-                          f"block '{block}' returned {type(r).__name__}, not a dict", "")
-        out.append(r)
-    return out

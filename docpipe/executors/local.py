@@ -1,4 +1,4 @@
-"""Local executors: a thread pool and a process pool, both reporting to the engine's queue.
+"""The local executor: a thread pool and a process pool, both reporting to the engine's queue.
 
 The process pool is written here rather than taken from
 ``concurrent.futures.ProcessPoolExecutor`` because that pool breaks as a whole
@@ -12,7 +12,7 @@ import multiprocessing as mp
 import pickle
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection, wait
 from queue import SimpleQueue
@@ -21,24 +21,41 @@ from typing import Any
 from pydantic import BaseModel
 
 from docpipe.blocks import Block
-from docpipe.executors import WAKE, Done, ErrorInfo, check_results
+from docpipe.errors import BlockTimeout, WorkerDied
+from docpipe.executors import WAKE, Done, ErrorInfo
+from docpipe.executors.base import BlockHost, Pool
 from docpipe.executors.worker import main as worker_main
 from docpipe.status import ErrorKind
 
 
+class LocalExecutor:
+    """Pools on this machine, the engine's default: ``thread`` blocks get a
+    :class:`ThreadPool`, ``process`` blocks a :class:`ProcessPool`."""
+
+    def make_pool(self, cls: type[Block], params: BaseModel, *, workers: int, threads: int,
+                  events: SimpleQueue[Any], env: Mapping[str, str] | None = None) -> Pool:
+        """A started pool (``env`` reaches process workers only: threads share this process's
+        environment)."""
+        if cls.manifest.runtime == "thread":
+            return ThreadPool(cls, params, workers, events)
+        return ProcessPool(cls, params, workers, threads, events,
+                           env=dict(env) if env is not None else None)
+
+
 class ThreadPool:
-    """Runs a thread block's calls on ``workers`` threads sharing one set-up block instance."""
+    """Runs a thread block's calls on ``workers`` threads sharing one set-up block instance,
+    set up in the background from the start."""
 
     def __init__(self, cls: type[Block], params: BaseModel, workers: int,
                  events: SimpleQueue[Any]) -> None:
         self.cls, self.params, self.events = cls, params, events
         self.capacity = max(1, workers)
         self.busy = 0
-        self._writes = frozenset(cls.manifest.writes)
         self._exec = ThreadPoolExecutor(self.capacity, thread_name_prefix=f"docpipe-{cls.manifest.name}")
-        self._block: Block | None = None
-        self._setup_error: ErrorInfo | None = None
+        self._host: BlockHost | None = None
         self._lock = threading.Lock()
+        threading.Thread(target=self._setup, name=f"docpipe-warm-{cls.manifest.name}",
+                         daemon=True).start()
 
     def idle(self) -> int:
         return self.capacity - self.busy
@@ -50,45 +67,31 @@ class ThreadPool:
     def release(self, done: Done) -> None:
         self.busy -= 1
 
-    def warm(self) -> None:
-        """Set the block up now, in the background (a flow's first inputs are on their way)."""
-        threading.Thread(target=self._ensure_setup, name=f"docpipe-warm-{self.cls.manifest.name}",
-                         daemon=True).start()
+    def kill(self, call_id: int, reason: str) -> bool:
+        """A thread cannot be killed: the call runs on in the background."""
+        return False
 
-    def _ensure_setup(self) -> Block | None:
+    def pids(self) -> list[int]:
+        """None: the threads are this process's own."""
+        return []
+
+    def _setup(self) -> BlockHost:
+        """The set-up block, set up by the first thread that needs it (the others wait)."""
         with self._lock:
-            if self._block is None and self._setup_error is None:
-                try:
-                    block = self.cls()
-                    block.setup(self.params)
-                    self._block = block
-                except BaseException as exc:  # noqa: BLE001
-                    info = ErrorInfo.of(exc)
-                    self._setup_error = ErrorInfo(
-                        info.kind, info.type,
-                        f"setup of block '{self.cls.manifest.name}' failed: {info.message}",
-                        info.traceback)
-            return self._block
+            if self._host is None:
+                self._host = BlockHost(self.cls.manifest.name, lambda: (self.cls, self.params))
+            return self._host
 
     def _call(self, call_id: int, inputs: list[dict[str, Any]]) -> None:
         started = time.time()
-        results, error = None, None
-        try:
-            block = self._ensure_setup()
-            if block is None:
-                error = self._setup_error
-            else:
-                results = check_results(block.run(inputs, self.params), len(inputs),
-                                        self._writes, self.cls.manifest.name)
-        except BaseException as exc:  # noqa: BLE001
-            error = ErrorInfo.of(exc)
+        results, error = self._setup().call(inputs)
         worker = threading.current_thread().name
         self.events.put(Done(self, call_id, results, error, worker, started, time.time()))
 
     def close(self) -> None:
         self._exec.shutdown(wait=True, cancel_futures=True)
-        if self._block is not None:
-            self._block.teardown()
+        if self._host is not None:
+            self._host.teardown()
 
 
 class _Worker:
@@ -104,8 +107,7 @@ class ProcessPool:
     """``workers`` spawned processes, each holding one set-up block; one call per worker at a time."""
 
     def __init__(self, cls: type[Block], params: BaseModel, workers: int, threads: int,
-                 events: SimpleQueue[Any], on_spawn: Callable[[str], None] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 events: SimpleQueue[Any], env: dict[str, str] | None = None) -> None:
         self.name = cls.manifest.name
         self.events = events
         self.capacity = max(1, workers)
@@ -158,14 +160,16 @@ class ProcessPool:
     def release(self, done: Done) -> None:
         self.busy -= 1
 
-    def kill(self, call_id: int, reason: str) -> None:
-        """Kill the worker running ``call_id`` (a timeout); its call fails with ``reason``."""
+    def kill(self, call_id: int, reason: str) -> bool:
+        """Kill the worker running ``call_id`` (a timeout); its call fails with ``reason``
+        when the pool replaces it. A call that finished meanwhile keeps its result."""
         with self._lock:
             worker = next((w for w in self.workers if w.call and w.call[0] == call_id), None)
             if worker is None:
-                return
+                return True
             worker.killed_because = reason
         worker.proc.kill()
+        return True
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -221,13 +225,13 @@ class ProcessPool:
             self.spawned += 1
         w.conn.close()
         if call is not None and w.killed_because is not None:
-            err = ErrorInfo(ErrorKind.TIMEOUT, "BlockTimeout", w.killed_because, "")
+            err = ErrorInfo.failure(BlockTimeout(w.killed_because))
             self.events.put(Done(self, call[0], None, err, w.label, call[1], time.time()))
         elif call is not None:
             code = w.proc.exitcode
             how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
-            err = ErrorInfo(ErrorKind.WORKER_DIED, "WorkerDied",
-                            f"the worker process ({w.label}) running block '{self.name}' {how}", "")
+            err = ErrorInfo.failure(WorkerDied(
+                f"the worker process ({w.label}) running block '{self.name}' {how}"))
             self.events.put(Done(self, call[0], None, err, w.label, call[1], time.time()))
 
     def close(self) -> None:

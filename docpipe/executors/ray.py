@@ -53,8 +53,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from docpipe.blocks import Block
-from docpipe.errors import DocpipeError, MissingDependency
-from docpipe.executors import WAKE, Done, ErrorInfo, check_results
+from docpipe.errors import BlockTimeout, DocpipeError, MissingDependency, WorkerDied
+from docpipe.executors import WAKE, Done, ErrorInfo
+from docpipe.executors.base import BlockHost, Pool
 from docpipe.executors.worker import thread_env, use_env
 from docpipe.status import ErrorKind
 
@@ -86,7 +87,7 @@ def _died() -> tuple[type[BaseException], ...]:
 
 
 class _BlockActor:
-    """One worker: a set-up block in a Ray worker process (mirrors ``worker.main``)."""
+    """One worker: a :class:`BlockHost` in a Ray worker process (as ``worker.main`` is)."""
 
     def __init__(self, block: bytes, params: bytes, threads: int, sys_path: list[str],
                  env: dict[str, str]) -> None:
@@ -95,46 +96,21 @@ class _BlockActor:
         for p in reversed(sys_path):  # plugin files loaded by path in the driver import here too
             if p not in sys.path and os.path.isdir(p):
                 sys.path.insert(0, p)
-        self.block: Any = None
-        self.params: Any = None
-        self.setup_error: ErrorInfo | None = None
-        self.name, self.writes = "?", frozenset[str]()
-        try:
-            from ray import cloudpickle
+        from ray import cloudpickle
 
-            cls = cloudpickle.loads(block)
-            self.name, self.writes = cls.manifest.name, frozenset(cls.manifest.writes)
-            self.params = pickle.loads(params)
-            b = cls()
-            b.setup(self.params)
-            self.block = b
-            torch = sys.modules.get("torch")
-            if torch is not None:
-                torch.set_num_threads(threads)
-        except BaseException as exc:  # noqa: BLE001 - reported per call, as a local worker does
-            info = ErrorInfo.of(exc)
-            self.setup_error = ErrorInfo(info.kind, info.type,
-                                         f"setup of block '{self.name}' failed: {info.message}",
-                                         info.traceback)
+        self.host = BlockHost("?", lambda: (cloudpickle.loads(block), pickle.loads(params)),
+                              threads)
 
     def ready(self) -> str:
         return f"ray:{socket.gethostname()}:{os.getpid()}"
 
     def call(self, inputs: list[dict[str, Any]]) -> tuple[Any, ErrorInfo | None, float, float]:
         started = time.time()
-        results: list[Any] | None = None
-        error = self.setup_error
-        if error is None:
-            try:
-                results = check_results(self.block.run(inputs, self.params), len(inputs),
-                                        self.writes, self.name)
-            except BaseException as exc:  # noqa: BLE001
-                error = ErrorInfo.of(exc)
+        results, error = self.host.call(inputs)
         return results, error, started, time.time()
 
     def teardown(self) -> None:
-        if self.block is not None and self.setup_error is None:
-            self.block.teardown()
+        self.host.teardown()
 
 
 _remote_actor: Any = None
@@ -160,8 +136,8 @@ class _Actor:
 class RayPool:
     """``size`` Ray actors running one block; one call per actor at a time.
 
-    The same interface as the local pools: ``idle``, ``submit``, ``release``, ``kill``,
-    ``close``; finished calls are posted on ``events`` as :class:`Done`.
+    A :class:`~docpipe.executors.base.Pool`, like the local pools: finished calls are
+    posted on ``events`` as :class:`Done`.
     """
 
     def __init__(self, cls: type[Block], params: BaseModel, size: int, threads: int,
@@ -248,19 +224,19 @@ class RayPool:
     def release(self, done: Done) -> None:
         self.busy -= 1
 
-    def kill(self, call_id: int, reason: str) -> None:
+    def kill(self, call_id: int, reason: str) -> bool:
         """Kill the actor running ``call_id`` (a timeout) and replace it; the call fails with
-        ``reason``."""
+        ``reason``. A call that finished meanwhile keeps its result."""
+        timeout = ErrorInfo.failure(BlockTimeout(reason))
         with self._lock:
             waiting = next((c for c in self._backlog if c[0] == call_id), None)
             if waiting is not None:  # never started: no actor to kill
                 self._backlog.remove(waiting)
-                self.events.put(Done(self, call_id, None, ErrorInfo(ErrorKind.TIMEOUT, "BlockTimeout", reason, ""),
-                                     "ray", time.time(), time.time()))
-                return
+                self.events.put(Done(self, call_id, None, timeout, "ray", time.time(), time.time()))
+                return True
             actor = next((a for a in self.actors if a.call and a.call[0] == call_id), None)
             if actor is None or actor.call is None:
-                return
+                return True
             _, sent, ref = actor.call
             self._pending.pop(ref, None)
             actor.call = None  # a result being settled right now is dropped, not posted too
@@ -268,11 +244,12 @@ class RayPool:
             self.spawned += 1
             self._lock.notify()
         _ray().kill(actor.handle, no_restart=True)
-        err = ErrorInfo(ErrorKind.TIMEOUT, "BlockTimeout", reason, "")
-        self.events.put(Done(self, call_id, None, err, actor.label, sent, time.time()))
+        self.events.put(Done(self, call_id, None, timeout, actor.label, sent, time.time()))
+        return True
 
     def pids(self) -> list[int]:
-        """Process ids of the ready actors (on this machine's cluster; for tests)."""
+        """Process ids of the ready actors (on their own nodes; this machine's on a local
+        cluster)."""
         with self._lock:
             return [int(a.label.rsplit(":", 1)[1]) for a in self.actors if a.ready]
 
@@ -406,9 +383,9 @@ class RayPool:
             self.spawned += 1
             self._lock.notify()
         if call is not None:
-            err = ErrorInfo(ErrorKind.WORKER_DIED, "WorkerDied",
-                            f"the Ray actor ({actor.label}) running block '{self.name}' died: "
-                            f"{_first_line(exc)}", "")
+            err = ErrorInfo.failure(WorkerDied(
+                f"the Ray actor ({actor.label}) running block '{self.name}' died: "
+                f"{_first_line(exc)}"))
             self.events.put(Done(self, call[0], None, err, actor.label, call[1], time.time()))
 
 
@@ -566,7 +543,7 @@ class RayExecutor:
 
     # --- pools -------------------------------------------------------------------------
     def make_pool(self, cls: type[Block], params: BaseModel, *, workers: int, threads: int,
-                  events: SimpleQueue[Any], env: Mapping[str, str] | None = None) -> RayPool:
+                  events: SimpleQueue[Any], env: Mapping[str, str] | None = None) -> Pool:
         """An actor pool for a ``thread`` or ``process`` block (``env``: variables its actors
         set, such as their temporary folder)."""
         self.start()

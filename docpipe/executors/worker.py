@@ -2,10 +2,9 @@
 
 The worker imports its block class by import path (plugins are not loaded
 here), sets the thread limits the engine handed it *before* the block's
-libraries are imported, runs ``setup(params)`` once and then answers calls
-until the parent closes the pipe. A failed ``setup`` is not fatal to the
-worker: every call gets the setup error, so each document fails with a clear
-message instead of the pool respawning workers forever.
+libraries are imported, sets the block up once in a :class:`BlockHost` and
+then answers calls until the parent closes the pipe. A failed ``setup`` is not
+fatal to the worker: every call gets the setup error (see :class:`BlockHost`).
 """
 
 from __future__ import annotations
@@ -15,9 +14,9 @@ import signal
 import sys
 import time
 from multiprocessing.connection import Connection
-from typing import Any
 
-from docpipe.executors import ErrorInfo, check_results
+from docpipe.executors import ErrorInfo
+from docpipe.executors.base import BlockHost
 from docpipe.status import ErrorKind
 
 
@@ -90,25 +89,8 @@ def main(conn: Connection, block_ref: str, params_pickle: bytes, threads: int,
 
     from docpipe.blocks import import_ref
 
-    setup_error: ErrorInfo | None = None
-    block: Any = None
-    writes: frozenset[str] = frozenset()
-    name = block_ref
-    params: Any = None
-    try:
-        cls = import_ref(block_ref)
-        name, writes = cls.manifest.name, frozenset(cls.manifest.writes)
-        params = pickle.loads(params_pickle)
-        block = cls()
-        block.setup(params)
-        torch = sys.modules.get("torch")
-        if torch is not None:
-            torch.set_num_threads(threads)
-    except BaseException as exc:  # noqa: BLE001 - reported per call
-        setup_error = ErrorInfo.of(exc)
-        setup_error = ErrorInfo(setup_error.kind, setup_error.type,
-                                f"setup of block '{name}' failed: {setup_error.message}",
-                                setup_error.traceback)
+    host = BlockHost(block_ref, lambda: (import_ref(block_ref), pickle.loads(params_pickle)),
+                     threads)
     try:
         conn.send(("ready", os.getpid()))  # calls are only sent to ready workers
     except (BrokenPipeError, OSError):
@@ -119,8 +101,7 @@ def main(conn: Connection, block_ref: str, params_pickle: bytes, threads: int,
         except (EOFError, OSError):
             return
         if msg is None:
-            if block is not None and setup_error is None:
-                block.teardown()
+            host.teardown()
             # every result is sent and teardown ran: skip the interpreter's finalisation, which
             # takes a second with torch loaded and would hold up the command that closes us
             sys.stdout.flush()
@@ -128,18 +109,12 @@ def main(conn: Connection, block_ref: str, params_pickle: bytes, threads: int,
             os._exit(0)
         call_id, inputs = msg
         started = time.time()
-        results: list[Any] | None = None
-        error = setup_error
-        if error is None:
-            try:
-                results = check_results(block.run(inputs, params), len(inputs), writes, name)
-            except BaseException as exc:  # noqa: BLE001
-                error = ErrorInfo.of(exc)
+        results, error = host.call(inputs)
         try:
             conn.send((call_id, results, error, started, time.time()))
         except (BrokenPipeError, EOFError, OSError):
             return
         except Exception as exc:  # noqa: BLE001 - e.g. an output that cannot be pickled
             err = ErrorInfo(ErrorKind.BLOCK_ERROR, type(exc).__name__,
-                            f"block '{name}' returned output that cannot be sent back: {exc}", "")
+                            f"block '{host.name}' returned output that cannot be sent back: {exc}", "")
             conn.send((call_id, None, err, started, time.time()))
