@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from docpipe.flow import redact_definition
 from docpipe.inputs import absolute, expand_inputs
-from docpipe.planner import Plan, build_plan, plan_file
-from docpipe.plugins import Registry
 from docpipe.service.errors import NotFound, SecretsNeeded
 
-if TYPE_CHECKING:  # the store (SQLAlchemy) loads late: `docpipe --help` needs none of it
+if TYPE_CHECKING:  # the planner and the store load late: `docpipe --help` needs neither
+    from docpipe.planner import Plan
+    from docpipe.plugins import Registry
     from docpipe.store import Store
 
 #: a recorded param whose value was masked because its name looks secret
@@ -23,6 +23,8 @@ MASKED = "***"
 def plan_flow(path: str | Path, registry: Registry, params: Mapping[str, Any] | None = None) -> Plan:
     """The plan of the flow file ``path`` with ``registry``'s blocks; ``params`` override
     the flow's. Raises :class:`~docpipe.errors.FlowError` with every issue found."""
+    from docpipe.planner import plan_file
+
     return plan_file(path, registry, dict(params or {}))
 
 
@@ -34,6 +36,8 @@ def plan_definition(definition: dict[str, Any], registry: Registry,
     masked = [k for k, v in (definition.get("params") or {}).items() if v == MASKED and k not in given]
     if masked:
         raise SecretsNeeded(masked)
+    from docpipe.planner import build_plan
+
     return build_plan(definition, registry, params=given)
 
 
@@ -50,6 +54,8 @@ def plan_batch(store: Store, batch_id: str, registry: Registry,
     masked = [k for k, v in recorded.items() if v == MASKED]
     if masked:
         raise SecretsNeeded(masked)
+    from docpipe.planner import build_plan
+
     return build_plan(batch["definition"], registry, params={**recorded, **given})
 
 
