@@ -203,6 +203,27 @@ def test_resume_a_batch(made, tmp_path):
         assert c.post("/api/batches/nope/resume", headers=AUTH).status_code == 404
 
 
+def test_a_batch_the_server_cannot_plan_again_is_refused_with_why(tmp_path, caplog):
+    """Planned again as `docpipe resume` plans it (docpipe.service): a secret param must be
+    given again (400); a recorded flow the server's blocks no longer satisfy is a 422 whose
+    issues are in the server's log."""
+    made = make_runs(tmp_path, {**QUICK, "name": "ui-secret", "params": {"api_token": "s3cret"}})
+    batch = made["batch_id"]
+    with client(made, tmp_path) as c:
+        refused = c.post(f"/api/batches/{batch}/retry", headers=AUTH)
+        assert refused.status_code == 400
+        assert refused.json()["detail"] == "these params are secret and not recorded; give them: api_token"
+        (made["docs"] / "late.txt").write_text("here now", encoding="utf-8")
+        reply = c.post(f"/api/batches/{batch}/retry", headers=AUTH, json={"params": {"api_token": "again"}})
+        assert reply.status_code == 202, reply.text
+        assert wait_job(c, reply.json())["counts"] == {"succeeded": 3, "failed": 0}
+    with client(made, tmp_path, plugins=()) as c, caplog.at_level("WARNING", logger="docpipe.server"):
+        bad = c.post(f"/api/batches/{batch}/resume", headers=AUTH, json={"params": {"api_token": "x"}})
+        assert bad.status_code == 422 and "not valid with the installed blocks" in bad.json()["detail"]
+        assert c.get("/api/jobs").json() == []
+    assert any("unknown block 'toy.read'" in r.getMessage() for r in caplog.records)
+
+
 def test_upload_starts_a_run_and_is_size_limited(made, tmp_path):
     uploads = tmp_path / "data" / "uploads"
     with client(made, tmp_path, max_upload=4096) as c:
