@@ -14,6 +14,13 @@ Root causes come first. What an unknown block would have written is missing
 downstream: when the suggested block would write a key, reads of that key are
 not reported (the unknown block's issue says how many were left out); when no
 block is suggested, such reads are reported last, marked as perhaps caused by it.
+
+One walker (``_Builder``) goes over the step tree, switch cases, fork branches and
+subflows included, and everything else reads what it found: :func:`build_plan`
+gives the engine's :class:`Plan` of a flow that validates; :func:`flow_graph` gives
+the :class:`FlowGraph` the UI draws, for any flow (its steps as written, the edges
+with the keys that flow along them, the cases, branches and nested subflows, and the
+issues :func:`build_plan` would raise).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from docpipe.artifacts import WORK_DIR_KEY
-from docpipe.blocks import Artifact, Block, Retry, type_name, types_compatible
+from docpipe.blocks import Artifact, Block, Manifest, Retry, type_name, types_compatible
 from docpipe.errors import ExpressionError, FlowError, FlowIssue
 from docpipe.expr import Expression
 from docpipe.flow import content_hash, load_definition, schema_issues, step_kind
@@ -119,6 +126,75 @@ class Plan:
         return next(n for n in self.nodes if n.id == step_id)
 
 
+@dataclass(frozen=True)
+class GraphEdge:
+    """A dependency between two steps of a :class:`FlowGraph`: ``target`` runs after ``source``."""
+
+    source: int
+    target: int
+    #: the state keys ``source`` writes and ``target`` reads (none: ordering only)
+    keys: tuple[str, ...] = ()
+    #: the case of switch ``source`` that guards ``target`` (``""``: the default), else ``None``
+    case: str | None = None
+
+
+@dataclass(eq=False)
+class GraphNode:
+    """One step of a :class:`FlowGraph`, as the flow names it.
+
+    ``kind`` is the step's kind as written (a fork is a ``fork`` here; the engine runs it as
+    the join of its branches). ``runtime`` is ``None`` for a block that is not installed.
+    ``reads``/``writes`` map the block's keys (a subflow's inputs and outputs) to the state
+    keys they were renamed to; ``keys_read`` is every state key the step waits for, the names
+    its expressions use included. ``cases`` (switch; ``""`` is the default), ``branches``
+    (fork) and ``subgraph`` (subflow) hold the nested structure as node indices and graphs.
+    """
+
+    idx: int
+    id: str
+    kind: str
+    block: str | None = None
+    runtime: str | None = None
+    reads: dict[str, str] = field(default_factory=dict)
+    writes: dict[str, str] = field(default_factory=dict)
+    keys_read: tuple[str, ...] = ()
+    #: (switch node idx, case) pairs that must all hold for the step to run
+    guards: tuple[tuple[int, str], ...] = ()
+    when: str | None = None
+    #: an expr step's expression, or a switch's
+    expr: str | None = None
+    output: str | None = None
+    map_over: str | None = None
+    map_as: str | None = None
+    subflow: str | None = None
+    joins: tuple[str, ...] = ()
+    description: str | None = None
+    cases: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    branches: tuple[tuple[int, ...], ...] = ()
+    subgraph: FlowGraph | None = None
+    issues: tuple[FlowIssue, ...] = ()
+
+
+@dataclass(eq=False)
+class FlowGraph:
+    """What the planner knows of a flow, valid or not: its steps, the dependencies between them
+    and every issue (what :func:`build_plan` would raise; a flow that breaks the JSON Schema
+    reports only that, and its graph is the best the walker could make of it)."""
+
+    name: str | None
+    version: str | None
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+    issues: list[FlowIssue]
+
+    @property
+    def valid(self) -> bool:
+        return not self.issues
+
+    def node(self, step_id: str) -> GraphNode:
+        return next(n for n in self.nodes if n.id == step_id)
+
+
 def switch_key(node_idx: int) -> str:
     return f"__switch_{node_idx}"
 
@@ -165,21 +241,63 @@ def _type_text(tp: Any) -> str:
     return getattr(tp, "__name__", None) or repr(tp).replace("typing.", "")
 
 
+# The walker reads a step through these: a flow that breaks the JSON Schema is still walked
+# (the UI draws it with its issues), so no field may be trusted to have its type.
+def _text(step: dict[str, Any], key: str) -> str | None:
+    value = step.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _mapping(step: dict[str, Any], key: str) -> dict[str, Any]:
+    value = step.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _renames(step: dict[str, Any], key: str) -> dict[str, str]:
+    return {k: v for k, v in _mapping(step, key).items() if isinstance(v, str)}
+
+
+def _names(values: Any) -> list[str]:
+    return [v for v in _list(values) if isinstance(v, str)]
+
+
 class _Builder:
-    def __init__(self, registry: Registry, params: dict[str, Any], base_dir: Path,
-                 stack: tuple[Path, ...], subflow_dirs: tuple[Path, ...]) -> None:
+    """The one walker over a flow's step tree: it makes the engine's nodes, their dependencies
+    and every issue, and keeps what a :class:`FlowGraph` shows (the steps as written, the
+    cases and branches they sit in, the walkers of subflows)."""
+
+    def __init__(self, definition: dict[str, Any], registry: Registry, params: dict[str, Any],
+                 base_dir: Path, stack: tuple[Path, ...], subflow_dirs: tuple[Path, ...],
+                 schema_ok: bool = True) -> None:
+        self.definition = definition
+        #: ``False``: the flow breaks the JSON Schema, and only its structure is walked (a step's
+        #: retry, timeout and params are not read: nothing may be assumed of them)
+        self.schema_ok = schema_ok
         self.registry = registry
         self.params = params
         self.base_dir = base_dir
         self.stack = stack
         self.subflow_dirs = subflow_dirs
         self.nodes: list[Node] = []
+        self.steps: list[dict[str, Any]] = []  # node idx -> its step as the flow writes it
+        self.cases: dict[int, dict[str, tuple[int, ...]]] = {}  # switch -> case -> its steps
+        self.branches: dict[int, tuple[tuple[int, ...], ...]] = {}  # fork -> its branches' steps
+        self.subflows: dict[int, _Builder] = {}
         self.issues: list[FlowIssue] = []
         self.after: dict[int, list[str]] = {}
+        self.reads: dict[int, set[str]] = {}  # node idx -> every state key it waits for
         self.writer_types: dict[str, Any] = {}
         self.reader_types: list[tuple[Node, str, Any]] = []
-        self.groups: dict[str, list[int]] = {}  # fork id -> last node of each branch
         self.declared: set[str] = set()  # flow params the subflows declare
+        # set by wire(), once the walk is done
+        self.initial: tuple[str, ...] = ()
+        self.key_types: dict[str, str] = {}
+        self.outputs: list[str] = []
+        self.declared_params: frozenset[str] = frozenset()
         #: root causes (reported first): (index in ``first``, node, what it would write, if known)
         self.first: list[FlowIssue] = []
         self.unknown: list[tuple[int, Node, frozenset[str] | None]] = []
@@ -217,80 +335,93 @@ class _Builder:
         return first + self.issues + self.later
 
     def new(self, step: dict[str, Any], kind: str, guards: tuple[tuple[int, str], ...]) -> Node:
-        node = Node(idx=len(self.nodes), id=step["id"], kind=kind, guards=guards)
-        if any(n.id == node.id for n in self.nodes) or node.id in self.groups:
+        idx = len(self.nodes)
+        node = Node(idx=idx, id=str(step.get("id") or f"step {idx + 1}"), kind=kind, guards=guards)
+        if any(n.id == node.id for n in self.nodes):
             self.issue("duplicate step id", node.id)
         self.nodes.append(node)
-        self.after[node.idx] = list(step.get("after", []))
+        self.steps.append(step)
+        self.after[idx] = _names(step.get("after"))
         if "when" in step:
             node.when = self.expression(step["when"], node.id, "when")
         return node
 
-    def expression(self, text: str, step_id: str, key: str) -> Expression | None:
+    def expression(self, text: Any, step_id: str, key: str) -> Expression | None:
+        if not isinstance(text, str):
+            return None  # the schema says so
         try:
             return Expression(text)
         except ExpressionError as exc:
             self.issue(str(exc), step_id, key)
             return None
 
-    def add_steps(self, steps: Iterable[dict[str, Any]], guards: tuple[tuple[int, str], ...] = (),
+    def add_steps(self, steps: Any, guards: tuple[tuple[int, str], ...] = (),
                   chain: bool = False) -> list[int]:
-        """Add steps; with ``chain`` each runs after the previous one (a fork branch)."""
+        """Add steps, returning each one's node; with ``chain`` each runs after the previous
+        one (a fork branch)."""
         added: list[int] = []
-        for step in steps:
+        for step in _list(steps):
+            if not isinstance(step, dict):
+                continue  # the schema says so
             first = len(self.nodes)
             last = self.add_step(step, guards)
-            if chain and added and last is not None:
+            if chain and added:
                 for idx in range(first, len(self.nodes)):
                     self.nodes[idx].deps.add(added[-1])
-            if last is not None:
-                added.append(last)
+            added.append(last)
         return added
 
-    def add_step(self, step: dict[str, Any], guards: tuple[tuple[int, str], ...]) -> int | None:
+    def add_step(self, step: dict[str, Any], guards: tuple[tuple[int, str], ...]) -> int:
         kind = step_kind(step)
-        if kind == "fork":
-            lasts = [b[-1] for b in (self.add_steps(br, guards, chain=True) for br in step["fork"]) if b]
+        if kind == "fork":  # the branches first; the fork's node is where they join
+            branches = tuple(tuple(self.add_steps(br, guards, chain=True)) for br in _list(step["fork"]))
             node = self.new(step, "join", guards)
-            node.deps.update(lasts)
+            node.deps.update(b[-1] for b in branches if b)
+            self.branches[node.idx] = branches
             return node.idx
         node = self.new(step, kind, guards)
         if kind in ("block", "map"):
             self.block_step(node, step)
         elif kind == "expr":
-            node.expr = self.expression(step["expr"], node.id, "expr")
-            node.output = step["output"]
-            node.writes = {step["output"]: step["output"]}
-            self.writer_types.setdefault(step["output"], Any)
+            self.expr_step(node, step)
         elif kind == "switch":
-            node.expr = self.expression(step["switch"], node.id, "switch")
-            node.cases = tuple(step["cases"])
-            node.has_default = "default" in step
-            key = switch_key(node.idx)
-            node.writes = {key: key}
-            for case, case_steps in step["cases"].items():
-                self.add_steps(case_steps, (*guards, (node.idx, case)))
-            if node.has_default:
-                self.add_steps(step["default"], (*guards, (node.idx, "")))
+            self.switch_step(node, step, guards)
         elif kind == "join":
-            self.after[node.idx] += step["join"]
+            self.after[node.idx] += _names(step["join"])
         elif kind == "subflow":
             self.subflow_step(node, step)
         return node.idx
 
+    def expr_step(self, node: Node, step: dict[str, Any]) -> None:
+        node.expr = self.expression(step["expr"], node.id, "expr")
+        node.output = _text(step, "output")
+        if node.output is not None:
+            node.writes = {node.output: node.output}
+            self.writer_types.setdefault(node.output, Any)
+
+    def switch_step(self, node: Node, step: dict[str, Any], guards: tuple[tuple[int, str], ...]) -> None:
+        node.expr = self.expression(step["switch"], node.id, "switch")
+        cases = _mapping(step, "cases")
+        node.cases = tuple(cases)
+        node.has_default = "default" in step
+        key = switch_key(node.idx)
+        node.writes = {key: key}
+        chosen = {case: tuple(self.add_steps(steps, (*guards, (node.idx, case))))
+                  for case, steps in cases.items()}
+        if node.has_default:
+            chosen[""] = tuple(self.add_steps(step["default"], (*guards, (node.idx, ""))))
+        self.cases[node.idx] = chosen
+
     def block_step(self, node: Node, step: dict[str, Any]) -> None:
-        info = self.registry.blocks.get(step["block"])
+        info = self.registry.blocks.get(step["block"]) if isinstance(step.get("block"), str) else None
         if info is None:
             self.unknown_block(node, step)
             return
         node.block = info
         manifest = info.cls.manifest
-        node.retry = manifest.retry.merged(step.get("retry"))
-        node.timeout = step.get("timeout", manifest.timeout)
-        if node.timeout is not None and manifest.runtime == "inline":
-            self.issue(f"block '{info.name}' runs inline, in the engine's loop, where it cannot be "
-                       "interrupted: a timeout needs a thread or process block", node.id, "timeout")
-        inputs, outputs = step.get("inputs", {}), step.get("outputs", {})
+        if self.schema_ok:
+            self.retry_and_timeout(node, step, manifest)
+        inputs, outputs = _renames(step, "inputs"), _renames(step, "outputs")
         for key in inputs:
             if key not in manifest.reads:
                 self.issue(f"inputs renames '{key}', which block '{info.name}' does not read",
@@ -303,14 +434,7 @@ class _Builder:
         node.writes = {k: outputs.get(k, k) for k in manifest.writes}
         node.block_writes = frozenset(manifest.writes)
         if node.kind == "map":
-            node.map_over, node.map_as = step["map"], step.get("as", "item")
-            if node.map_as not in manifest.reads:
-                self.issue(f"map binds items to '{node.map_as}', which block '{info.name}' "
-                           f"does not read (it reads {sorted(manifest.reads)})", node.id, "as")
-            node.needs = (node.map_over, *(v for k, v in node.reads.items() if k != node.map_as))
-            self.reader_types.append((node, node.map_over, f"list[{type_name(manifest.reads.get(node.map_as, Any))}]"))
-            for k, v in node.writes.items():
-                self.writer_types.setdefault(v, f"list[{type_name(manifest.writes[k])}]")
+            self.map_step(node, step, info)
         else:
             node.needs = tuple(node.reads.values())
             for k, v in node.writes.items():
@@ -318,18 +442,43 @@ class _Builder:
         for k, v in node.reads.items():
             if k != node.map_as or node.kind != "map":
                 self.reader_types.append((node, v, manifest.reads[k]))
-        node.params = self.block_params(node, info.cls, step.get("params", {}))
+        if self.schema_ok:
+            node.params = self.block_params(node, info.cls, _mapping(step, "params"))
+
+    def retry_and_timeout(self, node: Node, step: dict[str, Any], manifest: Manifest) -> None:
+        """The block's retry policy and timeout with the step's on top; an inline block cannot
+        time out."""
+        node.retry = manifest.retry.merged(step.get("retry"))
+        node.timeout = step.get("timeout", manifest.timeout)
+        if node.timeout is not None and manifest.runtime == "inline":
+            self.issue(f"block '{manifest.name}' runs inline, in the engine's loop, where it cannot be "
+                       "interrupted: a timeout needs a thread or process block", node.id, "timeout")
+
+    def map_step(self, node: Node, step: dict[str, Any], info: BlockInfo) -> None:
+        manifest = info.cls.manifest
+        node.map_over, node.map_as = _text(step, "map"), _text(step, "as") or "item"
+        if node.map_as not in manifest.reads:
+            self.issue(f"map binds items to '{node.map_as}', which block '{info.name}' "
+                       f"does not read (it reads {sorted(manifest.reads)})", node.id, "as")
+        rest = tuple(v for k, v in node.reads.items() if k != node.map_as)
+        node.needs = rest if node.map_over is None else (node.map_over, *rest)
+        if node.map_over is not None:
+            item = type_name(manifest.reads.get(node.map_as, Any))
+            self.reader_types.append((node, node.map_over, f"list[{item}]"))
+        for k, v in node.writes.items():
+            self.writer_types.setdefault(v, f"list[{type_name(manifest.writes[k])}]")
 
     def unknown_block(self, node: Node, step: dict[str, Any]) -> None:
         """Report an unknown block first, with the closest installed name; what the suggested
         block would write tells which later issues follow from this one."""
-        name = step["block"]
-        close = difflib.get_close_matches(name, list(self.registry.blocks), n=1, cutoff=0.6)
+        name = step.get("block")
+        close = (difflib.get_close_matches(name, list(self.registry.blocks), n=1, cutoff=0.6)
+                 if isinstance(name, str) else [])
         writes: frozenset[str] | None = None
         if close:
             message = (f"unknown block '{name}'; did you mean '{close[0]}'? "
                        "(`docpipe blocks` lists the installed ones)")
-            renames = step.get("outputs", {})
+            renames = _renames(step, "outputs")
             writes = frozenset(renames.get(k, k)
                                for k in self.registry.blocks[close[0]].cls.manifest.writes)
         else:
@@ -385,32 +534,194 @@ class _Builder:
         return f"bad param for block '{block}': {msg}{shown}"
 
     def subflow_step(self, node: Node, step: dict[str, Any]) -> None:
-        path = (self.base_dir / step["subflow"]).resolve()
+        ref = _text(step, "subflow")
+        if ref is None:
+            return  # the schema says so
+        try:
+            path = (self.base_dir / ref).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+            self.issue(f"subflow {ref!r} is not a usable path: {exc}", node.id, "subflow")
+            return
         if path in self.stack:
             self.issue(f"subflow {path} includes itself", node.id, "subflow")
             return
         if not any(path.is_relative_to(d) for d in self.subflow_dirs):
-            self.issue(f"subflow {step['subflow']!r} is outside the flow's folder (allow more "
+            self.issue(f"subflow {ref!r} is outside the flow's folder (allow more "
                        "folders with DOCPIPE_SUBFLOW_DIRS)", node.id, "subflow")
             return
         try:
-            sub = build_plan(load_definition(path, foreign=True), self.registry,
-                             base_dir=path.parent, stack=(*self.stack, path), params=self.params,
-                             subflow_dirs=self.subflow_dirs)
+            definition = load_definition(path, foreign=True)
         except FlowError as exc:
             for i in exc.issues:
-                self.issue(f"in subflow {step['subflow']}: {i}", node.id, i.key)
+                self.issue(f"in subflow {ref}: {i}", node.id, i.key)
             return
-        node.subplan = sub
+        sub = _walk(definition, self.registry, base_dir=path.parent, stack=(*self.stack, path),
+                    params=self.params, subflow_dirs=self.subflow_dirs)
+        self.subflows[node.idx] = sub
+        issues = sub.all_issues()
+        for i in issues:
+            self.issue(f"in subflow {ref}: {i}", node.id, i.key)
+        if issues:
+            return
+        node.subplan = sub.plan(definition)
         self.declared |= sub.declared_params
-        inputs, outputs = step.get("inputs", {}), step.get("outputs", {})
-        node.reads = {k: inputs.get(k, k) for k in sub.initial}
+        inputs, outputs = _renames(step, "inputs"), _renames(step, "outputs")
+        node.reads = {k: inputs.get(k, k) for k in node.subplan.initial}
         node.needs = tuple(node.reads.values())
-        for k in sub.initial:
-            self.reader_types.append((node, node.reads[k], sub.key_types.get(k, Any)))
-        node.writes = {k: outputs.get(k, k) for k in sub.outputs}
+        for k in node.subplan.initial:
+            self.reader_types.append((node, node.reads[k], node.subplan.key_types.get(k, Any)))
+        node.writes = {k: outputs.get(k, k) for k in node.subplan.outputs}
         for k, v in node.writes.items():
-            self.writer_types.setdefault(v, sub.key_types.get(k, Any))
+            self.writer_types.setdefault(v, node.subplan.key_types.get(k, Any))
+
+    def wire(self, definition: dict[str, Any], given: dict[str, Any] | None,
+             initial: Iterable[str] | None) -> None:
+        """After the walk: dependencies from writers to readers, guards and explicit ordering;
+        the checks that need the whole flow (two writers, types, cycles, outputs, params)."""
+        writers = self.check_writers()
+        for n in self.nodes:
+            self.reads[n.idx] = set(n.needs).union(*(e.names for e in (n.when, n.expr) if e is not None))
+        if initial is None:
+            initial = INITIAL_KEYS if self.stack == () else sorted(
+                set().union(*self.reads.values()) - set(writers))
+        self.initial = tuple(initial)
+        for n in self.nodes:
+            self.depend(n, writers)
+        for node, key, read_type in self.reader_types:
+            written = self.writer_types.get(key, INITIAL_KEYS.get(key, Any))
+            if not types_compatible(written, read_type):
+                self.issue(f"reads '{key}' as {type_name(read_type)}, but it is written as "
+                           f"{type_name(written)}", node.id, key)
+        self.check_cycles()
+        self.key_types = {k: type_name(v) for k, v in {**INITIAL_KEYS, **self.writer_types}.items()}
+        self.outputs = self.flow_outputs(definition, writers)
+        self.declared_params = frozenset(_mapping(definition, "params")) | self.declared
+        if not self.stack:  # a subflow gets its parent's params: only the top level checks them
+            self.check_params(given or {})
+
+    def check_writers(self) -> dict[str, list[Node]]:
+        """Who writes each key; two steps may write one only in different cases of a switch."""
+        writers: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for key in n.writes.values():
+                for other in writers.get(key, []):
+                    if not _exclusive(n, other):
+                        self.issue(f"key is also written by step '{other.id}' (two steps may write "
+                                   "one key only in different cases of a switch)", n.id, key)
+                writers.setdefault(key, []).append(n)
+        return writers
+
+    def depend(self, n: Node, writers: dict[str, list[Node]]) -> None:
+        """``n``'s dependencies: the writers of what it reads, its switches, what it names."""
+        for key in sorted(self.reads[n.idx]):
+            if key in self.initial:
+                continue
+            if key not in writers:
+                self.missing(f"reads '{key}', which no step writes", n.id, key)
+                continue
+            n.deps.update(w.idx for w in writers[key] if w is not n)
+        for s, _case in n.guards:
+            n.deps.add(s)
+        for target in self.after[n.idx]:
+            found = [m.idx for m in self.nodes if m.id == target]
+            if not found:
+                self.issue(f"'after'/'join' names step '{target}', which does not exist", n.id)
+            n.deps.update(found)
+        n.deps.discard(n.idx)
+
+    def check_cycles(self) -> None:
+        """Fill in each node's dependents; report a cycle (Kahn's algorithm)."""
+        nodes = self.nodes
+        indeg = {n.idx: len(n.deps) for n in nodes}
+        for n in nodes:
+            for d in n.deps:
+                nodes[d].dependents.append(n.idx)
+        queue = [i for i, d in indeg.items() if d == 0]
+        while queue:
+            i = queue.pop()
+            for j in nodes[i].dependents:
+                indeg[j] -= 1
+                if indeg[j] == 0:
+                    queue.append(j)
+        left = {i for i, d in indeg.items() if d > 0}
+        if left:
+            cycle = _find_cycle(nodes, left)
+            self.issue("cycle: " + " -> ".join(cycle), cycle[0])
+
+    def flow_outputs(self, definition: dict[str, Any], writers: dict[str, list[Node]]) -> list[str]:
+        """The flow's ``outputs``, else every key written that is neither internal nor a collection."""
+        if "outputs" not in definition:
+            return [k for k in writers if not k.startswith("__")
+                    and not self.key_types.get(k, "").startswith(_COLLECTIONS)]
+        outputs = _names(definition["outputs"])
+        for key in outputs:
+            if key not in writers and key not in self.initial:
+                self.missing(f"flow output '{key}' is not written by any step", None, key)
+        return outputs
+
+    def check_params(self, given: dict[str, Any]) -> None:
+        """A flow param given that neither the flow nor its subflows declare: a root cause."""
+        declared = self.declared_params
+        for key in given:
+            if key not in declared:
+                listed = ", ".join(sorted(declared)) or "none"
+                self.first.insert(0, FlowIssue(
+                    f"the flow has no param '{key}'{did_you_mean(key, declared)} (its params: "
+                    f"{listed}; a new one is declared in the flow's \"params\")", None, f"params.{key}"))
+                self.unknown = [(i + 1, n, w) for i, n, w in self.unknown]
+
+    def plan(self, definition: dict[str, Any]) -> Plan:
+        """The engine's view of a flow that validated."""
+        return Plan(
+            name=definition["name"],
+            version=definition["version"],
+            content_hash=content_hash(definition),
+            definition=definition,
+            params=self.params,
+            nodes=self.nodes,
+            roots=[n.idx for n in self.nodes if not n.deps],
+            outputs=self.outputs,
+            key_types=self.key_types,
+            initial=self.initial,
+            declared_params=self.declared_params,
+        )
+
+    def graph(self, definition: dict[str, Any], issues: list[FlowIssue]) -> FlowGraph:
+        """The UI's view of the flow: every step as written, the edges with what flows along
+        them, and ``issues`` (each also on the step it names)."""
+        nodes = [self.graph_node(n, issues) for n in self.nodes]
+        edges = []
+        for n in self.nodes:
+            cases = dict(n.guards)
+            for d in sorted(n.deps):
+                keys = tuple(sorted(set(nodes[d].writes.values()) & self.reads.get(n.idx, set())))
+                edges.append(GraphEdge(d, n.idx, keys, cases.get(d)))
+        name, version = definition.get("name"), definition.get("version")
+        return FlowGraph(name if isinstance(name, str) else None,
+                         version if isinstance(version, str) else None, nodes, edges, issues)
+
+    def graph_node(self, n: Node, issues: list[FlowIssue]) -> GraphNode:
+        step, kind = self.steps[n.idx], step_kind(self.steps[n.idx])
+        sub = self.subflows.get(n.idx)
+        return GraphNode(
+            idx=n.idx, id=n.id, kind=kind,
+            block=_shown(step.get("block")),
+            runtime=None if n.block is None and kind in ("block", "map") else n.runtime,
+            reads=dict(n.reads), writes={} if kind == "switch" else dict(n.writes),
+            keys_read=tuple(sorted(self.reads.get(n.idx, ()))), guards=n.guards,
+            when=None if "when" not in step else str(step["when"]),
+            expr=_shown(step.get(kind)) if kind in ("expr", "switch") else None, output=n.output,
+            map_over=_text(step, "map"), map_as=(_text(step, "as") or "item") if kind == "map" else None,
+            subflow=_shown(step.get("subflow")),
+            joins=tuple(_names(step.get("join"))), description=_text(step, "description"),
+            cases=self.cases.get(n.idx, {}), branches=self.branches.get(n.idx, ()),
+            subgraph=None if sub is None else sub.graph(sub.definition, sub.all_issues()),
+            issues=tuple(i for i in issues if i.step == n.id),
+        )
+
+
+def _shown(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _exclusive(a: Node, b: Node) -> bool:
@@ -430,6 +741,21 @@ def _find_cycle(nodes: list[Node], left: set[int]) -> list[str]:
     return [nodes[i].id for i in reversed(cycle)] + [nodes[cycle[-1]].id]
 
 
+def _walk(definition: dict[str, Any], registry: Registry, *, params: dict[str, Any] | None = None,
+          base_dir: Path | str = ".", stack: tuple[Path, ...] = (), initial: Iterable[str] | None = None,
+          subflow_dirs: tuple[Path, ...] | None = None, schema_ok: bool = True) -> _Builder:
+    """Walk ``definition``'s steps once and wire them; the walker holds the nodes and issues."""
+    flow_params = {**_mapping(definition, "params"), **(params or {})}
+    if subflow_dirs is None:  # subflows resolve only under the flow's folder and allowed ones
+        extra = os.environ.get("DOCPIPE_SUBFLOW_DIRS", "")
+        subflow_dirs = (Path(base_dir).resolve(),
+                        *(Path(d).resolve() for d in extra.split(os.pathsep) if d))
+    b = _Builder(definition, registry, flow_params, Path(base_dir), stack, subflow_dirs, schema_ok)
+    b.add_steps(definition.get("steps"))
+    b.wire(definition, params if not stack else None, initial)
+    return b
+
+
 def build_plan(definition: dict[str, Any], registry: Registry, *,
                params: dict[str, Any] | None = None, base_dir: Path | str = ".",
                stack: tuple[Path, ...] = (), initial: Iterable[str] | None = None,
@@ -443,107 +769,24 @@ def build_plan(definition: dict[str, Any], registry: Registry, *,
     issues = schema_issues(definition)
     if issues:
         raise FlowError(issues, definition.get("name") if isinstance(definition, dict) else None)
-    flow_params = {**definition.get("params", {}), **(params or {})}
-    if subflow_dirs is None:  # subflows resolve only under the flow's folder and allowed ones
-        extra = os.environ.get("DOCPIPE_SUBFLOW_DIRS", "")
-        subflow_dirs = (Path(base_dir).resolve(),
-                        *(Path(d).resolve() for d in extra.split(os.pathsep) if d))
-    b = _Builder(registry, flow_params, Path(base_dir), stack, subflow_dirs)
-    b.add_steps(definition["steps"])
-    nodes = b.nodes
-
-    writers: dict[str, list[Node]] = {}
-    for n in nodes:
-        for key in n.writes.values():
-            for other in writers.get(key, []):
-                if not _exclusive(n, other):
-                    b.issue(f"key is also written by step '{other.id}' (two steps may write "
-                            "one key only in different cases of a switch)", n.id, key)
-            writers.setdefault(key, []).append(n)
-
-    reads: dict[int, set[str]] = {n.idx: set(n.needs) for n in nodes}
-    for n in nodes:
-        for e in (n.when, n.expr):
-            if e is not None:
-                reads[n.idx] |= e.names
-    produced = set(writers)
-    if initial is None:
-        initial = INITIAL_KEYS if stack == () else sorted(
-            {k for ks in reads.values() for k in ks} - produced)
-    initial = tuple(initial)
-    for n in nodes:
-        for key in sorted(reads[n.idx]):
-            if key in initial:
-                continue
-            if key not in writers:
-                b.missing(f"reads '{key}', which no step writes", n.id, key)
-                continue
-            n.deps.update(w.idx for w in writers[key] if w is not n)
-        for s, _case in n.guards:
-            n.deps.add(s)
-        for target in b.after[n.idx]:
-            found = [m.idx for m in nodes if m.id == target]
-            if not found:
-                b.issue(f"'after'/'join' names step '{target}', which does not exist", n.id)
-            n.deps.update(found)
-        n.deps.discard(n.idx)
-    for node, key, read_type in b.reader_types:
-        written = b.writer_types.get(key, INITIAL_KEYS.get(key, Any))
-        if not types_compatible(written, read_type):
-            b.issue(f"reads '{key}' as {type_name(read_type)}, but it is written as "
-                    f"{type_name(written)}", node.id, key)
-
-    # cycles (Kahn)
-    indeg = {n.idx: len(n.deps) for n in nodes}
-    for n in nodes:
-        for d in n.deps:
-            nodes[d].dependents.append(n.idx)
-    queue = [i for i, d in indeg.items() if d == 0]
-    while queue:
-        i = queue.pop()
-        for j in nodes[i].dependents:
-            indeg[j] -= 1
-            if indeg[j] == 0:
-                queue.append(j)
-    left = {i for i, d in indeg.items() if d > 0}
-    if left:
-        cycle = _find_cycle(nodes, left)
-        b.issue("cycle: " + " -> ".join(cycle), cycle[0])
-
-    key_types = {k: type_name(v) for k, v in {**INITIAL_KEYS, **b.writer_types}.items()}
-    if "outputs" in definition:
-        outputs = list(definition["outputs"])
-        for key in outputs:
-            if key not in produced and key not in initial:
-                b.missing(f"flow output '{key}' is not written by any step", None, key)
-    else:
-        outputs = [k for k in writers if not k.startswith("__")
-                   and not key_types.get(k, "").startswith(_COLLECTIONS)]
-    declared = frozenset(definition.get("params", {})) | b.declared
-    if not stack:  # a subflow gets its parent's params: only the top level checks them
-        for key in params or {}:
-            if key not in declared:
-                listed = ", ".join(sorted(declared)) or "none"
-                b.first.insert(0, FlowIssue(
-                    f"the flow has no param '{key}'{did_you_mean(key, declared)} (its params: "
-                    f"{listed}; a new one is declared in the flow's \"params\")", None, f"params.{key}"))
-                b.unknown = [(i + 1, n, w) for i, n, w in b.unknown]
+    b = _walk(definition, registry, params=params, base_dir=base_dir, stack=stack, initial=initial,
+              subflow_dirs=subflow_dirs)
     issues = b.all_issues()
     if issues:
         raise FlowError(issues, definition["name"])
-    return Plan(
-        name=definition["name"],
-        version=definition["version"],
-        content_hash=content_hash(definition),
-        definition=definition,
-        params=flow_params,
-        nodes=nodes,
-        roots=[n.idx for n in nodes if not n.deps],
-        outputs=outputs,
-        key_types=key_types,
-        initial=initial,
-        declared_params=declared,
-    )
+    return b.plan(definition)
+
+
+def flow_graph(definition: dict[str, Any], registry: Registry, *, params: dict[str, Any] | None = None,
+               base_dir: Path | str = ".") -> FlowGraph:
+    """The graph of ``definition`` whether it validates or not (never raises for a bad flow):
+    the same walk as :func:`build_plan`, and the issues it would raise (a flow that breaks the
+    JSON Schema reports only that, as :func:`build_plan` does, and is walked as far as it goes)."""
+    if not isinstance(definition, dict):
+        definition = {}
+    schema = schema_issues(definition)
+    b = _walk(definition, registry, params=params, base_dir=base_dir, schema_ok=not schema)
+    return b.graph(definition, schema or b.all_issues())
 
 
 def plan_file(path: str | Path, registry: Registry, params: dict[str, Any] | None = None) -> Plan:

@@ -38,6 +38,16 @@ class StepPath(NamedTuple):
     def nested(self) -> bool:
         return bool(self.parents)
 
+    @property
+    def parent(self) -> str | None:
+        """The path of the step this one belongs to: a map item's map step (``ocr`` for
+        ``ocr[3]``), a nested step's subflow step (``sub`` for ``sub/x``); ``None`` at the top."""
+        if self.item is not None:
+            return step_path(child_prefix_of(self.parents), self.step)
+        if self.parents:
+            return step_path(child_prefix_of(self.parents[:-1]), self.parents[-1])
+        return None
+
     def __str__(self) -> str:
         return step_path(child_prefix_of(self.parents), self.step, self.item)
 

@@ -23,3 +23,11 @@ def test_parts():
     assert steps.child_prefix("a/", "b") == "a/b/"
     # not an item: brackets without digits stay part of the name
     assert steps.parse("odd[x]") == steps.StepPath((), "odd[x]", None)
+
+
+def test_parent():
+    assert steps.parse("ocr[3]").parent == "ocr"  # a map item belongs to its map step
+    assert steps.parse("sub/x").parent == "sub"  # a nested step to its subflow step
+    assert steps.parse("a/b/m[2]").parent == "a/b/m"
+    assert steps.parse("a/b/c").parent == "a/b"
+    assert steps.parse("ocr").parent is None

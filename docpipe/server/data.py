@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from docpipe import steps
 from docpipe.blobs import is_blob_ref
+from docpipe.planner import build_plan, flow_graph
 from docpipe.plugins import Registry
+from docpipe.server import graph
 from docpipe.status import Status
 from docpipe.store import Store
 
@@ -22,7 +24,6 @@ from docpipe.store import Store
 STATUSES = (Status.RUNNING, Status.FAILED, Status.SUCCEEDED)
 #: Output values whose JSON is longer than this are folded away on the run page.
 INLINE_LIMIT = 2000
-_ITEM = re.compile(r"(.+)\[(\d+)\]")
 
 
 def blob_url(digest: str, kind: str = "json") -> str:
@@ -71,41 +72,18 @@ def _timeline(tasks: list[dict[str, Any]]) -> tuple[float | None, float]:
     return min(starts), max(max(ends) - min(starts), 0.001)
 
 
-def parent_step(step: str) -> str | None:
-    """The map or subflow step a task belongs to: ``ocr`` for ``ocr[3]``, ``sub`` for ``sub/x``."""
-    if step.endswith("]") and "[" in step:
-        return step[:step.rindex("[")]
-    if "/" in step:
-        return step[:step.rindex("/")]
-    return None
-
-
-def _steps(steps: Any) -> Iterator[dict[str, Any]]:
-    """Every step of a definition's step list, switch cases and fork branches included."""
-    for step in steps if isinstance(steps, list) else []:
-        if not isinstance(step, dict):
-            continue
-        yield step
-        for case in (step.get("cases") or {}).values():
-            yield from _steps(case)
-        yield from _steps(step.get("default"))
-        for branch in step.get("fork") or []:
-            yield from _steps(branch)
-
-
 def step_reads(definition: dict[str, Any], registry: Registry) -> dict[str, dict[str, str]]:
     """``{step id: {what the block reads: the state key it reads it from}}`` for the block and
-    map steps of ``definition`` whose block is installed (a map's item key reads the list)."""
+    map steps of ``definition`` whose block is installed (a map's item key reads the list:
+    ``"list[]"``), from the planner's graph."""
     reads: dict[str, dict[str, str]] = {}
-    for step in _steps(definition.get("steps")):
-        info = registry.blocks.get(step.get("block", ""))
-        if info is None or "id" not in step:
+    for node in flow_graph(definition, registry).nodes:
+        if node.kind not in ("block", "map") or node.runtime is None:
             continue
-        renames = step.get("inputs") or {}
-        keys = {k: str(renames.get(k, k)) for k in info.cls.manifest.reads}
-        if "map" in step:  # the item key reads one element of the mapped list: "list[]"
-            keys[step.get("as", "item")] = f"{step['map']}[]"
-        reads[step["id"]] = keys
+        keys = dict(node.reads)
+        if node.kind == "map" and node.map_as is not None:
+            keys[node.map_as] = f"{node.map_over}[]"
+        reads[node.id] = keys
     return reads
 
 
@@ -113,25 +91,22 @@ def _with_inputs(run: dict[str, Any], definition: dict[str, Any], registry: Regi
     """Give each top-level block step its ``shown_inputs``: the state values it read, from the
     document path and the outputs the other steps recorded (inputs themselves are not stored)."""
     state: dict[str, Any] = {"path": run["document"]}
-    for t in run["tasks"]:
-        if t["status"] == Status.SUCCEEDED and t["outputs"] and "/" not in t["step"] and "[" not in t["step"]:
+    paths = [steps.parse(t["step"]) for t in run["tasks"]]
+    for t, path in zip(run["tasks"], paths, strict=True):
+        if t["status"] == Status.SUCCEEDED and t["outputs"] and not path.nested and not path.is_item:
             state.update(t["outputs"])
     reads = step_reads(definition, registry)
-    for t in run["tasks"]:
-        step, index = t["step"], None
-        item = _ITEM.fullmatch(step)
-        if item:
-            step, index = item.group(1), int(item.group(2))
-        keys = reads.get(step) if "/" not in step else None
+    for t, path in zip(run["tasks"], paths, strict=True):
+        keys = reads.get(path.step) if not path.nested else None
         found: dict[str, Any] = {}
         for k, v in (keys or {}).items():
             if not v.endswith("[]"):
                 if v in state:
                     found[k if k == v else f"{k} ← {v}"] = state[v]
-            elif index is None:  # the map step itself: the whole list
+            elif path.item is None:  # the map step itself: the whole list
                 found[f"{k} ← each of {v[:-2]}"] = state.get(v[:-2])
-            elif isinstance(state.get(v[:-2]), list) and index < len(state[v[:-2]]):
-                found[f"{k} ← {v[:-2]}[{index}]"] = state[v[:-2]][index]
+            elif isinstance(state.get(v[:-2]), list) and path.item < len(state[v[:-2]]):
+                found[f"{k} ← {v[:-2]}[{path.item}]"] = state[v[:-2]][path.item]
         t["shown_inputs"] = shown_values(found)
 
 
@@ -156,7 +131,7 @@ def get_run(store: Store, run_id: str, registry: Registry | None = None) -> dict
     t0, span = _timeline(tasks)
     children: dict[str, int] = {}
     for t in tasks:
-        parent = parent_step(t["step"])
+        parent = steps.parse(t["step"]).parent
         t["parent"] = parent
         if parent is not None:
             children[parent] = children.get(parent, 0) + 1
@@ -223,14 +198,10 @@ def get_flow(store: Store, name: str, version: str | None = None,
 
 
 def flow_svg(definition: dict[str, Any], registry: Registry) -> str | None:
-    """The flow's graph as SVG from :mod:`docpipe.server.graph`, or ``None`` when that module
-    is not there (yet) or fails on this definition."""
+    """The flow's graph as SVG from :mod:`docpipe.server.graph`, or ``None`` when drawing
+    fails on this definition."""
     try:
-        from docpipe.server import graph  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    try:
-        return str(graph.flow_svg(definition, registry))
+        return graph.flow_svg(definition, registry)
     except Exception:  # noqa: BLE001 - a drawing problem must not take the page down
         return None
 
@@ -272,8 +243,6 @@ def output_keys(batch: dict[str, Any], rows: list[dict[str, Any]], registry: Reg
     definition = batch["definition"]
     if "outputs" in definition:
         return [str(k) for k in definition["outputs"]]
-    from docpipe.planner import build_plan
-
     try:
         return list(build_plan(definition, registry, params=batch["params"] or {}).outputs)
     except Exception:  # noqa: BLE001 - a block no longer installed: the recorded keys still say it

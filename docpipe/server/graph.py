@@ -1,7 +1,8 @@
 """A flow's graph as a standalone SVG (no JavaScript, no dependencies), drawn on the server.
 
-One box per step, an arrow per dependency: the plan's edges, or for a flow that does not
-validate, best-effort ones from the definition, with its unknown blocks and issues in red.
+One box per step, an arrow per dependency, both read from the planner's graph
+(:func:`docpipe.planner.flow_graph`, which a flow that does not validate has too): this
+module only lays it out and paints it, unknown blocks and issues in red.
 Layered top to bottom (longest path), barycenter passes against crossings.
 """
 
@@ -16,10 +17,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from docpipe.errors import ExpressionError, FlowError
-from docpipe.expr import Expression
-from docpipe.flow import canonical_json, step_kind
-from docpipe.planner import Plan, build_plan
+from docpipe.flow import canonical_json
+from docpipe.planner import GraphNode, flow_graph
 from docpipe.plugins import Registry
 
 #: kind -> (fill, stroke)
@@ -32,27 +31,28 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # not allowed in XML 1.0
 _STYLE: dict[str, dict[str, Any]] = {"sub": {"fill": "#4b5563"}, "when": {"fill": "#8a5300", "font_style": "italic"},
                                       "bad": {"fill": BAD, "font_weight": 600}}
 
-Guards = tuple[tuple[int, str], ...]
 Edge = tuple[int, int]
 
 
 @dataclass(eq=False)
 class _Node:
     idx: int
-    id: str = ""
-    kind: str = "dummy"  # a step kind, or a bend point of a long edge
-    step: dict[str, Any] = field(default_factory=dict)
+    step: GraphNode | None = None  # None: a bend point of a long edge
     lines: list[tuple[str, str]] = field(default_factory=list)  # (text, style) under the id
-    reads: set[str] = field(default_factory=set)
-    writes: set[str] = field(default_factory=set)
-    guards: Guards = ()  # (switch node, case) pairs
-    pre: set[int] = field(default_factory=set)  # explicit ordering: fork branches
     issues: list[str] = field(default_factory=list)
     layer: int = 0
     x: float = 0.0  # centre
     y: float = 0.0  # top
     w: float = 8.0
     h: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        return self.step.kind if self.step else "dummy"
+
+    @property
+    def id(self) -> str:
+        return self.step.id if self.step else ""
 
 
 def _esc(text: Any) -> str:
@@ -71,80 +71,30 @@ def _clip(text: Any, n: int = CLIP) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def _names(text: Any) -> set[str]:
-    try:
-        return set(Expression(text).names) if isinstance(text, str) else set()
-    except ExpressionError:
-        return set()
-
-
-def _steps(nodes: list[_Node], steps: Any, guards: Guards, registry: Registry, chain: bool = False) -> list[int]:
-    """Add steps (in the planner's order) with what they read and write; ``chain``: a fork branch."""
-    added: list[int] = []
-    for step in steps if isinstance(steps, list) else []:
-        if isinstance(step, dict):
-            first = len(nodes)
-            idx = _step(nodes, step, guards, registry)
-            for n in nodes[first:] if chain and added else []:
-                n.pre.add(added[-1])
-            added.append(idx)
-    return added
-
-
-def _step(nodes: list[_Node], step: dict[str, Any], guards: Guards, registry: Registry) -> int:
-    kind, lasts = step_kind(step), []
-    if kind == "fork":  # branches first; the fork step is where they join, as in the plan
-        branches = step["fork"] if isinstance(step["fork"], list) else []
-        lasts = [b[-1] for b in (_steps(nodes, br, guards, registry, chain=True) for br in branches) if b]
-    n = _Node(len(nodes), str(step.get("id") or f"step {len(nodes) + 1}"), kind, step, guards=guards, pre=set(lasts))
-    nodes.append(n)
-    n.reads = set().union(*(_names(step.get(k)) for k in ("when", "expr", "switch")))
-    if kind in ("block", "map"):
-        info = registry.blocks.get(step["block"]) if isinstance(step.get("block"), str) else None
-        if info is None:
-            n.lines.append((f"unknown block {step.get('block')}", "bad"))
-            n.issues.append(f"block '{step.get('block')}' is not installed")
-        else:
-            m, ins, outs = info.cls.manifest, step.get("inputs") or {}, step.get("outputs") or {}
-            n.reads |= {ins.get(k, k) for k in m.reads if not (kind == "map" and k == step.get("as", "item"))}
-            n.writes = {outs.get(k, k) for k in m.writes}
-            n.lines.append((("map " if kind == "map" else "") + info.name, "sub"))
-        if kind == "map":
-            n.reads.add(str(step["map"]))
-            n.lines.append((f"over {step['map']} as {step.get('as', 'item')}", "sub"))
-    elif kind == "expr":
-        n.writes = {str(step.get("output"))}
-        n.lines.append((f"{step.get('output')} = {step['expr']}", "sub"))
-    elif kind == "switch":
-        n.lines.append((f"switch {step['switch']}", "sub"))
-        cases = step.get("cases")
-        for case, case_steps in (cases if isinstance(cases, dict) else {}).items():
-            _steps(nodes, case_steps, (*guards, (n.idx, case)), registry)
-        _steps(nodes, step.get("default"), (*guards, (n.idx, "")), registry)
+def _lines(g: GraphNode) -> list[tuple[str, str]]:
+    """What a box says under the step's id: its block, expression, list, subflow; its ``when``."""
+    if g.kind in ("block", "map") and g.runtime is None:
+        lines = [(f"unknown block {g.block}", "bad")]
+    elif g.kind in ("block", "map"):
+        lines = [(("map " if g.kind == "map" else "") + str(g.block), "sub")]
     else:
-        n.lines.append(({"fork": f"fork · joins {len(lasts)} branches", "subflow": f"subflow {step.get('subflow')}",
-                         "join": "join · " + ", ".join(map(str, step.get("join") or []))}.get(kind, kind), "sub"))
-    if "when" in step:
-        n.lines.append((f"when {step['when']}", "when"))
-    return n.idx
+        lines = [({"expr": f"{g.output} = {g.expr}", "switch": f"switch {g.expr}",
+                   "fork": f"fork · joins {sum(1 for b in g.branches if b)} branches",
+                   "subflow": f"subflow {g.subflow}", "join": "join · " + ", ".join(g.joins)}.get(g.kind, g.kind),
+                  "sub")]
+    if g.kind == "map":
+        lines.append((f"over {g.map_over} as {g.map_as}", "sub"))
+    if g.when is not None:
+        lines.append((f"when {g.when}", "when"))
+    return lines
 
 
-def _edges(nodes: list[_Node], plan: Plan | None) -> set[Edge]:
-    """(from, to) node indices: the plan's dependencies, else the definition's best guess."""
-    by_id = {n.id: n for n in nodes}
-    if plan is not None and len(plan.nodes) == len(nodes) and {p.id for p in plan.nodes} == set(by_id):
-        for p in plan.nodes:  # the plan also knows what subflows read and write
-            by_id[p.id].reads = set(p.needs).union(*(e.names for e in (p.when, p.expr) if e is not None))
-            by_id[p.id].writes = set(p.writes.values())
-        return {(by_id[plan.nodes[d].id].idx, by_id[p.id].idx) for p in plan.nodes for d in p.deps}
-    writers = {key: [n.idx for n in nodes if key in n.writes] for m in nodes for key in m.writes}
-    found: set[Edge] = set()
-    for n in nodes:
-        found |= {(w, n.idx) for key in n.reads for w in writers.get(key, [])}
-        found |= {(s, n.idx) for s, _ in n.guards} | {(p, n.idx) for p in n.pre}
-        named = list(n.step.get("after") or []) + list(n.step.get("join") or [] if n.kind == "join" else [])
-        found |= {(by_id[t].idx, n.idx) for t in named if isinstance(t, str) and t in by_id}
-    return {(a, b) for a, b in found if a != b}
+def _issues(g: GraphNode) -> list[str]:
+    """The planner's issues on the step; an unknown block says so in its own words."""
+    issues = [i.message for i in g.issues if not i.message.startswith("unknown block")]
+    if g.kind in ("block", "map") and g.runtime is None:
+        issues.insert(0, f"block '{g.block}' is not installed")
+    return issues
 
 
 def _layout(nodes: list[_Node], edges: set[Edge]) -> tuple[dict[Edge, list[_Node]], set[Edge]]:
@@ -228,45 +178,43 @@ def _shape(n: _Node, paint: dict[str, Any]) -> str:
     return out
 
 
+def _tip(g: GraphNode, issues: list[str]) -> str:
+    """A box's tooltip: the step as the flow writes it, what it reads and writes, its issues."""
+    shown = {"block": g.block, "map": g.map_over, "as": g.map_as, "expr": g.expr if g.kind == "expr" else None,
+             "switch": g.expr if g.kind == "switch" else None, "when": g.when, "subflow": g.subflow}
+    tip = [f"{g.id} ({g.kind})", g.description or ""]
+    tip += [f"{k}: {v}" for k, v in shown.items() if v is not None]
+    writes = sorted(g.writes.values())
+    tip += [f"reads: {', '.join(g.keys_read)}" * bool(g.keys_read), f"writes: {', '.join(writes)}" * bool(writes),
+            *(f"⚠ {i}" for i in issues)]
+    return "\n".join(t for t in tip if t)
+
+
 def _node_svg(n: _Node) -> str:
+    g = n.step
+    assert g is not None  # bend points are not drawn
     fill, stroke = COLORS.get(n.kind, COLORS["block"])
     paint = {"fill": fill, "stroke": BAD if n.issues else stroke, "stroke_width": 2.5 if n.issues else 2,
-             "stroke_dasharray": "6 3" if "when" in n.step else None}
-    tip = [f"{n.id} ({n.kind})", str(n.step.get("description", ""))]
-    tip += [f"{k}: {n.step[k]}" for k in ("block", "map", "as", "expr", "switch", "when", "subflow") if k in n.step]
-    tip += [f"reads: {', '.join(sorted(n.reads))}" * bool(n.reads),
-            f"writes: {', '.join(sorted(n.writes))}" * bool(n.writes), *(f"⚠ {i}" for i in n.issues)]
-    body = _el("title", _esc("\n".join(t for t in tip if t))) + _shape(n, paint) + _el(
+             "stroke_dasharray": "6 3" if g.when is not None else None}
+    body = _el("title", _esc(_tip(g, n.issues))) + _shape(n, paint) + _el(
         "text", _esc(_clip(n.id)), x=n.x, y=n.y + 22, text_anchor="middle", font_size=13, font_weight=600,
         fill="#1f2328")
     body += "".join(_el("text", _esc(text), x=n.x, y=n.y + 22 + LINE * (i + 1), text_anchor="middle", font_size=11,
                         **_STYLE[style]) for i, (text, style) in enumerate(n.lines))
-    block = n.step.get("block") if isinstance(n.step.get("block"), str) else None
-    return _el("g", body, class_=f"node {n.kind}" + " when" * ("when" in n.step) + " issue" * bool(n.issues),
-               data_step=n.id, data_kind=n.kind, data_block=block, data_subflow=n.step.get("subflow"),
+    return _el("g", body, class_=f"node {n.kind}" + " when" * (g.when is not None) + " issue" * bool(n.issues),
+               data_step=n.id, data_kind=n.kind, data_block=g.block, data_subflow=g.subflow,
                cursor="pointer" if n.kind == "subflow" else None)
 
 
 def flow_svg(definition: dict[str, Any], registry: Registry | None = None, *, base_dir: str | Path = ".") -> str:
     """The flow's graph as a standalone ``<svg>`` string (``base_dir``: where subflow paths start)."""
-    registry = registry if registry is not None else Registry()
-    nodes: list[_Node] = []
-    _steps(nodes, definition.get("steps"), (), registry)
-    plan = None
-    try:
-        plan = build_plan(definition, registry, base_dir=base_dir)
-    except FlowError as exc:  # the planner's issues, on their steps (unknown blocks are marked already)
-        for n in nodes:
-            n.issues += [i.message for i in exc.issues if i.step == n.id and not i.message.startswith("unknown block")]
-    except OSError as exc:  # a subflow path that is not a readable file
-        for n in nodes:
-            n.issues += [str(exc)] if n.kind == "subflow" else []
-    edges = _edges(nodes, plan)
+    graph = flow_graph(definition, registry if registry is not None else Registry(), base_dir=base_dir)
+    nodes = [_Node(g.idx, g, [(_clip(t), s) for t, s in _lines(g)], _issues(g)) for g in graph.nodes]
+    edges = {(e.source, e.target): e for e in graph.edges}
     for n in nodes:
-        n.lines = [(_clip(t), s) for t, s in n.lines]
         n.w = max(140.0, 8.6 * len(_clip(n.id)) + 24, *(6.3 * len(t) + 24 for t, _ in n.lines))
         n.h = 16.0 + LINE * (1 + len(n.lines))
-    routes, back = _layout(nodes, edges)
+    routes, back = _layout(nodes, set(edges))
     pid = "dp" + hashlib.sha256(canonical_json(definition).encode()).hexdigest()[:8]  # unique ids when inlined
     width = max((n.x + n.w / 2 for n in nodes), default=0) + MARGIN + (68 if back else 8)
     height = max((n.y + n.h for n in nodes), default=0) + MARGIN + 8
@@ -292,8 +240,7 @@ def flow_svg(definition: dict[str, Any], registry: Registry | None = None, *, ba
             (x0, y0), (x1, y1) = pts[i], pts[i + 1]
             path += (f" L{x0:.1f},{y0:.1f}" if i else "") + (
                 f" C{x0:.1f},{(y0 + y1) / 2:.1f} {x1:.1f},{(y0 + y1) / 2:.1f} {x1:.1f},{y1:.1f}")
-        case = next((c for s, c in dst.guards if s == a), None)
-        keys = sorted(src.writes & dst.reads)
+        case, keys = edges[(a, b)].case, edges[(a, b)].keys
         tip = f"{src.id} → {dst.id}" + f": {', '.join(keys)}" * bool(keys) + (
             f" (case {case or 'default'})" if case is not None else "")
         color, tag = (CASE, "c") if case is not None else (EDGE, "e")
