@@ -36,7 +36,7 @@ demo: $(DEMO_STAMP) models
 
 lint: setup
 	$(BIN)/ruff check docpipe plugins examples tests benchmarks
-	$(BIN)/mypy docpipe
+	$(BIN)/mypy docpipe $(dir $(wildcard plugins/*/docpipe_*/__init__.py))
 
 test: setup lint models
 	DOCPIPE_TEST_STRICT=1 $(BIN)/python -m pytest -q -n 2

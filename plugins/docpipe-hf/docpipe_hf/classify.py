@@ -240,7 +240,7 @@ class Classify(Block):
             with torch.inference_mode():
                 self.label_vectors = self._forward([d for _, d in pairs], params).T
 
-    def run(self, batch: list[State], params: Params) -> list[Result]:  # type: ignore[override]
+    def run(self, batch: list[State], params: Params) -> list[Result]:
         import torch
 
         results: list[Result | None] = [None] * len(batch)

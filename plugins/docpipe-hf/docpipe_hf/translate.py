@@ -120,7 +120,7 @@ class Translate(Block):
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [len(x) for x in ids]
 
-    def run(self, batch: list[State], params: Params) -> list[Result]:  # type: ignore[override]
+    def run(self, batch: list[State], params: Params) -> list[Result]:
         target = primary(params.target_language)
         results: list[Result | None] = [None] * len(batch)
         chunks: list[str] = []
@@ -139,8 +139,8 @@ class Translate(Block):
             chunks.extend(c for p in paras for c in p)
         translated = iter(self._generate(chunks, params)) if chunks else iter(())
         for i, counts in layouts.items():
-            paras = [" ".join(next(translated) for _ in range(n)) for n in counts]
-            results[i] = {"translation": "\n\n".join(paras),
+            joined = [" ".join(next(translated) for _ in range(n)) for n in counts]
+            results[i] = {"translation": "\n\n".join(joined),
                           "translated_from": batch[i]["language"]}
         return results  # type: ignore[return-value]
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
     import pymupdf
 
 #: grey levels (of 255) a pixel must differ from the paper by, at least, to be ink: light-grey
@@ -81,10 +82,10 @@ def is_blank(pixmap: pymupdf.Pixmap, dpi: float) -> bool:
     return int(sizes.max()) < min_mark and int(sizes[sizes > 1].sum()) < MAX_SPECKS_MM2 * px_per_mm2
 
 
-def _weighted_median(values: object, weights: object) -> float:
+def _weighted_median(values: npt.ArrayLike, weights: npt.ArrayLike) -> float:
     import numpy as np
 
-    order = np.argsort(values)  # type: ignore[call-overload]
+    order = np.argsort(values)
     cumulative = np.cumsum(np.asarray(weights)[order])
     return float(np.asarray(values)[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 

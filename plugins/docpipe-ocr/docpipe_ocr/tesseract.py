@@ -127,7 +127,7 @@ class TesseractOcr(Block):
         pymupdf.TOOLS.mupdf_display_warnings(False)
         check_tesseract(params.languages)
 
-    def run(self, batch: list[State], params: Params) -> list[Result]:  # type: ignore[override]
+    def run(self, batch: list[State], params: Params) -> list[Result]:
         return [ocr_guarded(state["path"], state["page"], params) for state in batch]
 
 

@@ -145,7 +145,7 @@ class PdfDecrypt(Block):
         self._passwords = candidate_passwords(params)
         self._env_name = params.password_env
 
-    def run(self, batch: list[State], params: Params) -> list[Result]:  # type: ignore[override]
+    def run(self, batch: list[State], params: Params) -> list[Result]:
         return [self._guarded(state.get("path"), state.get("work_dir")) for state in batch]
 
     # --- one document -------------------------------------------------------------------
@@ -156,7 +156,7 @@ class PdfDecrypt(Block):
             if not isinstance(value, str | os.PathLike):
                 return BlockFailed(f"'{key}' must be a string, got {type(value).__name__}")
         try:
-            return self._decrypt(os.fspath(path), os.fspath(work_dir))  # type: ignore[arg-type]
+            return self._decrypt(os.fspath(path), os.fspath(work_dir))
         except DocumentError as exc:
             # a fresh exception: no traceback frames (whose locals hold passwords), no chain;
             # where it was raised goes along as code lines only (no values)

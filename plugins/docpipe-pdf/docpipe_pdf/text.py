@@ -95,7 +95,7 @@ class PdfText(Block):
         pymupdf.TOOLS.mupdf_display_errors(False)
         pymupdf.TOOLS.mupdf_display_warnings(False)
 
-    def run(self, batch: list[State], params: Params) -> list[Result]:  # type: ignore[override]
+    def run(self, batch: list[State], params: Params) -> list[Result]:
         return [read_guarded(state["path"], params) for state in batch]
 
 
@@ -182,15 +182,16 @@ def read_text_file(path: str, size: int, params: PdfText.Params) -> dict[str, An
     if len(chunks) > params.max_pages:
         raise UnsupportedDocument(f"{len(chunks)} pages (form feeds), more than "
                                   f"max_pages={params.max_pages}; raise the step's max_pages param")
-    pages = [{"number": n, "text": chunk.strip(), "needs_ocr": False, "width": None, "height": None}
-             for n, chunk in enumerate(chunks, start=1)]
+    texts = [chunk.strip() for chunk in chunks]
+    pages = [{"number": n, "text": page, "needs_ocr": False, "width": None, "height": None}
+             for n, page in enumerate(texts, start=1)]
     markdown = path.lower().endswith((".md", ".markdown"))
     metadata = {ours: "" for ours in _METADATA_KEYS.values()}
     metadata["format"] = "Markdown" if markdown else "text"
     return {
         "pages": pages,
         "page_count": len(pages),
-        "text": "\n\n".join(p["text"] for p in pages if p["text"]),
+        "text": "\n\n".join(t for t in texts if t),
         "metadata": metadata,
         "needs_ocr_pages": [],
         "mime": "text/markdown" if markdown else "text/plain",

@@ -329,8 +329,8 @@ def _context(text: str, start: int, end: int, quote_from: int, width: int = 40) 
 
 def _nist_hits(text: str) -> Iterator[_Hit]:
     if not text.isascii():
-        for dash in _DASHES:
-            text = text.replace(dash, "-")
+        for mark in _DASHES:
+            text = text.replace(mark, "-")
     for m in _NIST_RE.finditer(text):
         dash = m.start()
         family = text[dash - 2:dash]
