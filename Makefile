@@ -36,7 +36,7 @@ demo: $(DEMO_STAMP) models
 
 lint: setup
 	$(BIN)/ruff check docpipe plugins examples tests benchmarks
-	$(BIN)/mypy docpipe $(dir $(wildcard plugins/*/docpipe_*/__init__.py))
+	$(BIN)/mypy docpipe $(dir $(wildcard plugins/*/docpipe_*/__init__.py)) examples/docpipe-hello/docpipe_hello
 
 test: setup lint models
 	DOCPIPE_TEST_STRICT=1 $(BIN)/python -m pytest -q -n 2

@@ -183,8 +183,10 @@ class Block:
     manifest: ClassVar[Manifest]
     Params: ClassVar[type[BaseModel]] = NoParams
 
-    def setup(self, params: BaseModel) -> None:  # noqa: B027 - optional hook
-        """Run once per worker before the first batch: load models, open resources."""
+    def setup(self, params: Any) -> None:  # noqa: B027 - optional hook
+        """Run once per worker before the first batch: load models, open resources.
+        ``params`` is an instance of the block's ``Params`` (typed ``Any`` here, as in
+        ``run``, so that a block can annotate its own ``Params`` class)."""
 
     def run(self, batch: list[State], params: Any) -> list[Result]:
         raise NotImplementedError(f"{type(self).__name__}.run")

@@ -30,7 +30,7 @@ class Greet(Block):
 
         greeting: str = "hello"
 
-    def run(self, batch: list[State], params: Params) -> list[Result]:  # type: ignore[override]
+    def run(self, batch: list[State], params: Params) -> list[Result]:
         # one result per input, in the same order
         return [{"greeting": f"{params.greeting}, {os.path.basename(s['path'])}"} for s in batch]
 

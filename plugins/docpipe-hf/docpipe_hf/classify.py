@@ -206,7 +206,7 @@ class Classify(Block):
                     raise ValueError("embedding_model is for mode 'zero-shot'")
             return self
 
-    def setup(self, params: Params) -> None:  # type: ignore[override]
+    def setup(self, params: Params) -> None:
         import torch
         from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 

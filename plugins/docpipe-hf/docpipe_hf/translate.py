@@ -93,7 +93,7 @@ class Translate(Block):
         chunk_batch: int = Field(default=16, ge=1, description="chunks per generate() call")
         prefix: str = Field(default="", description="text put before every chunk, e.g. '>>fra<<'")
 
-    def setup(self, params: Params) -> None:  # type: ignore[override]
+    def setup(self, params: Params) -> None:
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         quiet_transformers()

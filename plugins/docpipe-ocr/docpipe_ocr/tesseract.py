@@ -115,7 +115,7 @@ class TesseractOcr(Block):
                 raise ValueError(f"psm {value} gives no text; use 1 or 3-13 (3: automatic, the default)")
             return value
 
-    def setup(self, params: Params) -> None:  # type: ignore[override]
+    def setup(self, params: Params) -> None:
         # One Tesseract thread per worker. Its OpenMP threading, with several workers on a
         # 2-core machine, measured about 6x slower than one thread each: the pool is the
         # parallelism. pytesseract passes os.environ to the tesseract subprocess.
