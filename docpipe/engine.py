@@ -41,6 +41,7 @@ from docpipe.planner import Node, Plan, switch_key
 from docpipe.status import ErrorKind, Status
 from docpipe.steps import child_prefix, step_path
 from docpipe.store import new_id
+from docpipe.store.records import RunResumed, TaskRecord, run_finished, run_started, task_succeeded
 
 #: the statuses by their former names here (benchmarks and plugins' tests import them)
 SUCCEEDED, FAILED, SKIPPED, RETRYING = Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.RETRYING
@@ -226,6 +227,8 @@ class Engine:
         self._work_area().sweep()  # what engines killed earlier left behind
         writer = self.store.writer if self.store is not None else None
         self._task = writer.task_run if writer else _noop
+        # builds a succeeded task's record (encodes its outputs): not at all when nothing records
+        self._succeeded = task_succeeded if writer else _noop
         self._run_started = writer.flow_run_started if writer else _noop
         self._run_resumed = writer.flow_run_resumed if writer else _noop
         self._run_finished = writer.flow_run_finished if writer else _noop
@@ -356,14 +359,14 @@ class Engine:
             if entry is None:
                 run_id = new_id()
                 run = _Run(run_id, seq, doc, plan, {"path": doc, WORK_DIR_KEY: work.path(run_id)})
-                self._run_started(run.id, self._batch_id, self._flow_id, name, time.time(),
-                                  self._correlation.get(doc))
+                self._run_started(run_started(run.id, self._batch_id, self._flow_id, name, time.time(),
+                                              self._correlation.get(doc)))
                 if refused is None:
                     self._ready.extend((run, nodes[i]) for i in plan.roots)
             else:
                 run = _Run(entry["run_id"], seq, doc, plan,
                            {"path": doc, WORK_DIR_KEY: work.path(entry["run_id"])})
-                self._run_resumed(run.id, time.time())
+                self._run_resumed(RunResumed(run.id, time.time()))
                 if refused is None:
                     self._restore(run, entry["steps"])
             self._order[run.id] = seq
@@ -481,8 +484,8 @@ class Engine:
             return self._complete(run, node, {writes[k]: v for k, v in result.items()},
                                   started, finished, worker, attempt)
         step = step_path(run.prefix, node.id, index)
-        self._task((run.root.id, step, node.label, attempt, Status.SUCCEEDED, started, finished, worker,
-                    None, None, None, result))  # its outputs: a resume keeps the item
+        # with its outputs: a resume keeps the item
+        self._task(self._succeeded(run.root.id, step, node.label, attempt, started, finished, worker, result))
         gather = run.maps[node.idx]
         gather[index + 2] = result
         gather[0] -= 1
@@ -678,8 +681,8 @@ class Engine:
         run, node = item.run, item.node
         step = step_path(run.prefix, node.id, item.index)
         if node.retry.allows(item.attempt, err.kind, err.type, err.retryable):
-            self._task((run.root.id, step, node.label, item.attempt, Status.RETRYING, started, finished,
-                        worker, err.kind, str(err), err.traceback or None))
+            self._task(TaskRecord(run.root.id, step, node.label, item.attempt, Status.RETRYING, started, finished,
+                                  worker, error_kind=err.kind, error=str(err), traceback=err.traceback or None))
             retry = _Item(run, node, item.inputs, item.index, item.attempt + 1)
             self._timer_seq += 1
             due = time.monotonic() + node.retry.delay_for(item.attempt)
@@ -691,14 +694,14 @@ class Engine:
     def _complete(self, run: _Run, node: Node, values: dict[str, Any], started: float,
                   finished: float, worker: str, attempt: int = 1) -> None:
         run.state.update(values)
-        self._task((run.root.id, step_path(run.prefix, node.id), node.label, attempt, Status.SUCCEEDED, started,
-                    finished, worker, None, None, None, values))
+        self._task(self._succeeded(run.root.id, step_path(run.prefix, node.id), node.label, attempt, started,
+                                   finished, worker, values))
         self._release(run, node)
 
     def _skip(self, run: _Run, node: Node) -> None:
         t = time.time()
-        self._task((run.root.id, step_path(run.prefix, node.id), node.label, 1, Status.SKIPPED, t, t, None,
-                    None, None, None))
+        self._task(TaskRecord(run.root.id, step_path(run.prefix, node.id), node.label, 1, Status.SKIPPED, t, t,
+                              None))
         self._release(run, node)
 
     def _release(self, run: _Run, node: Node) -> None:
@@ -715,8 +718,9 @@ class Engine:
     def _fail(self, run: _Run, node: Node, err: ErrorInfo, started: float, worker: str | None,
               finished: float | None = None, step: str | None = None, attempt: int = 1) -> None:
         step = step or step_path(run.prefix, node.id)
-        self._task((run.root.id, step, node.label, attempt, Status.FAILED, started, finished or time.time(),
-                    worker, err.kind, str(err), err.traceback or None))
+        self._task(TaskRecord(run.root.id, step, node.label, attempt, Status.FAILED, started,
+                              finished or time.time(), worker, error_kind=err.kind, error=str(err),
+                              traceback=err.traceback or None))
         run.failed = True
         self._finish(run, err, step)
 
@@ -736,8 +740,8 @@ class Engine:
         result = DocResult(run.id, display_path(run.document), Status.FAILED if err else Status.SUCCEEDED,
                            err.kind if err else None, clean_text(str(err)) if err else None, step,
                            outputs, clean_text(err.traceback) if err else None)
-        self._run_finished(run.id, result.status, result.error_kind, result.error, time.time(),
-                           outputs, step)
+        self._run_finished(run_finished(run.id, result.status, time.time(), result.error_kind, result.error,
+                                        step, outputs))
         self._results.append(result)
         self._active -= 1
         self.on_document(result)

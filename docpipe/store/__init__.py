@@ -9,9 +9,10 @@ store brings its schema to this docpipe's with the Alembic migrations
 (:mod:`docpipe.store.migrate`), so a newer docpipe opens an older database.
 
 Flows and batches are written synchronously (a handful per run). Flow runs and
-task runs go through :attr:`Store.writer`, a :class:`RecordWriter` that buffers
-them in memory and writes them in bulk from one background thread. Every query
-first waits for the writer, so it sees all records reported before it.
+task runs are reported to :attr:`Store.writer`, a :class:`RecordWriter` that
+buffers them in memory and writes them in bulk from one background thread, as
+the named records of :mod:`docpipe.store.records`. Every query first waits for
+the writer, so it sees all records reported before it.
 
 Large output values (JSON over ``blob_threshold`` bytes, 64 KiB by default) and
 bytes go to :attr:`Store.blobs`, a content-addressed :class:`~docpipe.blobs.BlobStore`
@@ -21,10 +22,9 @@ rows hold references that every query resolves unless told not to.
     store = Store()
     flow_id = store.put_flow("invoices", "1.0", digest, definition)
     batch_id = store.start_batch(flow_id, params={}, n_inputs=len(docs), inputs=docs)
-    store.writer.flow_run_started(run_id, batch_id, flow_id, "a.pdf", time.time())
-    store.writer.task_run((run_id, "ocr", "ocr.tesseract", 1, Status.SUCCEEDED, t0, t1, "pid:42", None,
-                           None, None, {"text": "..."}))
-    store.writer.flow_run_finished(run_id, Status.SUCCEEDED, None, None, time.time(), {"text": "..."})
+    store.writer.flow_run_started(RunStarted(run_id, batch_id, flow_id, "a.pdf", started_at=time.time()))
+    store.writer.task_run(task_succeeded(run_id, "ocr", "ocr.tesseract", 1, t0, t1, "pid:42", {"text": "..."}))
+    store.writer.flow_run_finished(RunFinished(run_id, Status.SUCCEEDED, time.time(), outputs={"text": "..."}))
     store.finish_batch(batch_id, Status.SUCCEEDED, {Status.SUCCEEDED: 1})
     store.close()
 
@@ -49,19 +49,28 @@ import sqlalchemy as sa
 from docpipe.blobs import DEFAULT_THRESHOLD, BlobStore, resolve
 from docpipe.inputs import display_path, from_raw_name, raw_name
 from docpipe.status import Status
+from docpipe.store.bulk import BulkStatement, insert_builder
 from docpipe.store.connect import create_engine, default_blob_dir
 from docpipe.store.migrate import StoreSchemaError, upgrade
+from docpipe.store.records import RunFinished, RunResumed, RunStarted, TaskRecord, task_succeeded
 from docpipe.store.schema import batch_inputs, batches, flow_runs, flows, metadata, task_runs
 from docpipe.store.writer import RecordWriter
 
 __all__ = [
     "DEFAULT_URL",
     "RecordWriter",
+    "RunFinished",
+    "RunResumed",
+    "RunStarted",
     "Store",
     "StoreSchemaError",
+    "TaskRecord",
     "metadata",
     "new_id",
+    "task_succeeded",
 ]
+
+_INPUT_FIELDS = ("batch_id", "seq", "document", "document_raw")
 
 #: Where the store lives when neither the caller nor ``DOCPIPE_DB`` says otherwise.
 DEFAULT_URL = "sqlite:///.docpipe/docpipe.db"
@@ -168,6 +177,8 @@ class Store:
         self.blob_threshold = blob_threshold
         self.blobs = BlobStore(Path(blob_dir) if blob_dir is not None else default_blob_dir(self.url))
         self.writer = RecordWriter(self.engine, lock=self._lock, blobs=self.blobs, blob_threshold=blob_threshold)
+        self._insert_inputs = BulkStatement("batch_inputs.insert", insert_builder(batch_inputs, _INPUT_FIELDS),
+                                            _INPUT_FIELDS, self.engine.dialect)
 
     def __repr__(self) -> str:
         """``Store('sqlite:///...')`` with any password hidden."""
@@ -227,7 +238,8 @@ class Store:
         """Record the start of one ``docpipe run`` invocation; return its id (uuid4 hex).
 
         ``inputs``, the documents in order (``n_inputs`` of them), are written
-        with the batch, in the same transaction, so a resume knows them all.
+        with the batch, in the same transaction, so a resume knows them all
+        (in bulk: a batch of thousands of documents costs milliseconds).
         """
         if inputs is not None and len(inputs) != n_inputs:
             raise ValueError(f"start_batch: n_inputs is {n_inputs} but {len(inputs)} inputs were given")
@@ -245,9 +257,8 @@ class Store:
         with self._begin() as conn:
             conn.execute(batches.insert().values(row))
             if inputs:
-                rows = [{"batch_id": batch_id, "seq": i, "document": display_path(doc),
-                         "document_raw": raw_name(doc)} for i, doc in enumerate(inputs)]
-                conn.execute(batch_inputs.insert(), rows)
+                rows = [(batch_id, i, display_path(doc), raw_name(doc)) for i, doc in enumerate(inputs)]
+                self._insert_inputs.execute(conn, rows)
         return batch_id
 
     def resume_batch(self, batch_id: str) -> None:
@@ -466,7 +477,7 @@ class Store:
 
         ``steps`` maps each step that succeeded to the outputs (state keys it
         wrote) of its latest recorded success, blob references resolved. A
-        step recorded without outputs (an 11-field task record) is left out:
+        step recorded without outputs (``TaskRecord.outputs`` is ``None``) is left out:
         its result cannot be restored, so it must run again. If a document
         has several runs in the batch, the latest started one counts.
         """

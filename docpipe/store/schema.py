@@ -16,7 +16,7 @@ outputs are blob references (:mod:`docpipe.blobs`).
 
 This module is the current schema. The database follows it through the Alembic
 migrations in ``docpipe/store/migrations``: a change here needs a new revision
-there (``tests/test_store_migrations.py`` checks that they agree).
+there (``tests/store/test_store_migrations.py`` checks that they agree).
 """
 
 from __future__ import annotations
@@ -112,45 +112,3 @@ task_runs = sa.Table(
     sa.Column("outputs", sa.Text),
     sa.Index("ix_task_runs_flow_run_id", "flow_run_id"),
 )
-
-#: Column order of a task-run record tuple, as the engine hands it to the writer
-#: (``outputs`` may be left off: an 11-field record stores none).
-TASK_RUN_FIELDS: tuple[str, ...] = (
-    "flow_run_id",
-    "step",
-    "block",
-    "attempt",
-    "status",
-    "started_at",
-    "finished_at",
-    "worker",
-    "error_kind",
-    "error",
-    "traceback",
-    "outputs",
-)
-
-#: Column order of a started flow-run record tuple, as the writer buffers it.
-FLOW_RUN_START_FIELDS: tuple[str, ...] = (
-    "id",
-    "batch_id",
-    "flow_id",
-    "document",
-    "status",
-    "started_at",
-    "correlation_id",
-)
-
-#: Column order of a finished flow-run record tuple: the key, then what is set.
-FLOW_RUN_FINISH_FIELDS: tuple[str, ...] = (
-    "id",
-    "status",
-    "error_kind",
-    "error",
-    "failed_step",
-    "finished_at",
-    "outputs",
-)
-
-#: Column order of a resumed flow-run record tuple: the key, then the new start time.
-FLOW_RUN_RESUME_FIELDS: tuple[str, ...] = ("id", "started_at")

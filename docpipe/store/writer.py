@@ -1,20 +1,28 @@
 """The record writer: run records buffered in memory, written in bulk by one thread.
 
-The engine reports every flow run and task run here, on its hot path. Each
-record method only appends a tuple to a :class:`collections.deque` (atomic under
-the GIL: no lock, no SQL, no dict building, no encoding). One background thread
-wakes every ``interval`` seconds, takes everything buffered and writes it in a
-single transaction: inserts of started flow runs, updates of resumed ones,
-inserts of task runs, then updates of finished flow runs (so a run that starts
-and finishes between two wake-ups is inserted before it is updated). Each kind
-goes through a :class:`~docpipe.store.bulk.BulkStatement`: a few hundred rows
-per statement.
+The engine reports every flow run and task run here, on its hot path, as the
+records of :mod:`docpipe.store.records`. Each record method IS the ``append``
+of a :class:`collections.deque` (atomic under the GIL: no lock, no SQL, no
+Python frame). There is one buffer per kind of write: started runs (inserts),
+task runs (inserts), and ended runs, which holds finished AND resumed runs:
+both update the same rows and must apply in the order reported (a run may
+finish, be resumed and finish again between two writes), an order two buffers
+drained one after the other could not keep; a :class:`RunResumed` is told
+from a finish by its class.
 
-Outputs (of a task, of a flow run) are encoded to JSON on the writer thread.
-With a :class:`~docpipe.blobs.BlobStore`, bytes and any top-level value whose
-JSON is longer than ``blob_threshold`` are written there first and the row
-holds a reference (:func:`docpipe.blobs.offload`); the common case (small
-outputs, no bytes) costs one ``encode`` call.
+One background thread wakes every ``interval`` seconds, takes everything
+buffered and writes it in a single transaction: inserts of started flow runs,
+inserts of task runs, then the updates of ended runs, in order (so a run that
+starts and finishes between two wake-ups is inserted before it is updated).
+Each statement is a :class:`~docpipe.store.bulk.BulkStatement`: a few hundred
+rows per statement. A record's fields are its row's columns, in order, so a
+record whose outputs are short JSON text (what the builders make) is written
+as it is.
+
+Outputs that are still a dict (bytes in them, or a record built by hand) are
+encoded here, and with a :class:`~docpipe.blobs.BlobStore`, bytes and any
+top-level value whose JSON is longer than ``blob_threshold`` are written there
+first and the row holds a reference (:func:`docpipe.blobs.offload`).
 
 A failed write is never swallowed: the first exception is kept and re-raised,
 with a note saying how many records were lost, by the next :meth:`flush` or
@@ -30,71 +38,43 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 
 from docpipe.blobs import DEFAULT_THRESHOLD, BlobStore, offload
 from docpipe.inputs import clean_text
 from docpipe.status import Status
-from docpipe.store.bulk import Builder, BulkStatement, Row, row_binds
-from docpipe.store.schema import (
-    FLOW_RUN_FINISH_FIELDS,
-    FLOW_RUN_RESUME_FIELDS,
-    FLOW_RUN_START_FIELDS,
-    TASK_RUN_FIELDS,
-    flow_runs,
-    task_runs,
+from docpipe.store.bulk import Builder, BulkStatement, Row, insert_builder, row_binds
+from docpipe.store.records import (
+    FinishedRow,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    StartedRow,
+    TaskRecord,
+    TaskRow,
+    encode_outputs,
 )
+from docpipe.store.schema import flow_runs, task_runs
 
 T = TypeVar("T")
 
-#: Outputs to JSON text; one reusable encoder (``json.dumps(..., default=str)``
-#: builds a new one per call, several times slower).
+#: Outputs to JSON text on the careful path; one reusable encoder
+#: (``json.dumps(..., default=str)`` builds a new one per call, several times slower).
 _encode_json = json.JSONEncoder(default=str).encode
 
 
-class _HasBytes(Exception):
-    """Raised by :func:`_no_bytes` to leave the fast encoding path."""
-
-
-def _no_bytes(value: object) -> str:
-    """``default`` of the fast-path encoder: ``str()``, but bytes go the blob path."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        raise _HasBytes
-    return str(value)
-
-
-def _fast_encoder() -> Callable[[Any], str]:
-    """JSON text of small outputs: the C encoder ``json.dumps`` uses, made ONCE.
-
-    ``JSONEncoder.encode`` builds a new C encoder on every call, which costs
-    more than encoding a small dict; the writer encodes one per task run. No
-    cycle check (a cycle raises ``RecursionError`` and the careful path names
-    it); bytes raise :class:`_HasBytes`; the rest is ``str()``-ed.
-    """
-    from json import encoder
-
-    make = getattr(encoder, "c_make_encoder", None)
-    if make is None:  # no C accelerator (not CPython)
-        return json.JSONEncoder(default=_no_bytes, check_circular=False).encode
-    iterencode = make(None, _no_bytes, encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
-    join = "".join
-    return lambda value: join(iterencode(value, 0))
-
-
-_encode_fast = _fast_encoder()
-
-
-def _clean_error(rec: Row, at: int) -> Row:
-    """``rec`` with its error text (at ``at``) and, for a task, traceback (after it) storable:
-    a lone surrogate (an undecodable file name quoted in a message) shown as ``\xff``."""
+def _clean(rec: Row, *at: int) -> Row:
+    """``rec`` with its texts at ``at`` (an error, a traceback) storable: a lone surrogate
+    (an undecodable file name quoted in a message) shown as ``\xff``."""
     out = list(rec)
-    for i in (at, at + 1) if len(rec) > 7 else (at,):
+    for i in at:
         if isinstance(out[i], str):
             out[i] = clean_text(out[i])
     return tuple(out)
-_NO_OUTPUTS = (None,)
+
+
 _ENCODE_ERRORS = (TypeError, ValueError, RuntimeError, OSError)
 
 
@@ -104,14 +84,19 @@ def _drain(buffer: deque[T]) -> list[T]:
     return [pop() for _ in range(len(buffer))]
 
 
-def _insert_builder(table: sa.Table, fields: tuple[str, ...]) -> Builder:
-    """Builds the multi-row INSERT of ``fields`` into ``table`` for ``k`` rows."""
+# Where a record's fields are: the writer reads records by position (see docpipe.store.records;
+# tests/store/test_records.py checks these against the named tuples' fields).
+_TASK_RUN_ID: Final = 0
+_TASK_STEP: Final = 1
+_TASK_ERROR: Final = 9
+_TASK_TRACEBACK: Final = 10
+_TASK_OUTPUTS: Final = 11
+_FINISH_RUN_ID: Final = 0
+_FINISH_ERROR: Final = 4
+_FINISH_OUTPUTS: Final = 6
 
-    def build(k: int) -> sa.ClauseElement:
-        return table.insert().values([row_binds(fields, i) for i in range(k)])
-
-    return build
-
+#: What a start sets besides the record's fields.
+_STARTED_SET: dict[str, Any] = {"status": sa.literal_column(f"'{Status.RUNNING}'")}
 
 #: What a resume sets besides ``started_at`` (SQL literals: bulk statements bind only row fields).
 _RESUME_SET: dict[str, Any] = {
@@ -206,26 +191,25 @@ class RecordWriter:
         # JSON text up to this long is stored as it is; longer goes the careful (offloading) way
         self._inline_limit = blob_threshold if blobs is not None else sys.maxsize
         dialect = engine.dialect
+        started, tasks = RunStarted._fields, TaskRecord._fields
         self._insert_runs = BulkStatement(
-            "flow_runs.insert",
-            _insert_builder(flow_runs, FLOW_RUN_START_FIELDS),
-            FLOW_RUN_START_FIELDS,
-            dialect,
+            "flow_runs.insert", insert_builder(flow_runs, started, _STARTED_SET), started, dialect
         )
-        self._insert_tasks = BulkStatement(
-            "task_runs.insert",
-            _insert_builder(task_runs, TASK_RUN_FIELDS),
-            TASK_RUN_FIELDS,
-            dialect,
-        )
-        self._finish_runs = _update_statement("finished", FLOW_RUN_FINISH_FIELDS, {}, dialect)
-        self._resume_runs = _update_statement("resumed", FLOW_RUN_RESUME_FIELDS, _RESUME_SET, dialect)
+        self._insert_tasks = BulkStatement("task_runs.insert", insert_builder(task_runs, tasks), tasks, dialect)
+        self._finish_runs = _update_statement("finished", RunFinished._fields, {}, dialect)
+        self._resume_runs = _update_statement("resumed", RunResumed._fields, _RESUME_SET, dialect)
 
-        self._started: deque[Row] = deque()
-        self._tasks: deque[Row] = deque()
-        # Finished AND resumed runs, in the order reported: a run may finish, be resumed
-        # and finish again between two writes. A resume is a 2-tuple, a finish a 7-tuple.
-        self._finished: deque[Row] = deque()
+        self._started: deque[StartedRow] = deque()
+        self._tasks: deque[TaskRow] = deque()
+        self._ended: deque[FinishedRow | RunResumed] = deque()  # in the order reported
+        #: Record that a flow run started: a :class:`RunStarted`, or what ``run_started`` builds.
+        self.flow_run_started: Callable[[StartedRow], None] = self._started.append
+        #: Record that a flow run of an earlier process runs again: a :class:`RunResumed`.
+        self.flow_run_resumed: Callable[[RunResumed], None] = self._ended.append
+        #: Record the end of a flow run: a :class:`RunFinished`, or what ``run_finished`` builds.
+        self.flow_run_finished: Callable[[FinishedRow], None] = self._ended.append
+        #: Record one task run: a :class:`TaskRecord`, or what ``task_succeeded`` builds.
+        self.task_run: Callable[[TaskRow], None] = self._tasks.append
         self._flush_requests: deque[threading.Event] = deque()
         self._wake = threading.Event()
         self._closing = False
@@ -237,64 +221,11 @@ class RecordWriter:
         self._thread.start()
         atexit.register(self.close)
 
-    # --- the hot path: append a tuple, nothing else -----------------------------------
-
-    def flow_run_started(
-        self,
-        run_id: str,
-        batch_id: str,
-        flow_id: int,
-        document: str,
-        started_at: float,
-        correlation_id: str | None = None,
-    ) -> None:
-        """Record that flow run ``run_id`` of ``document`` started (status ``running``, attempt 1)."""
-        self._started.append((run_id, batch_id, flow_id, document, Status.RUNNING, started_at, correlation_id))
-
-    def flow_run_resumed(self, run_id: str, started_at: float) -> None:
-        """Record that flow run ``run_id`` (of an earlier process) runs again.
-
-        Its status goes back to ``running``, ``attempt`` goes up by one,
-        ``started_at`` becomes this time and its end (``finished_at``, error,
-        outputs) is cleared. Its task runs stay: they are the history.
-        """
-        self._finished.append((run_id, started_at))
-
-    def flow_run_finished(
-        self,
-        run_id: str,
-        status: str,
-        error_kind: str | None,
-        error: str | None,
-        finished_at: float,
-        outputs: dict[str, Any],
-        failed_step: str | None = None,
-    ) -> None:
-        """Record the end of flow run ``run_id`` (``failed_step``: where a failed run failed).
-
-        ``outputs`` is stored as JSON text (``default=str``; large values and
-        bytes as blob references), encoded later on the writer thread: do not
-        mutate it after this call.
-        """
-        self._finished.append((run_id, status, error_kind, error, failed_step, finished_at, outputs))
-
-    def task_run(self, rec: tuple[Any, ...]) -> None:
-        """Record one task run.
-
-        ``rec`` is ``(flow_run_id, step, block, attempt, status, started_at,
-        finished_at, worker, error_kind, error, traceback, outputs)``; times are
-        float epoch seconds, ``worker`` a label such as ``"thread-3"`` or
-        ``None``, ``outputs`` the state keys the step wrote (a dict, encoded
-        like a flow run's, later: do not mutate it) or ``None``. The 11 fields
-        without ``outputs`` are accepted too (no outputs stored).
-        """
-        self._tasks.append(rec)
-
     # --- synchronisation ------------------------------------------------------------
 
     def pending(self) -> int:
         """How many records are buffered and not yet taken by the writer thread."""
-        return len(self._started) + len(self._tasks) + len(self._finished)
+        return len(self._started) + len(self._tasks) + len(self._ended)
 
     def wait(self) -> None:
         """Block until every record queued so far is written (or its write failed).
@@ -362,16 +293,16 @@ class RecordWriter:
 
     def _write_pending(self) -> None:
         """Write everything buffered in one transaction; keep the error if it fails."""
-        # Take finished records first and started ones last: a run whose finish
-        # is taken now has its start taken now or earlier, never later.
-        finished = _drain(self._finished)
+        # Take ended runs first and started ones last: a run whose end is taken
+        # now has its start taken now or earlier, never later.
+        ended = _drain(self._ended)
         tasks = _drain(self._tasks)
         started = _drain(self._started)
-        if not (finished or tasks or started):
+        if not (ended or tasks or started):
             return
         try:
-            task_rows = self._task_rows(tasks) if tasks else tasks
-            updates = self._update_rows(finished) if finished else []
+            task_rows = self._task_rows(tasks) if tasks else []
+            updates = self._update_rows(ended) if ended else []
             with self._lock, self._engine.begin() as conn:
                 if started:
                     self._insert_runs.execute(conn, started)
@@ -380,75 +311,71 @@ class RecordWriter:
                 for statement, rows in updates:
                     statement.execute(conn, rows)
         except Exception as exc:  # noqa: BLE001 -- kept and re-raised by flush()/close()
-            self._keep_error(exc, len(finished) + len(tasks) + len(started))
+            self._keep_error(exc, len(ended) + len(tasks) + len(started))
 
-    def _task_rows(self, tasks: list[Row]) -> list[Row]:
-        """Task-run tuples with 12 fields, the outputs turned into JSON text (or ``None``)."""
+    def _task_rows(self, tasks: list[TaskRow]) -> list[Row]:
+        """Task-run rows: the records, their outputs as JSON text (or ``None``)."""
         rows: list[Row] = []
-        append, fast, limit = rows.append, _encode_fast, self._inline_limit
+        append, limit = rows.append, self._inline_limit
         for rec in tasks:  # a plain loop: this runs once per task, keep it lean
-            if rec[9] is not None and not (rec[9].isascii() and (rec[10] or "").isascii()):
-                rec = _clean_error(rec, 9)  # a message quoting a file name that is not UTF-8
-            if len(rec) == 11:
-                append(rec + _NO_OUTPUTS)
+            row: Row = rec
+            error, outputs = rec[_TASK_ERROR], rec[_TASK_OUTPUTS]
+            if error is not None and not (error.isascii() and (rec[_TASK_TRACEBACK] or "").isascii()):
+                row = _clean(rec, _TASK_ERROR, _TASK_TRACEBACK)  # quotes a file name that is not UTF-8
+            if outputs is None or outputs.__class__ is str and len(outputs) <= limit:
+                append(row)  # the usual case: the record is the row
                 continue
-            outputs = rec[11]
-            if outputs is None:
-                append(rec)
-                continue
-            try:
-                text: str | None = fast(outputs)
-            except Exception:  # noqa: BLE001 -- bytes, or not encodable: the careful path sorts it out
-                text = None
-            if text is None or len(text) > limit:
-                text = self._encode(rec, "task run")
-            append(rec[:11] + (text,))
+            text = self._text(outputs, f"task run {rec[_TASK_RUN_ID]!r} step {rec[_TASK_STEP]!r}")
+            append(row[:_TASK_OUTPUTS] + (text,))
         return rows
 
-    def _finish_row(self, rec: Row) -> Row:
-        """A finished-run tuple with its outputs (the last item) as JSON text, or ``None``."""
-        if rec[3] is not None and not rec[3].isascii():
-            rec = _clean_error(rec, 3)
-        outputs = rec[-1]
-        try:
-            text: str | None = _encode_fast(outputs)
-        except Exception:  # noqa: BLE001 -- bytes, or not encodable: the careful path sorts it out
-            text = None
-        if text is None or len(text) > self._inline_limit:
-            text = self._encode(rec, "flow run")
-        return rec[:-1] + (text,)
+    def _finish_row(self, rec: FinishedRow) -> Row:
+        """A finished run's row, its outputs as JSON text (or ``None``)."""
+        row: Row = rec
+        error, outputs = rec[_FINISH_ERROR], rec[_FINISH_OUTPUTS]
+        if error is not None and not error.isascii():
+            row = _clean(rec, _FINISH_ERROR)
+        if outputs is None or outputs.__class__ is str and len(outputs) <= self._inline_limit:
+            return row
+        text = self._text(outputs, f"flow run {rec[_FINISH_RUN_ID]!r}")
+        return row[:_FINISH_OUTPUTS] + (text,)
 
-    def _update_rows(self, finished: list[Row]) -> list[tuple[BulkStatement, list[Row]]]:
-        """The updates of finished and resumed runs: (statement, rows) in the order reported.
+    def _update_rows(self, ended: list[FinishedRow | RunResumed]) -> list[tuple[BulkStatement, list[Row]]]:
+        """The updates of ended runs, (statement, rows) in the order reported.
 
-        Finish tuples get their outputs (the last item) as JSON text. A run
-        whose outputs cannot be encoded is still finished, with no outputs;
-        the error is kept for :meth:`flush`.
+        A run whose outputs cannot be encoded is still finished, with no
+        outputs; the error is kept for :meth:`flush`.
         """
-        finish = self._finish_row
-        if all(len(rec) != 2 for rec in finished):  # the usual case: no resumes
-            return [(self._finish_runs, [finish(rec) for rec in finished])]
         out: list[tuple[BulkStatement, list[Row]]] = []
-        for rec in finished:
-            statement = self._resume_runs if len(rec) == 2 else self._finish_runs
-            row = rec if len(rec) == 2 else finish(rec)
+        for rec in ended:
+            row: Row
+            if isinstance(rec, RunResumed):
+                statement, row = self._resume_runs, rec
+            else:
+                statement, row = self._finish_runs, self._finish_row(rec)
             if out and out[-1][0] is statement:
                 out[-1][1].append(row)
             else:
                 out.append((statement, [row]))
         return out
 
-    def _encode(self, rec: Row, what: str) -> str | None:
-        """The careful path: JSON text of the outputs (last item) of ``rec``, large values and
-        bytes offloaded; ``None`` and a kept error if impossible."""
-        outputs = rec[-1]
+    def _text(self, outputs: str | dict[str, Any], what: str) -> str | None:
+        """JSON text of outputs that are not yet short JSON text: a dict (not encoded when its
+        record was built, or with bytes), or text too long to stay inline.
+
+        Large values and bytes go to the blob store. ``None``, and an error
+        naming ``what`` kept for :meth:`flush`, if they cannot be stored.
+        """
         try:
+            text = encode_outputs(outputs)  # a record built by hand: the fast way first
+            if text.__class__ is str and len(text) <= self._inline_limit:
+                return text
+            value = json.loads(outputs) if isinstance(outputs, str) else outputs
             if self._blobs is None:
-                return _encode_json(outputs)
-            return _encode_json(offload(outputs, self._blobs, self._blob_threshold))
+                return _encode_json(value)
+            return _encode_json(offload(value, self._blobs, self._blob_threshold))
         except _ENCODE_ERRORS as exc:
-            where = f"{rec[0]!r}" if what == "flow run" else f"{rec[0]!r} step {rec[1]!r}"
-            problem = ValueError(f"outputs of {what} {where} cannot be stored: {exc}")
+            problem = ValueError(f"outputs of {what} cannot be stored: {exc}")
             problem.__cause__ = exc
             self._keep_error(problem, 0)
             return None

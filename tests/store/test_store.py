@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from docpipe.store import DEFAULT_URL, Store, new_id
+from docpipe.store import DEFAULT_URL, RunFinished, RunStarted, Store, TaskRecord, new_id
 from docpipe.store.schema import flows, task_runs
 
 T0 = 1_700_000_000.0
@@ -26,9 +26,9 @@ def _url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def _task(run_id: str, step: str, started: float, **kw: Any) -> tuple[Any, ...]:
-    """A task-run record tuple as the engine builds it."""
-    return (
+def _task(run_id: str, step: str, started: float, **kw: Any) -> TaskRecord:
+    """A task-run record without outputs."""
+    return TaskRecord(
         run_id,
         step,
         kw.get("block", f"blk.{step}"),
@@ -37,9 +37,9 @@ def _task(run_id: str, step: str, started: float, **kw: Any) -> tuple[Any, ...]:
         started,
         started + kw.get("took", 0.5),
         kw.get("worker", "main"),
-        kw.get("error_kind"),
-        kw.get("error"),
-        kw.get("traceback"),
+        error_kind=kw.get("error_kind"),
+        error=kw.get("error"),
+        traceback=kw.get("traceback"),
     )
 
 
@@ -75,8 +75,8 @@ def test_batch_runs_and_tasks_round_trip(store: Store) -> None:
     batch_id = store.start_batch(flow_id, {"lang": "en"}, 3, argv=["docpipe", "run", "x"])
     assert len(batch_id) == 32
     w = store.writer
-    w.flow_run_started("run-a", batch_id, flow_id, "a.pdf", T0)
-    w.flow_run_started("run-b", batch_id, flow_id, "b.pdf", T0 + 1)
+    w.flow_run_started(RunStarted("run-a", batch_id, flow_id, "a.pdf", T0))
+    w.flow_run_started(RunStarted("run-b", batch_id, flow_id, "b.pdf", T0 + 1))
     # Tasks reported out of start order; get_run orders them by started_at.
     w.task_run(_task("run-a", "classify", T0 + 0.6, worker="pid:1234"))
     w.task_run(_task("run-a", "ocr", T0 + 0.1, worker="thread-3"))
@@ -92,11 +92,12 @@ def test_batch_runs_and_tasks_round_trip(store: Store) -> None:
         )
     )
     # run-a starts and finishes within the same flush: insert before update.
-    w.flow_run_finished("run-a", "ok", None, None, T0 + 2, {"doc_class": "invoice", "at": Path("x")})
+    w.flow_run_finished(RunFinished("run-a", "ok", T0 + 2, outputs={"doc_class": "invoice", "at": Path("x")}))
     w.flush()
     # run-b finishes in a later flush; run-c is still running.
-    w.flow_run_finished("run-b", "failed", "corrupt", "bad xref", T0 + 3, {}, failed_step="ocr")
-    w.flow_run_started("run-c", batch_id, flow_id, "c.pdf", T0 + 4)
+    w.flow_run_finished(RunFinished("run-b", "failed", T0 + 3, error_kind="corrupt", error="bad xref",
+                                    failed_step="ocr", outputs={}))
+    w.flow_run_started(RunStarted("run-c", batch_id, flow_id, "c.pdf", T0 + 4))
     store.finish_batch(batch_id, "failed", {"ok": 1, "failed": 1, "running": 1})
 
     runs = store.list_runs()
@@ -174,10 +175,10 @@ def test_list_runs_filters_and_pages(store: Store) -> None:
     b1 = store.start_batch(f1, {}, 4)
     b2 = store.start_batch(f2, {}, 1)
     for i in range(4):
-        store.writer.flow_run_started(f"r{i}", b1, f1, f"{i}.pdf", T0 + i)
+        store.writer.flow_run_started(RunStarted(f"r{i}", b1, f1, f"{i}.pdf", T0 + i))
         status = "ok" if i % 2 else "failed"
-        store.writer.flow_run_finished(f"r{i}", status, None, None, T0 + i + 0.5, {"i": i})
-    store.writer.flow_run_started("x", b2, f2, "x.pdf", T0 + 10)
+        store.writer.flow_run_finished(RunFinished(f"r{i}", status, T0 + i + 0.5, outputs={"i": i}))
+    store.writer.flow_run_started(RunStarted("x", b2, f2, "x.pdf", T0 + 10))
 
     assert [r["id"] for r in store.list_runs(status="ok")] == ["r3", "r1"]
     assert [r["id"] for r in store.list_runs(status="failed")] == ["r2", "r0"]
@@ -193,9 +194,9 @@ def test_flush_makes_records_visible_to_another_store(store_url: str) -> None:
     try:
         flow_id = writer_store.put_flow("f", "1", "h", {})
         batch_id = writer_store.start_batch(flow_id, {}, 1)
-        writer_store.writer.flow_run_started("r", batch_id, flow_id, "d.pdf", T0)
+        writer_store.writer.flow_run_started(RunStarted("r", batch_id, flow_id, "d.pdf", T0))
         writer_store.writer.task_run(_task("r", "ocr", T0))
-        writer_store.writer.flow_run_finished("r", "ok", None, None, T0 + 1, {"k": [1, 2]})
+        writer_store.writer.flow_run_finished(RunFinished("r", "ok", T0 + 1, outputs={"k": [1, 2]}))
         writer_store.writer.flush()
         run = reader_store.get_run("r")
         assert run is not None
@@ -211,9 +212,9 @@ def test_many_records_are_written_in_order(store: Store) -> None:
     flow_id = store.put_flow("f", "1", "h", {})
     batch_id = store.start_batch(flow_id, {}, 777)
     for i in range(777):
-        store.writer.flow_run_started(f"r{i}", batch_id, flow_id, f"{i}.pdf", T0 + i)
+        store.writer.flow_run_started(RunStarted(f"r{i}", batch_id, flow_id, f"{i}.pdf", T0 + i))
         store.writer.task_run(_task(f"r{i}", "s", T0 + i))
-        store.writer.flow_run_finished(f"r{i}", "ok", None, None, T0 + i + 1, {"i": i})
+        store.writer.flow_run_finished(RunFinished(f"r{i}", "ok", T0 + i + 1, outputs={"i": i}))
     outputs = store.batch_outputs(batch_id)
     assert [o["document"] for o in outputs] == [f"{i}.pdf" for i in range(777)]
     assert [o["outputs"] for o in outputs] == [{"i": i} for i in range(777)]
@@ -226,15 +227,15 @@ def test_writer_error_surfaces_from_flush_and_close(store_url: str) -> None:
     store = Store(store_url)
     flow_id = store.put_flow("f", "1", "h", {})
     batch_id = store.start_batch(flow_id, {}, 2)
-    store.writer.flow_run_started("bad", batch_id, flow_id, "bad.pdf", T0)
-    store.writer.task_run(_task("bad", "ocr", T0)[:5] + (object(),) + (None,) * 5)
+    store.writer.flow_run_started(RunStarted("bad", batch_id, flow_id, "bad.pdf", T0))
+    store.writer.task_run(TaskRecord("bad", "ocr", "b", 1, "ok", object(), None, None))  # type: ignore[arg-type]
     with pytest.raises(sa.exc.DBAPIError) as caught:
         store.writer.flush()
     assert "2 run records could not be written" in "\n".join(caught.value.__notes__)
     store.writer.flush()  # reported once; the writer keeps going
-    store.writer.flow_run_started("good", batch_id, flow_id, "good.pdf", T0)
+    store.writer.flow_run_started(RunStarted("good", batch_id, flow_id, "good.pdf", T0))
     assert [r["id"] for r in store.list_runs()] == ["good"]
-    store.writer.task_run(("good", "ocr", "b", "not-an-int", "ok", object()) + (None,) * 5)
+    store.writer.task_run(TaskRecord("good", "ocr", "b", "not-an-int", "ok", object(), None, None))  # type: ignore[arg-type]
     with pytest.raises(sa.exc.DBAPIError):
         store.close()
     store.close()  # idempotent once reported
@@ -244,9 +245,9 @@ def test_unencodable_outputs_fail_only_that_run(store: Store) -> None:
     flow_id = store.put_flow("f", "1", "h", {})
     batch_id = store.start_batch(flow_id, {}, 2)
     for run_id in ("odd", "fine"):
-        store.writer.flow_run_started(run_id, batch_id, flow_id, f"{run_id}.pdf", T0)
-    store.writer.flow_run_finished("odd", "ok", None, None, T0 + 1, {("tuple", "key"): 1})
-    store.writer.flow_run_finished("fine", "ok", None, None, T0 + 1, {"k": 1})
+        store.writer.flow_run_started(RunStarted(run_id, batch_id, flow_id, f"{run_id}.pdf", T0))
+    store.writer.flow_run_finished(RunFinished("odd", "ok", T0 + 1, outputs={("tuple", "key"): 1}))
+    store.writer.flow_run_finished(RunFinished("fine", "ok", T0 + 1, outputs={"k": 1}))
     with pytest.raises(ValueError, match="outputs of flow run 'odd' cannot be stored"):
         store.writer.flush()
     outputs = {o["id"]: (o["status"], o["outputs"]) for o in store.batch_outputs(batch_id)}
@@ -277,7 +278,7 @@ def test_default_url_env_and_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with Store("sqlite://") as memory:
         flow_id = memory.put_flow("f", "1", "h", {})
         batch_id = memory.start_batch(flow_id, {}, 1)
-        memory.writer.flow_run_started("r", batch_id, flow_id, "d", T0)
+        memory.writer.flow_run_started(RunStarted("r", batch_id, flow_id, "d", T0))
         assert [r["id"] for r in memory.list_runs()] == ["r"]
 
 
@@ -290,10 +291,10 @@ def _write_from_process(url: str, name: str, n_runs: int, n_tasks: int) -> None:
     for i in range(n_runs):
         run_id = f"{name}-{i}"
         now = time.time()
-        w.flow_run_started(run_id, batch_id, flow_id, f"{i}.pdf", now)
+        w.flow_run_started(RunStarted(run_id, batch_id, flow_id, f"{i}.pdf", now))
         for j in range(n_tasks):
             w.task_run(_task(run_id, f"s{j}", now, worker=name))
-        w.flow_run_finished(run_id, "ok", None, None, time.time(), {"i": i})
+        w.flow_run_finished(RunFinished(run_id, "ok", time.time(), outputs={"i": i}))
         if i % 50 == 0:
             time.sleep(0.01)  # let the two writers interleave
     store.finish_batch(batch_id, "ok", {"ok": n_runs})

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from docpipe.blobs import DEFAULT_THRESHOLD, BlobStore, blob_ref, is_blob_ref, offload, resolve
 from docpipe.status import Status
-from docpipe.store import Store
+from docpipe.store import RunFinished, RunStarted, Store, task_succeeded
 from docpipe.store.schema import flow_runs, task_runs
 
 SUCCEEDED = Status.SUCCEEDED
@@ -112,12 +112,11 @@ def test_a_1mb_text_output_goes_to_the_blob_store(store: Store, tmp_path: Path) 
     flow_id = store.put_flow("f", "1", "h", {})
     batch_id = store.start_batch(flow_id, {}, 1, inputs=["big.pdf"])
     w = store.writer
-    w.flow_run_started("r", batch_id, flow_id, "big.pdf", T0)
+    w.flow_run_started(RunStarted("r", batch_id, flow_id, "big.pdf", T0))
     pdf = b"%PDF-1.7\n" + os.urandom(2000)
-    w.task_run(("r", "ocr", "ocr.tesseract", 1, SUCCEEDED, T0, T0 + 1, "pid:1", None, None, None,
-                {"text": MB_TEXT, "n_pages": 40}))
-    w.task_run(("r", "load", "pdf.load", 1, SUCCEEDED, T0, T0 + 1, "main", None, None, None, {"pdf": pdf}))
-    w.flow_run_finished("r", SUCCEEDED, None, None, T0 + 2, {"text": MB_TEXT, "n_pages": 40})
+    w.task_run(task_succeeded("r", "ocr", "ocr.tesseract", 1, T0, T0 + 1, "pid:1", {"text": MB_TEXT, "n_pages": 40}))
+    w.task_run(task_succeeded("r", "load", "pdf.load", 1, T0, T0 + 1, "main", {"pdf": pdf}))
+    w.flow_run_finished(RunFinished("r", SUCCEEDED, T0 + 2, outputs={"text": MB_TEXT, "n_pages": 40}))
     w.flush()
 
     # rows hold small references; the text is stored once although two rows refer to it
@@ -156,8 +155,8 @@ def test_blob_threshold_and_default_folder(tmp_path: Path, monkeypatch: pytest.M
         assert store.blobs.root == tmp_path / "db" / "blobs"  # next to the SQLite file
         flow_id = store.put_flow("f", "1", "h", {})
         batch_id = store.start_batch(flow_id, {}, 1)
-        store.writer.flow_run_started("r", batch_id, flow_id, "d.pdf", T0)
-        store.writer.flow_run_finished("r", SUCCEEDED, None, None, T0 + 1, {"short": "abc", "long": "a" * 20})
+        store.writer.flow_run_started(RunStarted("r", batch_id, flow_id, "d.pdf", T0))
+        store.writer.flow_run_finished(RunFinished("r", SUCCEEDED, T0 + 1, outputs={"short": "abc", "long": "a" * 20}))
         (row,) = store.batch_outputs(batch_id, resolve_blobs=False)
         assert row["outputs"]["short"] == "abc" and is_blob_ref(row["outputs"]["long"])
         assert store.batch_outputs(batch_id)[0]["outputs"] == {"short": "abc", "long": "a" * 20}

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from docpipe.status import Status
-from docpipe.store import Store
+from docpipe.store import RunFinished, RunResumed, RunStarted, Store, TaskRecord
 from docpipe.store.schema import task_runs
 
 SUCCEEDED, FAILED = Status.SUCCEEDED, Status.FAILED
@@ -31,9 +31,9 @@ def store(store_url: str) -> Iterator[Store]:
 
 
 def _task(run_id: str, step: str, attempt: int = 1, status: str = SUCCEEDED, outputs: Any = None,
-          started: float = T0) -> tuple[Any, ...]:
-    """A 12-field task record."""
-    return (run_id, step, f"blk.{step}", attempt, status, started, started + 0.1, "main", None, None, None, outputs)
+          started: float = T0) -> TaskRecord:
+    """A task record of block ``blk.<step>`` that took 0.1 s."""
+    return TaskRecord(run_id, step, f"blk.{step}", attempt, status, started, started + 0.1, "main", outputs=outputs)
 
 
 def test_start_batch_records_inputs_and_correlation_id(store: Store) -> None:
@@ -82,10 +82,10 @@ def test_correlation_ids_time_windows_and_counts(store: Store) -> None:
     b2 = store.start_batch(f2, {}, 1)
     w = store.writer
     for i in range(6):
-        w.flow_run_started(f"r{i}", b1, f1, f"{i}.pdf", T0 + i, "even" if i % 2 == 0 else "odd")
+        w.flow_run_started(RunStarted(f"r{i}", b1, f1, f"{i}.pdf", T0 + i, "even" if i % 2 == 0 else "odd"))
         if i < 4:
-            w.flow_run_finished(f"r{i}", SUCCEEDED if i % 3 else FAILED, None, None, T0 + i + 0.5, {})
-    w.flow_run_started("x", b2, f2, "x.pdf", T0 + 10)  # no correlation id
+            w.flow_run_finished(RunFinished(f"r{i}", SUCCEEDED if i % 3 else FAILED, T0 + i + 0.5, outputs={}))
+    w.flow_run_started(RunStarted("x", b2, f2, "x.pdf", T0 + 10))  # no correlation id
 
     assert [r["id"] for r in store.list_runs(correlation_id="even")] == ["r4", "r2", "r0"]
     assert [r["correlation_id"] for r in store.list_runs(batch_id=b1)] == ["odd", "even"] * 3
@@ -108,15 +108,16 @@ def test_resumed_runs_count_attempts_in_report_order(store: Store) -> None:
     flow_id = store.put_flow("f", "1", "h", {})
     batch_id = store.start_batch(flow_id, {}, 2)
     w = store.writer
-    w.flow_run_started("a", batch_id, flow_id, "a.pdf", T0)
-    w.flow_run_started("b", batch_id, flow_id, "b.pdf", T0)
-    w.flow_run_finished("a", FAILED, "timeout", "too slow", T0 + 1, {"partial": 1})
+    w.flow_run_started(RunStarted("a", batch_id, flow_id, "a.pdf", T0))
+    w.flow_run_started(RunStarted("b", batch_id, flow_id, "b.pdf", T0))
+    w.flow_run_finished(RunFinished("a", FAILED, T0 + 1, error_kind="timeout", error="too slow",
+                                    outputs={"partial": 1}))
     w.flush()
     (a,) = store.list_runs(status=FAILED)
     assert (a["attempt"], a["error_kind"]) == (1, "timeout")
 
-    w.flow_run_resumed("a", T0 + 100)  # a later process picks it up
-    w.flow_run_resumed("b", T0 + 100)  # died while running: never finished
+    w.flow_run_resumed(RunResumed("a", T0 + 100))  # a later process picks it up
+    w.flow_run_resumed(RunResumed("b", T0 + 100))  # died while running: never finished
     w.flush()
     run = store.get_run("a")
     assert run is not None
@@ -124,10 +125,10 @@ def test_resumed_runs_count_attempts_in_report_order(store: Store) -> None:
     assert (run["finished_at"], run["error_kind"], run["error"], run["outputs"]) == (None, None, None, None)
 
     # finished, resumed and finished again before the writer wakes: applied in that order
-    w.flow_run_finished("a", FAILED, "block", "boom", T0 + 101, {})
-    w.flow_run_resumed("a", T0 + 102)
-    w.flow_run_finished("a", SUCCEEDED, None, None, T0 + 103, {"k": "v"})
-    w.flow_run_finished("b", SUCCEEDED, None, None, T0 + 104, {})
+    w.flow_run_finished(RunFinished("a", FAILED, T0 + 101, error_kind="block", error="boom", outputs={}))
+    w.flow_run_resumed(RunResumed("a", T0 + 102))
+    w.flow_run_finished(RunFinished("a", SUCCEEDED, T0 + 103, outputs={"k": "v"}))
+    w.flow_run_finished(RunFinished("b", SUCCEEDED, T0 + 104, outputs={}))
     runs = {r["id"]: r for r in store.batch_outputs(batch_id)}
     assert (runs["a"]["status"], runs["a"]["attempt"], runs["a"]["outputs"]) == (SUCCEEDED, 3, {"k": "v"})
     assert runs["a"]["duration"] == pytest.approx(1.0)
@@ -142,21 +143,21 @@ def test_task_outputs_and_resume_state(store: Store) -> None:
     other = store.start_batch(flow_id, {}, 1)
     w = store.writer
     for doc in docs[:3]:
-        w.flow_run_started(f"run-{doc}", batch_id, flow_id, doc, T0)
-    w.flow_run_started("run-other", other, flow_id, "a.pdf", T0)
+        w.flow_run_started(RunStarted(f"run-{doc}", batch_id, flow_id, doc, T0))
+    w.flow_run_started(RunStarted("run-other", other, flow_id, "a.pdf", T0))
     # a.pdf: ocr retried once, then classify; a skipped step and an old 11-field record
     w.task_run(_task("run-a.pdf", "ocr", 1, "retrying", {"text": "wrong"}))
     w.task_run(_task("run-a.pdf", "ocr", 2, SUCCEEDED, {"text": "hello", "pages": [1, 2]}))
     w.task_run(_task("run-a.pdf", "classify", 1, SUCCEEDED, {"doc_class": "invoice", "score": 0.9}))
     w.task_run(_task("run-a.pdf", "translate", 1, "skipped", None))
-    w.task_run(_task("run-a.pdf", "legacy", 1)[:11])
+    w.task_run(_task("run-a.pdf", "legacy", 1))  # succeeded, but recorded without outputs
     w.task_run(_task("run-a.pdf", "sink", 1, SUCCEEDED, {}))  # wrote nothing: done all the same
     w.task_run(_task("run-a.pdf", "pages[0]", 1, SUCCEEDED, {"lang": "en"}))
-    w.flow_run_finished("run-a.pdf", SUCCEEDED, None, None, T0 + 1, {"doc_class": "invoice"})
+    w.flow_run_finished(RunFinished("run-a.pdf", SUCCEEDED, T0 + 1, outputs={"doc_class": "invoice"}))
     # b.pdf: ocr ran, then the process died; after a resume ocr ran again (a later record wins)
     w.task_run(_task("run-b.pdf", "ocr", 1, SUCCEEDED, {"text": "first"}))
     w.task_run(_task("run-b.pdf", "classify", 1, FAILED, None))
-    w.flow_run_resumed("run-b.pdf", T0 + 50)
+    w.flow_run_resumed(RunResumed("run-b.pdf", T0 + 50))
     w.task_run(_task("run-b.pdf", "ocr", 1, SUCCEEDED, {"text": "second"}, started=T0 + 50))
     # c.pdf: started, nothing finished; d.pdf: never started; run-other: another batch
     w.task_run(_task("run-other", "ocr", 1, SUCCEEDED, {"text": "elsewhere"}))
@@ -194,9 +195,9 @@ def test_failed_documents(store: Store) -> None:
     w = store.writer
     statuses = [FAILED, SUCCEEDED, FAILED, "running", FAILED]
     for i, status in enumerate(statuses):
-        w.flow_run_started(f"r{i}", batch_id, flow_id, f"{i}.pdf" if i != 4 else "0.pdf", T0 + i)
+        w.flow_run_started(RunStarted(f"r{i}", batch_id, flow_id, f"{i}.pdf" if i != 4 else "0.pdf", T0 + i))
         if status != "running":
-            w.flow_run_finished(f"r{i}", status, "corrupt", "bad", T0 + i + 1, {})
+            w.flow_run_finished(RunFinished(f"r{i}", status, T0 + i + 1, error_kind="corrupt", error="bad", outputs={}))
     assert store.failed_documents(batch_id) == ["0.pdf", "2.pdf"]  # input order, each once
     assert store.failed_documents("nope") == []
 
@@ -209,7 +210,7 @@ def test_flow_versions(store: Store) -> None:
     other = store.put_flow("receipts", "1.0", "r1", {"r": 1})
     batch_id = store.start_batch(v1, {}, 3)
     for i in range(3):
-        store.writer.flow_run_started(f"r{i}", batch_id, v1 if i else v2, f"{i}.pdf", T0)
+        store.writer.flow_run_started(RunStarted(f"r{i}", batch_id, v1 if i else v2, f"{i}.pdf", T0))
 
     flows = store.list_flows()
     assert [(f["name"], f["version"], f["content_hash"], f["n_runs"]) for f in flows] == [
@@ -237,7 +238,7 @@ def test_flow_versions(store: Store) -> None:
 def test_unencodable_task_outputs_fail_only_that_task(store: Store) -> None:
     flow_id = store.put_flow("f", "1", "h", {})
     batch_id = store.start_batch(flow_id, {}, 1)
-    store.writer.flow_run_started("r", batch_id, flow_id, "d.pdf", T0)
+    store.writer.flow_run_started(RunStarted("r", batch_id, flow_id, "d.pdf", T0))
     store.writer.task_run(_task("r", "bad", outputs={("tuple", "key"): 1}))
     store.writer.task_run(_task("r", "good", outputs={"k": 1}))
     with pytest.raises(ValueError, match="outputs of task run 'r' step 'bad' cannot be stored"):
@@ -258,14 +259,14 @@ def test_many_resumes_in_one_write(store: Store) -> None:
     batch_id = store.start_batch(flow_id, {}, 300)
     w = store.writer
     for i in range(300):
-        w.flow_run_started(f"r{i}", batch_id, flow_id, f"{i}.pdf", T0)
+        w.flow_run_started(RunStarted(f"r{i}", batch_id, flow_id, f"{i}.pdf", T0))
     w.flush()
     for i in range(300):
-        w.flow_run_resumed(f"r{i}", T0 + 10)
+        w.flow_run_resumed(RunResumed(f"r{i}", T0 + 10))
     for i in range(0, 300, 3):
-        w.flow_run_finished(f"r{i}", SUCCEEDED, None, None, T0 + 11, {"i": i})
+        w.flow_run_finished(RunFinished(f"r{i}", SUCCEEDED, T0 + 11, outputs={"i": i}))
     for i in range(0, 300, 3):
-        w.flow_run_resumed(f"r{i}", T0 + 12)
+        w.flow_run_resumed(RunResumed(f"r{i}", T0 + 12))
     runs = {r["id"]: r for r in store.batch_outputs(batch_id)}
     assert {runs[f"r{i}"]["attempt"] for i in range(0, 300, 3)} == {3}
     assert {runs[f"r{i}"]["attempt"] for i in range(1, 300, 3)} == {2}

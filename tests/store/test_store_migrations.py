@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from docpipe.store import Store, StoreSchemaError, migrate
+from docpipe.store import RunStarted, Store, StoreSchemaError, migrate, task_succeeded
 from docpipe.store.migrate import BASELINE, HEAD, LOCATION, current_revision
 from docpipe.store.schema import metadata
 
@@ -157,9 +157,8 @@ def test_a_database_from_before_migrations_is_upgraded_and_keeps_its_runs(store_
         assert store.resume_state("b1")["a.pdf"]["steps"] == {}  # old records hold no task outputs
         # the new columns are there and written
         new_batch = store.start_batch(1, {}, 1, inputs=["c.pdf"], correlation_id="c-1")
-        store.writer.flow_run_started("r3", new_batch, 1, "c.pdf", T0 + 10, "c-1")
-        store.writer.task_run(("r3", "ocr", "ocr.tesseract", 1, "succeeded", T0, T0, "w", None, None, None,
-                               {"text": "t"}))
+        store.writer.flow_run_started(RunStarted("r3", new_batch, 1, "c.pdf", T0 + 10, "c-1"))
+        store.writer.task_run(task_succeeded("r3", "ocr", "ocr.tesseract", 1, T0, T0, "w", {"text": "t"}))
         assert store.resume_state(new_batch)["c.pdf"]["steps"] == {"ocr": {"text": "t"}}
         assert [r["id"] for r in store.list_runs(correlation_id="c-1")] == ["r3"]
     assert _revision(store_url) == HEAD
@@ -202,7 +201,7 @@ def _open_at_once(url: str, barrier: Any, name: str) -> None:
     with Store(url) as store:
         flow_id = store.put_flow("shared", "1", "h", {})
         batch_id = store.start_batch(flow_id, {"who": name}, 1, inputs=[f"{name}.pdf"])
-        store.writer.flow_run_started(f"run-{name}", batch_id, flow_id, f"{name}.pdf", time.time())
+        store.writer.flow_run_started(RunStarted(f"run-{name}", batch_id, flow_id, f"{name}.pdf", time.time()))
 
 
 def test_processes_opening_a_new_database_at_once_all_succeed(store_url: str) -> None:
