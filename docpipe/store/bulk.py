@@ -40,13 +40,11 @@ def row_binds(fields: Sequence[str], i: int) -> dict[str, sa.BindParameter[Any]]
     return {name: sa.bindparam(f"{name}_{i}") for name in fields}
 
 
-def insert_builder(table: sa.Table, fields: Sequence[str], extra: dict[str, Any] | None = None) -> Builder:
-    """Builds the multi-row INSERT of ``fields`` into ``table`` for ``k`` rows; ``extra``
-    columns get the same SQL value (a literal) in every row."""
-    const = extra or {}
+def insert_builder(table: sa.Table, fields: Sequence[str]) -> Builder:
+    """Builds the multi-row INSERT of ``fields`` into ``table`` for ``k`` rows."""
 
     def build(k: int) -> sa.ClauseElement:
-        return table.insert().values([{**row_binds(fields, i), **const} for i in range(k)])
+        return table.insert().values([row_binds(fields, i) for i in range(k)])
 
     return build
 

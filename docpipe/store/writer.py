@@ -12,8 +12,8 @@ from a finish by its class.
 
 One background thread wakes every ``interval`` seconds, takes everything
 buffered and writes it in a single transaction: inserts of started flow runs,
-inserts of task runs, then the updates of ended runs, in order (so a run that
-starts and finishes between two wake-ups is inserted before it is updated).
+inserts of task runs, then the updates of ended runs, in order. A run that
+starts and finishes between two wake-ups is inserted finished, with no update.
 Each statement is a :class:`~docpipe.store.bulk.BulkStatement`: a few hundred
 rows per statement. A record's fields are its row's columns, in order, so a
 record whose outputs are short JSON text (what the builders make) is written
@@ -95,8 +95,10 @@ _FINISH_RUN_ID: Final = 0
 _FINISH_ERROR: Final = 4
 _FINISH_OUTPUTS: Final = 6
 
-#: What a start sets besides the record's fields.
-_STARTED_SET: dict[str, Any] = {"status": sa.literal_column(f"'{Status.RUNNING}'")}
+#: The columns a flow run is inserted with: its start, then its end (see ``_run_rows``).
+_RUN_FIELDS = RunStarted._fields + RunFinished._fields[1:]
+#: The end of a run that has not ended.
+_RUNNING = (str(Status.RUNNING), None, None, None, None, None)
 
 #: What a resume sets besides ``started_at`` (SQL literals: bulk statements bind only row fields).
 _RESUME_SET: dict[str, Any] = {
@@ -191,10 +193,9 @@ class RecordWriter:
         # JSON text up to this long is stored as it is; longer goes the careful (offloading) way
         self._inline_limit = blob_threshold if blobs is not None else sys.maxsize
         dialect = engine.dialect
-        started, tasks = RunStarted._fields, TaskRecord._fields
-        self._insert_runs = BulkStatement(
-            "flow_runs.insert", insert_builder(flow_runs, started, _STARTED_SET), started, dialect
-        )
+        tasks = TaskRecord._fields
+        runs = _RUN_FIELDS
+        self._insert_runs = BulkStatement("flow_runs.insert", insert_builder(flow_runs, runs), runs, dialect)
         self._insert_tasks = BulkStatement("task_runs.insert", insert_builder(task_runs, tasks), tasks, dialect)
         self._finish_runs = _update_statement("finished", RunFinished._fields, {}, dialect)
         self._resume_runs = _update_statement("resumed", RunResumed._fields, _RESUME_SET, dialect)
@@ -301,17 +302,43 @@ class RecordWriter:
         if not (ended or tasks or started):
             return
         try:
+            run_rows, to_update = self._run_rows(started, ended)
             task_rows = self._task_rows(tasks) if tasks else []
-            updates = self._update_rows(ended) if ended else []
+            updates = self._update_rows(to_update) if to_update else []
             with self._lock, self._engine.begin() as conn:
-                if started:
-                    self._insert_runs.execute(conn, started)
+                if run_rows:
+                    self._insert_runs.execute(conn, run_rows)
                 if tasks:
                     self._insert_tasks.execute(conn, task_rows)
                 for statement, rows in updates:
                     statement.execute(conn, rows)
         except Exception as exc:  # noqa: BLE001 -- kept and re-raised by flush()/close()
             self._keep_error(exc, len(ended) + len(tasks) + len(started))
+
+    def _run_rows(
+        self, started: list[StartedRow], ended: list[FinishedRow | RunResumed]
+    ) -> tuple[list[Row], list[FinishedRow | RunResumed]]:
+        """The rows to insert for ``started`` runs, and the ended records left to update.
+
+        A run that started and finished since the last write (most do) is
+        inserted finished: one row written instead of a row and an update. Its
+        later records, if any, are updates applied after, in order.
+        """
+        if not ended:
+            return [rec + _RUNNING for rec in started], ended
+        first: dict[str, tuple[int, FinishedRow | RunResumed]] = {}
+        for i, end in enumerate(ended):
+            first.setdefault(end[0], (i, end))
+        rows: list[Row] = []
+        merged: set[int] = set()
+        for start in started:
+            found = first.get(start[0])
+            if found is None or isinstance(found[1], RunResumed):
+                rows.append(start + _RUNNING)
+            else:
+                rows.append(start + self._finish_row(found[1])[1:])
+                merged.add(found[0])
+        return rows, [end for i, end in enumerate(ended) if i not in merged] if merged else ended
 
     def _task_rows(self, tasks: list[TaskRow]) -> list[Row]:
         """Task-run rows: the records, their outputs as JSON text (or ``None``)."""
