@@ -35,7 +35,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from docpipe.blocks import Block, Manifest, State
 from docpipe.engine import SUCCEEDED, Engine
 from docpipe.planner import Plan, build_plan
 from docpipe.plugins import Registry
+from docpipe.store import new_id
 
 STEPS = 10
 TARGET_US_PER_TASK = 50.0
@@ -227,8 +227,8 @@ _TASK_INSERT = ("INSERT INTO task_runs (flow_run_id, step, block, attempt, statu
 def bench_sqlite_loop(runs: int, repeat: int, tmp: Path, index: bool = True) -> dict[str, Any]:
     """The plain calls plus one task record each, written in batches: no engine at all.
 
-    With ``index`` the table has docpipe's index on ``flow_run_id``; its keys are random
-    uuid4 hex strings, as the engine's run ids are.
+    With ``index`` the table has docpipe's index on ``flow_run_id``; its keys are the
+    engine's run ids (:func:`docpipe.store.new_id`: time-ordered, so index inserts append).
     """
     docs = documents(runs)
     key = f"k{STEPS}"
@@ -254,7 +254,7 @@ def bench_sqlite_loop(runs: int, repeat: int, tmp: Path, index: bool = True) -> 
             rows: list[tuple[Any, ...]] = []
             outputs = []
             for doc in docs:
-                run_id = uuid.uuid4().hex
+                run_id = new_id()
                 state = {"path": doc}
                 for step, src, dst in steps:
                     started = now()
