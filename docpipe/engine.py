@@ -12,12 +12,17 @@ an idle worker, so a busy pool naturally gets full batches. Pools report back
 through one event queue.
 
 A document whose task fails is failed with the typed error and traceback; the
-rest go on. Records go to the store's writer, which batches them off the loop.
+rest go on. A document that reaches a review step whose ``when`` holds waits: its
+review task and its ``waiting`` status are recorded and the engine lets go of it
+as it would of a failed run (its work in flight dropped, its folder removed); a
+resume continues it once the task is answered (docs/review.md). Records go to the
+store's writer, which batches them off the loop.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
 import os
 import threading
 import time
@@ -41,7 +46,14 @@ from docpipe.planner import Node, Plan, switch_key
 from docpipe.status import ErrorKind, Status
 from docpipe.steps import child_prefix, step_path
 from docpipe.store import new_id
-from docpipe.store.records import RunResumed, TaskRecord, run_finished, run_started, task_succeeded
+from docpipe.store.records import (
+    ReviewTask,
+    RunResumed,
+    TaskRecord,
+    run_finished,
+    run_started,
+    task_succeeded,
+)
 
 #: the statuses by their former names here (benchmarks and plugins' tests import them)
 SUCCEEDED, FAILED, SKIPPED, RETRYING = Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.RETRYING
@@ -70,6 +82,19 @@ class BatchResult:
         return [r for r in self.results if r.status == Status.FAILED]
 
     @property
+    def waiting(self) -> list[DocResult]:
+        """The documents waiting for a review (see docs/review.md)."""
+        return [r for r in self.results if r.status == Status.WAITING]
+
+    @property
+    def status(self) -> Status:
+        """The batch's outcome: failed if a document failed, else waiting if one waits for a
+        review, else succeeded."""
+        statuses = {r.status for r in self.results}
+        return (Status.FAILED if Status.FAILED in statuses else
+                Status.WAITING if Status.WAITING in statuses else Status.SUCCEEDED)
+
+    @property
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {Status.SUCCEEDED: 0, Status.FAILED: 0}
         for r in self.results:
@@ -80,7 +105,7 @@ class BatchResult:
 class _Run:
     """One document's run of a plan (or a subflow's run inside a parent run)."""
 
-    __slots__ = ("id", "seq", "document", "plan", "state", "pending", "left", "root", "failed",
+    __slots__ = ("id", "seq", "document", "plan", "state", "pending", "left", "root", "stopped",
                  "parent", "prefix", "maps", "restored_items")
 
     def __init__(self, run_id: str, seq: int, document: str, plan: Plan, state: dict[str, Any],
@@ -90,7 +115,8 @@ class _Run:
         self.left = len(plan.nodes)
         self.parent = parent
         self.root: _Run = parent[0].root if parent else self
-        self.failed = False
+        #: the run ended early (failed, or waits for a review): its work still in flight is dropped
+        self.stopped = False
         self.prefix = prefix
         self.maps: dict[int, list[Any]] = {}
         #: results of map items that succeeded before a resume: step id -> item index -> result
@@ -196,7 +222,9 @@ class Engine:
         were in flight when the process died continue from their last recorded steps (steps
         that succeeded are not run again); documents never started are started. With
         ``retry_failed``, failed documents continue from their last succeeded step too: all
-        of them, or only those in ``documents`` (the others keep their failure)."""
+        of them, or only those in ``documents`` (the others keep their failure). Runs waiting
+        for a review continue when every review task of theirs is answered (the answer is the
+        review step's outputs); the others keep waiting."""
         if self.store is None:
             raise ValueError("resume needs a store")
         batch = self.store.batch(batch_id)
@@ -205,10 +233,12 @@ class Engine:
         docs = self.store.batch_inputs(batch_id)
         self._correlation = {d: batch.get("correlation_id") for d in docs}
         previous = self.store.resume_state(batch_id)
+        unanswered = self.store.reviews.open_runs(batch_id)
         finished: dict[str, DocResult] = {}
         resumable: dict[str, dict[str, Any]] = {}
         for doc, entry in previous.items():
             again = entry["status"] == Status.RUNNING or (
+                entry["status"] == Status.WAITING and entry["run_id"] not in unanswered) or (
                 retry_failed and entry["status"] == Status.FAILED and (documents is None or doc in documents))
             if again:
                 resumable[doc] = entry
@@ -232,6 +262,7 @@ class Engine:
         self._run_started = writer.flow_run_started if writer else _noop
         self._run_resumed = writer.flow_run_resumed if writer else _noop
         self._run_finished = writer.flow_run_finished if writer else _noop
+        self._review = writer.review_task if writer else _noop
         self._batch_id, self._flow_id, self._params = batch_id, flow_id, plan.params
         self._plan, self._docs, self._next_doc = plan, docs, 0
         self._finished_before, self._resumable = finished, resumable
@@ -241,13 +272,15 @@ class Engine:
         self._active = 0
         self._order: dict[str, int] = {}
         self._results: list[DocResult] = []
-        status = Status.INTERRUPTED
+        status, done = Status.INTERRUPTED, False
         try:
             self._loop()
-            status = Status.SUCCEEDED if all(r.status == Status.SUCCEEDED for r in self._results) else Status.FAILED
+            done = True
         finally:
             results = sorted(self._results, key=lambda r: self._order[r.run_id])
             result = BatchResult(batch_id, results, time.perf_counter() - t0)
+            if done:
+                status = result.status
             if self.store is not None and batch_id is not None:
                 self.store.writer.flush()
                 self.store.finish_batch(batch_id, status, result.counts)
@@ -311,7 +344,7 @@ class Engine:
                     break
                 while ready:
                     run, node = ready.popleft()
-                    if not run.root.failed:
+                    if not run.root.stopped:
                         self._execute(run, node)
             if self._timers and self._timers[0][0] <= time.monotonic():
                 self._fire_timers()
@@ -439,7 +472,21 @@ class Engine:
             self._complete(run, node, {}, now, now, "main")
         elif kind == "subflow":
             self._start_subflow(run, node)
+        elif kind == "review":
+            self._wait(run, node)
         return None
+
+    def _wait(self, run: _Run, node: Node) -> None:
+        """The run reached a review step: record its review task (the model's proposal and the
+        choices), the step ``waiting``, and let go of the run until it is answered."""
+        review, state, t = node.review, run.state, time.time()
+        assert review is not None and run.parent is None  # the planner allows no review in a subflow
+        self._review(ReviewTask(new_id(), run.id, self._batch_id, node.id, review.kind, json.dumps(review.keys),
+                                review.prompt, json.dumps(review.choices_for(state)),
+                                review.proposal(state), t))
+        self._task(TaskRecord(run.id, node.id, node.label, 1, Status.WAITING, t, t, "main"))
+        run.stopped = True
+        self._finish(run, waiting=True)
 
     def _eval(self, run: _Run, node: Node) -> None:
         t = time.time()
@@ -526,7 +573,7 @@ class Engine:
             inputs = {**base, node.map_as: item}
             if inline:
                 self._run_inline(run, node, inputs, i)
-                if run.root.failed:
+                if run.root.stopped:
                     return None
             else:
                 self._enqueue(_Item(run, node, inputs, i, 1))
@@ -589,7 +636,7 @@ class Engine:
                     continue
                 items = b.items
                 # drop inputs of documents that failed meanwhile
-                while items and items[0].run.root.failed:
+                while items and items[0].run.root.stopped:
                     items.popleft()
                 if not items:
                     break
@@ -631,7 +678,7 @@ class Engine:
                 err = ErrorInfo.failure(BlockTimeout(message + "; the thread finishes in the background"))
                 t = time.time()
                 for item in items:
-                    if not item.run.root.failed:
+                    if not item.run.root.stopped:
                         self._error(item, err, t - limit, t, None)
                 due = now
         return due if due is not None else self._deadlines[0][0] if self._deadlines else None
@@ -640,7 +687,7 @@ class Engine:
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             item = heapq.heappop(self._timers)[2]
-            if item.run.root.failed:
+            if item.run.root.stopped:
                 continue
             if item.node.runtime == "inline":
                 self._run_inline(item.run, item.node, item.inputs, item.index, item.attempt)
@@ -662,12 +709,12 @@ class Engine:
                 b.solo.extend(items)
                 return
             for item in items:
-                if not item.run.root.failed:
+                if not item.run.root.stopped:
                     self._error(item, done.error, done.started, done.finished, done.worker)
             return
         assert done.results is not None
         for item, result in zip(items, done.results, strict=True):
-            if item.run.root.failed:
+            if item.run.root.stopped:
                 continue
             if isinstance(result, ErrorInfo):
                 self._error(item, result, done.started, done.finished, done.worker)
@@ -721,10 +768,11 @@ class Engine:
         self._task(TaskRecord(run.root.id, step, node.label, attempt, Status.FAILED, started,
                               finished or time.time(), worker, error_kind=err.kind, error=str(err),
                               traceback=err.traceback or None))
-        run.failed = True
+        run.stopped = True
         self._finish(run, err, step)
 
-    def _finish(self, run: _Run, err: ErrorInfo | None = None, step: str | None = None) -> None:
+    def _finish(self, run: _Run, err: ErrorInfo | None = None, step: str | None = None,
+                waiting: bool = False) -> None:
         if run.parent is not None:
             parent, pnode = run.parent
             started = run.state.get("__started", time.time())
@@ -732,15 +780,16 @@ class Engine:
                 return self._fail(parent, pnode, err, started, "main", step=step)
             values = {pk: run.state[sk] for sk, pk in pnode.writes.items() if sk in run.state}
             return self._complete(parent, pnode, values, started, time.time(), "main")
-        run.failed = err is not None
+        run.stopped = err is not None or waiting
         if self._work is not None:
-            self._work.remove(run.id)  # the run's artifacts end with it
+            self._work.remove(run.id)  # the run's artifacts end with it (a waiting run's too)
         state = run.state
         outputs = {k: state[k] for k in run.plan.outputs if k in state}
-        result = DocResult(run.id, display_path(run.document), Status.FAILED if err else Status.SUCCEEDED,
+        status = Status.FAILED if err else Status.WAITING if waiting else Status.SUCCEEDED
+        result = DocResult(run.id, display_path(run.document), status,
                            err.kind if err else None, clean_text(str(err)) if err else None, step,
                            outputs, clean_text(err.traceback) if err else None)
-        self._run_finished(run_finished(run.id, result.status, time.time(), result.error_kind, result.error,
+        self._run_finished(run_finished(run.id, status, time.time(), result.error_kind, result.error,
                                         step, outputs))
         self._results.append(result)
         self._active -= 1

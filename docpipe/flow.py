@@ -17,7 +17,9 @@ state key), ``expr`` (compute ``output`` from an expression), ``switch``
 ``map`` (run ``block`` once per item of a list, bound to the name ``as``, and
 gather each written key into a list in order), ``fork`` (parallel branches,
 each a list of steps run in order), ``join`` (wait for the named steps) and
-``subflow`` (run another flow file on this document). Every step may have a
+``subflow`` (run another flow file on this document) and ``review`` (a person checks
+or corrects keys an earlier step wrote: the run waits for the answer; see
+docs/review.md). Every step may have a
 ``when`` condition and ``after`` (explicit ordering on top of the data
 dependencies the planner derives from reads and writes).
 
@@ -39,15 +41,44 @@ from docpipe.errors import FlowError, FlowIssue
 from docpipe.inputs import not_a_regular_file
 
 SCHEMA_ID = "https://docpipe.dev/schema/flow-1.json"
-STEP_KINDS = ("block", "expr", "switch", "map", "fork", "join", "subflow")
+STEP_KINDS = ("block", "expr", "switch", "map", "fork", "join", "subflow", "review")
+#: what a person is asked in a review step (see docs/review.md)
+REVIEW_KINDS = ("choose", "edit", "approve")
 
 _KEY = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}
 _RENAMES = {"type": "object", "additionalProperties": _KEY}
 _STEP_LIST = {"type": "array", "items": {"$ref": "#/$defs/step"}}
-_KIND_KEYS = ("block", "map", "expr", "switch", "fork", "join", "subflow")
+_KIND_KEYS = ("block", "map", "expr", "switch", "fork", "join", "subflow", "review")
 #: what each kind of step requires; a step must match exactly one and carry no other kind's key
 _KIND_REQUIRES = (("block",), ("map", "block"), ("expr", "output"), ("switch", "cases"),
-                  ("fork",), ("join",), ("subflow",))
+                  ("fork",), ("join",), ("subflow",), ("review",))
+_REVIEW = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["kind"],
+    "description": "a person's check: choose one of choices (key), edit text values (keys), "
+                   "approve or reject (key gets true/false)",
+    "properties": {
+        "kind": {"enum": list(REVIEW_KINDS)},
+        "key": _KEY,
+        "keys": {"type": "array", "items": _KEY, "minItems": 1},
+        "choices": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "choices_from": {**_KEY, "description": "a key holding the choices: strings or {label, score}"},
+        "prompt": {"type": "string"},
+        "show": {"type": "array", "items": _KEY, "description": "keys shown to the reviewer"},
+    },
+    "allOf": [
+        {"if": {"properties": {"kind": {"const": "choose"}}},
+         "then": {"required": ["key"], "anyOf": [{"required": ["choices"]}, {"required": ["choices_from"]}],
+                  "not": {"required": ["keys"]}}},
+        {"if": {"properties": {"kind": {"const": "edit"}}},
+         "then": {"required": ["keys"], "not": {"anyOf": [{"required": ["key"]}, {"required": ["choices"]},
+                                                           {"required": ["choices_from"]}]}}},
+        {"if": {"properties": {"kind": {"const": "approve"}}},
+         "then": {"required": ["key"], "not": {"anyOf": [{"required": ["keys"]}, {"required": ["choices"]},
+                                                          {"required": ["choices_from"]}]}}},
+    ],
+}
 
 FLOW_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -96,6 +127,7 @@ FLOW_SCHEMA: dict[str, Any] = {
                 "fork": {"type": "array", "items": _STEP_LIST, "minItems": 1},
                 "join": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                 "subflow": {"type": "string", "minLength": 1},
+                "review": _REVIEW,
                 "retry": {
                     "type": "object",
                     "additionalProperties": False,
@@ -128,7 +160,7 @@ _VALIDATOR = jsonschema.Draft202012Validator(FLOW_SCHEMA)
 
 def step_kind(step: dict[str, Any]) -> str:
     """Which kind of step this is (``map`` wins over ``block``: a map step names its block)."""
-    for kind in ("map", "expr", "switch", "fork", "join", "subflow", "block"):
+    for kind in ("map", "expr", "switch", "fork", "join", "subflow", "review", "block"):
         if kind in step:
             return kind
     return "block"
@@ -159,7 +191,7 @@ def schema_issues(definition: Any) -> list[FlowIssue]:
         if err.validator == "oneOf":
             message = (
                 "a step must be exactly one of: block, expr (with output), switch (with cases), "
-                "map (with block), fork, join, subflow"
+                "map (with block), fork, join, subflow, review"
             )
         location = "/".join(str(p) for p in path) or "(top level)"
         issues.append(FlowIssue(f"{message} (at {location})", step=step, key=key))
@@ -297,6 +329,19 @@ class Flow:
 
     def subflow(self, id: str, path: str, **fields: Any) -> Flow:  # noqa: A002
         return self.add({"id": id, "subflow": path, **fields})
+
+    def review(self, id: str, kind: str, key: str | None = None, *,  # noqa: A002
+               keys: list[str] | None = None, choices: list[str] | None = None,
+               choices_from: str | None = None, prompt: str | None = None,
+               show: list[str] | None = None, **fields: Any) -> Flow:
+        """A review step: ``choose`` one of ``choices`` (or those ``choices_from`` holds) for
+        ``key``, ``edit`` the text values of ``keys``, ``approve`` (``key`` gets true/false)."""
+        spec: dict[str, Any] = {"kind": kind}
+        for name, value in (("key", key), ("keys", keys), ("choices", choices),
+                            ("choices_from", choices_from), ("prompt", prompt), ("show", show)):
+            if value is not None:
+                spec[name] = list(value) if isinstance(value, list) else value
+        return self.add({"id": id, "review": spec, **fields})
 
     # --- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

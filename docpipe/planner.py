@@ -57,7 +57,7 @@ class Node:
 
     idx: int
     id: str
-    kind: str  # block | map | expr | switch | join | subflow
+    kind: str  # block | map | expr | switch | join | subflow | review
     block: BlockInfo | None = None
     params: BaseModel | None = None
     #: block key -> state key (block and map steps)
@@ -77,6 +77,8 @@ class Node:
     map_over: str | None = None
     map_as: str | None = None
     subplan: Plan | None = None
+    #: what a review step asks (``None`` for every other kind)
+    review: ReviewSpec | None = None
     retry: Retry = Retry()
     timeout: float | None = None
     deps: set[int] = field(default_factory=set)
@@ -103,6 +105,48 @@ class Node:
             return ()
         declared = self.block.cls.manifest.writes
         return tuple(sk for bk, sk in self.writes.items() if declared.get(bk) is Artifact)
+
+
+@dataclass(frozen=True)
+class ReviewSpec:
+    """What a review step asks a person (see docs/review.md).
+
+    ``keys`` are what the answer writes: the reviewed keys of ``choose`` and ``edit`` (an
+    earlier step wrote them; the answer replaces them), or the new true/false key of
+    ``approve``. Each key also gets ``<key>_reviewed_by`` and ``<key>_reviewed_at``.
+    """
+
+    kind: str
+    keys: tuple[str, ...]
+    choices: tuple[str, ...] = ()
+    choices_from: str | None = None
+    prompt: str | None = None
+    show: tuple[str, ...] = ()
+
+    @property
+    def reviewed(self) -> tuple[str, ...]:
+        """The keys an earlier step wrote that the answer replaces (none for ``approve``)."""
+        return () if self.kind == "approve" else self.keys
+
+    def choices_for(self, state: dict[str, Any]) -> list[str]:
+        """The choices offered: the literal ones, then those the ``choices_from`` key holds
+        (strings, or the labels of ``{label, score}`` dicts), each once."""
+        found = list(self.choices)
+        for item in state.get(self.choices_from) or () if self.choices_from else ():
+            label = item.get("label") if isinstance(item, dict) else item
+            if isinstance(label, str) and label not in found:
+                found.append(label)
+        return found
+
+    def proposal(self, state: dict[str, Any]) -> dict[str, Any]:
+        """What the model proposed: the current values of the keys, of ``<key>_score`` where
+        a step wrote it, of ``choices_from`` (the top-k) and of the keys shown."""
+        shown = [*self.keys, *(f"{k}_score" for k in self.keys), *filter(None, [self.choices_from]), *self.show]
+        return {k: state[k] for k in dict.fromkeys(shown) if k in state}
+
+    def written(self) -> dict[str, str]:
+        """The state keys the answer writes: each key, its reviewer and its time."""
+        return {w: w for k in self.keys for w in (k, f"{k}_reviewed_by", f"{k}_reviewed_at")}
 
 
 @dataclass(eq=False)
@@ -172,6 +216,8 @@ class GraphNode:
     cases: dict[str, tuple[int, ...]] = field(default_factory=dict)
     branches: tuple[tuple[int, ...], ...] = ()
     subgraph: FlowGraph | None = None
+    #: a review step's question (kind, keys, choices, prompt, show)
+    review: ReviewSpec | None = None
     issues: tuple[FlowIssue, ...] = ()
 
 
@@ -390,7 +436,34 @@ class _Builder:
             self.after[node.idx] += _names(step["join"])
         elif kind == "subflow":
             self.subflow_step(node, step)
+        elif kind == "review":
+            self.review_step(node, step)
         return node.idx
+
+    def review_step(self, node: Node, step: dict[str, Any]) -> None:
+        """A review reads what it shows (the reviewed keys, the choices, ``show``) and writes
+        its keys with their reviewer and time; ``wire`` checks it runs after the step whose
+        keys it reviews. A subflow's run cannot wait: only a top-level flow reviews."""
+        spec = _mapping(step, "review")
+        kind = _text(spec, "kind") or "choose"
+        keys = _names(spec.get("keys")) or _names([spec.get("key")])
+        review = ReviewSpec(kind, tuple(keys), tuple(_names(spec.get("choices"))),
+                            spec.get("choices_from") if isinstance(spec.get("choices_from"), str) else None,
+                            spec.get("prompt") if isinstance(spec.get("prompt"), str) else None,
+                            tuple(_names(spec.get("show"))))
+        node.review = review
+        if self.stack:
+            self.issue("a review step cannot be in a subflow (only a top-level flow's run can wait "
+                       "for a person)", node.id, "review")
+        reads = [*review.reviewed, *filter(None, [review.choices_from]), *review.show]
+        node.reads = {k: k for k in dict.fromkeys(reads)}
+        node.needs = tuple(node.reads)
+        node.writes = review.written()
+        for k in review.keys:
+            self.writer_types.setdefault(f"{k}_reviewed_by", str)
+            self.writer_types.setdefault(f"{k}_reviewed_at", float)
+        for k in review.keys if kind == "approve" else ():
+            self.writer_types.setdefault(k, bool)
 
     def expr_step(self, node: Node, step: dict[str, Any]) -> None:
         node.expr = self.expression(step["expr"], node.id, "expr")
@@ -587,6 +660,7 @@ class _Builder:
         self.initial = tuple(initial)
         for n in self.nodes:
             self.depend(n, writers)
+        self.after_reviews()
         for node, key, read_type in self.reader_types:
             written = self.writer_types.get(key, INITIAL_KEYS.get(key, Any))
             if not types_compatible(written, read_type):
@@ -605,10 +679,19 @@ class _Builder:
         for n in self.nodes:
             for key in n.writes.values():
                 for other in writers.get(key, []):
-                    if not _exclusive(n, other):
+                    if _reviews(n, key) and _reviews(other, key):
+                        self.issue(f"key is also reviewed by step '{other.id}' (one review step per key)",
+                                   n.id, key)
+                    elif not (_exclusive(n, other) or _reviews(n, key) or _reviews(other, key)):
                         self.issue(f"key is also written by step '{other.id}' (two steps may write "
-                                   "one key only in different cases of a switch)", n.id, key)
+                                   "one key only in different cases of a switch, or a review step "
+                                   "after the step it reviews)", n.id, key)
                 writers.setdefault(key, []).append(n)
+        for n in self.nodes:
+            for key in n.review.reviewed if n.review else ():
+                if not any(w is not n for w in writers.get(key, ())):
+                    self.issue(f"reviews '{key}', which no earlier step writes (a review step checks "
+                               "what a step before it wrote)", n.id, key)
         return writers
 
     def depend(self, n: Node, writers: dict[str, list[Node]]) -> None:
@@ -619,7 +702,7 @@ class _Builder:
             if key not in writers:
                 self.missing(f"reads '{key}', which no step writes", n.id, key)
                 continue
-            n.deps.update(w.idx for w in writers[key] if w is not n)
+            n.deps.update(w.idx for w in writers[key] if w is not n and not _reviews(w, key))
         for s, _case in n.guards:
             n.deps.add(s)
         for target in self.after[n.idx]:
@@ -628,6 +711,30 @@ class _Builder:
                 self.issue(f"'after'/'join' names step '{target}', which does not exist", n.id)
             n.deps.update(found)
         n.deps.discard(n.idx)
+
+    def after_reviews(self) -> None:
+        """A reader of a reviewed key waits for the review (it reads the answer), unless the
+        review waits for it: a step the review needs (the one that wrote the top-k it shows)
+        reads the model's value."""
+        for v in self.nodes:
+            reviewed = set(v.review.reviewed) if v.review else set()
+            if not reviewed:
+                continue
+            before = self.ancestors(v)
+            for n in self.nodes:
+                if n is not v and n.idx not in before and self.reads[n.idx] & reviewed:
+                    n.deps.add(v.idx)
+
+    def ancestors(self, node: Node) -> set[int]:
+        """Every step ``node`` waits for, directly or not."""
+        seen: set[int] = set()
+        todo = list(node.deps)
+        while todo:
+            i = todo.pop()
+            if i not in seen:
+                seen.add(i)
+                todo.extend(self.nodes[i].deps)
+        return seen
 
     def check_cycles(self) -> None:
         """Fill in each node's dependents; report a cycle (Kahn's algorithm)."""
@@ -716,8 +823,14 @@ class _Builder:
             joins=tuple(_names(step.get("join"))), description=_text(step, "description"),
             cases=self.cases.get(n.idx, {}), branches=self.branches.get(n.idx, ()),
             subgraph=None if sub is None else sub.graph(sub.definition, sub.all_issues()),
+            review=n.review,
             issues=tuple(i for i in issues if i.step == n.id),
         )
+
+
+def _reviews(n: Node, key: str) -> bool:
+    """Whether ``n`` is a review step that reviews ``key`` (replaces what an earlier step wrote)."""
+    return n.review is not None and key in n.review.reviewed
 
 
 def _shown(value: Any) -> str | None:

@@ -24,6 +24,18 @@ class Status(StrEnum):
     RETRYING = "retrying"
     #: a batch stopped before it finished (Ctrl-C, a crash of the driver)
     INTERRUPTED = "interrupted"
+    #: a flow run (and its review step's task) waiting for a person's answer; a batch none
+    #: of whose runs failed but some of whose runs wait (see docs/review.md)
+    WAITING = "waiting"
+
+
+class ReviewStatus(StrEnum):
+    """The status of a review task (``review_tasks.status``): ``waiting`` for a reviewer,
+    ``claimed`` by one until its lease expires (then it is waiting again), ``answered``."""
+
+    WAITING = "waiting"
+    CLAIMED = "claimed"
+    ANSWERED = "answered"
 
 
 class JobStatus(StrEnum):

@@ -3,7 +3,7 @@ its summary; :func:`execute` is shared with ``runs retry``.
 
 Exit status: 0 all documents succeeded; 1 some document failed; 2 the flow or the command
 line is invalid (nothing was run); 3 the inputs hold no file (an empty folder: nothing was
-run).
+run); 4 no document failed but some wait for a person's review (docs/review.md).
 """
 
 from __future__ import annotations
@@ -36,12 +36,39 @@ from docpipe.inputs import InputError
 from docpipe.status import Status
 
 if TYPE_CHECKING:
-    from docpipe.engine import DocResult
+    from docpipe.engine import BatchResult, DocResult
     from docpipe.planner import Plan
     from docpipe.store import Store
 
 #: exit status of `docpipe run` when the inputs hold no file
 NO_INPUTS = 3
+#: exit status of a batch none of whose documents failed but some of whose wait for a review
+WAITING = 4
+
+
+def exit_status(result: BatchResult) -> int:
+    """0 every document succeeded; 1 some failed; else 4 when some wait for a review."""
+    return 1 if result.failed else WAITING if result.waiting else 0
+
+
+def print_outcome(result: BatchResult, title: str, results_file: str | None, verbose: bool) -> None:
+    """The batch's one-line summary (``title``: the flow's name and version; the documents
+    waiting for a review counted), then one line per failed document."""
+    counts = result.counts
+    waiting = counts.get(Status.WAITING, 0)
+    err.print(f"{title}: {counts[Status.SUCCEEDED]} succeeded, {counts[Status.FAILED]} "
+              f"failed" + (f", {waiting} waiting for review" if waiting else "")
+              + f" in {result.seconds:.2f}s (batch {result.batch_id})"
+              + (f"; results in {results_file}" if results_file else ""), highlight=False)
+    for r in result.failed:
+        err.print(f"[red]failed[/] {escape(r.document)}: \\[{r.error_kind}] step '{escape(r.step or '')}': "
+                  f"{escape(r.error or '')}",
+                  highlight=False)
+        if verbose and r.traceback:
+            err.print(r.traceback, markup=False, highlight=False)
+    if waiting:
+        err.print(f"{waiting} document{'s wait' if waiting > 1 else ' waits'} for review: `docpipe review list`; "
+                  "answered ones continue with `docpipe review continue`", highlight=False)
 
 
 def plan_or_exit(flow: str, plugins: tuple[str, ...], params: tuple[str, ...] = (), *,
@@ -100,17 +127,8 @@ def execute(store: Store, batch: service.Batch, args: RunArgs) -> NoReturn:
             _print_summary(outcome.rows, batch.plan.outputs)
     finally:
         store.close()
-    counts, plan = result.counts, batch.plan
-    err.print(f"{plan.name} {plan.version}: {counts[Status.SUCCEEDED]} succeeded, {counts[Status.FAILED]} "
-              f"failed in {result.seconds:.2f}s (batch {result.batch_id})"
-              + (f"; results in {outcome.out}" if outcome.out else ""), highlight=False)
-    for r in result.failed:
-        err.print(f"[red]failed[/] {escape(r.document)}: \\[{r.error_kind}] step '{escape(r.step or '')}': "
-                  f"{escape(r.error or '')}",
-                  highlight=False)
-        if args.verbose and r.traceback:
-            err.print(r.traceback, markup=False, highlight=False)
-    sys.exit(1 if result.failed else 0)
+    print_outcome(result, f"{batch.plan.name} {batch.plan.version}", outcome.out, args.verbose)
+    sys.exit(exit_status(result))
 
 
 def _print_summary(rows: list[dict[str, Any]], outputs: list[str]) -> None:
@@ -151,7 +169,7 @@ def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation
     \b
     Exit status: 0 every document succeeded; 1 some document failed;
     2 the flow or the command line is invalid; 3 no input file (an empty
-    folder). Nothing is run on 2 or 3.
+    folder); 4 none failed but some wait for review. Nothing is run on 2 or 3.
     """
     from docpipe.store import Store
 
@@ -182,7 +200,8 @@ def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation
 @with_run_options
 def resume(batch_id: str, params: tuple[str, ...], args: RunArgs) -> None:
     """Finish an interrupted batch: finished documents are kept, steps that succeeded are not
-    run again, runs that were in flight continue, documents never started are started."""
+    run again, runs that were in flight continue, documents never started are started; runs
+    waiting for a review continue once it is answered (unanswered ones keep waiting)."""
     from docpipe.store import Store
 
     store = Store(args.db)

@@ -33,7 +33,8 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--status", type=click.Choice([s.value for s in (Status.RUNNING, Status.SUCCEEDED, Status.FAILED)]))
+@click.option("--status", type=click.Choice([s.value for s in (Status.RUNNING, Status.SUCCEEDED, Status.FAILED,
+                                                                Status.WAITING)]))
 @click.option("--flow", help="Flow name.")
 @click.option("--batch", help="Batch id.")
 @click.option("--correlation-id")

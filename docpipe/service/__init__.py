@@ -1,6 +1,6 @@
 """What a user can do with docpipe, whichever face they use: plan a flow, find the
 documents an input spec names, start, resume or retry a batch, find a previous batch,
-query the recorded runs.
+query the recorded runs, list, claim and answer review tasks and continue answered runs.
 
 Plain Python: typed values in (:class:`RunOptions`, :class:`Batch`, :class:`RunQuery`),
 typed values out, :class:`~docpipe.errors.DocpipeError` subclasses raised (those of
@@ -32,6 +32,17 @@ from docpipe.service.plans import (
     previous_batch,
     record_flow,
 )
+from docpipe.service.review import (
+    DEFAULT_LEASE_S,
+    Continued,
+    answer,
+    answer_values,
+    claim,
+    continue_answered,
+    get_task,
+    list_tasks,
+    release,
+)
 from docpipe.service.runs import (
     RunList,
     RunQuery,
@@ -45,9 +56,10 @@ from docpipe.service.runs import (
 )
 
 __all__ = [
-    "RESULT_SUFFIXES", "Ambiguous", "Batch", "Conflict", "NotFound", "Outcome", "RunList", "RunOptions",
-    "RunQuery", "SecretsNeeded", "ServiceError", "check_out", "continue_batch", "failed_run",
-    "find_documents", "full_id", "list_runs", "make_executor", "output_value", "own_duration",
-    "parse_since", "plan_batch", "plan_definition", "plan_flow", "previous_batch", "record_flow",
-    "run_batch", "show_run", "step_outputs",
+    "DEFAULT_LEASE_S", "RESULT_SUFFIXES", "Ambiguous", "Batch", "Conflict", "Continued", "NotFound", "Outcome",
+    "RunList", "RunOptions", "RunQuery", "SecretsNeeded", "ServiceError", "answer", "answer_values", "check_out",
+    "claim", "continue_answered", "continue_batch", "failed_run", "find_documents", "full_id", "get_task",
+    "list_runs", "list_tasks", "make_executor", "output_value", "own_duration", "parse_since", "plan_batch",
+    "plan_definition", "plan_flow", "previous_batch", "record_flow", "release", "run_batch", "show_run",
+    "step_outputs",
 ]

@@ -33,14 +33,15 @@ def parse_since(text: str | None) -> float | None:
                            field="since") from None
 
 
-def full_id(store: Store, given: str, what: Literal["run", "batch"]) -> str:
-    """The run or batch id that starts with ``given`` (a unique prefix will do, as in git).
-    :class:`NotFound` or :class:`Ambiguous` (``field``: ``run_id`` or ``batch_id``)."""
+def full_id(store: Store, given: str, what: Literal["run", "batch", "task"]) -> str:
+    """The run, batch or review task id that starts with ``given`` (a unique prefix will do,
+    as in git). :class:`NotFound` or :class:`Ambiguous` (``field``: ``run_id``, ``batch_id``
+    or ``task_id``)."""
     import sqlalchemy as sa
 
-    from docpipe.store.schema import batches, flow_runs
+    from docpipe.store.schema import batches, flow_runs, review_tasks
 
-    table = flow_runs if what == "run" else batches
+    table = {"run": flow_runs, "batch": batches, "task": review_tasks}[what]
     prefix = given.strip().lower()
     query = sa.select(table.c.id).where(table.c.id.startswith(prefix, autoescape=True)).limit(3)
     with store.engine.connect() as conn:

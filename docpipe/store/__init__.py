@@ -28,6 +28,9 @@ rows hold references that every query resolves unless told not to.
     store.finish_batch(batch_id, Status.SUCCEEDED, {Status.SUCCEEDED: 1})
     store.close()
 
+Review tasks (runs waiting for a person) are :attr:`Store.reviews`, a
+:class:`~docpipe.store.review.ReviewTasks`: the queue, claims with a lease, answers.
+
 After a crash, :meth:`Store.resume_state` says what each document's run had
 finished, step by step, with the outputs to carry on from.
 """
@@ -53,12 +56,14 @@ from docpipe.store.bulk import BulkStatement, insert_builder
 from docpipe.store.connect import create_engine, default_blob_dir
 from docpipe.store.migrate import StoreSchemaError, upgrade
 from docpipe.store.records import RunFinished, RunResumed, RunStarted, TaskRecord, task_succeeded
+from docpipe.store.review import ReviewTasks
 from docpipe.store.schema import batch_inputs, batches, flow_runs, flows, metadata, task_runs
 from docpipe.store.writer import RecordWriter
 
 __all__ = [
     "DEFAULT_URL",
     "RecordWriter",
+    "ReviewTasks",
     "RunFinished",
     "RunResumed",
     "RunStarted",
@@ -149,6 +154,7 @@ class Store:
     engine: sa.Engine
     writer: RecordWriter
     blobs: BlobStore
+    reviews: ReviewTasks
 
     def __init__(
         self,
@@ -177,6 +183,7 @@ class Store:
         self.blob_threshold = blob_threshold
         self.blobs = BlobStore(Path(blob_dir) if blob_dir is not None else default_blob_dir(self.url))
         self.writer = RecordWriter(self.engine, lock=self._lock, blobs=self.blobs, blob_threshold=blob_threshold)
+        self.reviews = ReviewTasks(self)
         self._insert_inputs = BulkStatement("batch_inputs.insert", insert_builder(batch_inputs, _INPUT_FIELDS),
                                             _INPUT_FIELDS, self.engine.dialect)
 
@@ -478,8 +485,10 @@ class Store:
         ``steps`` maps each step that succeeded to the outputs (state keys it
         wrote) of its latest recorded success, blob references resolved. A
         step recorded without outputs (``TaskRecord.outputs`` is ``None``) is left out:
-        its result cannot be restored, so it must run again. If a document
-        has several runs in the batch, the latest started one counts.
+        its result cannot be restored, so it must run again. An answered review
+        step is a succeeded step whose outputs are the answer (which runs still
+        wait for one: ``reviews.open_runs``). If a document has several runs in
+        the batch, the latest started one counts.
         """
         runs_query = (
             sa.select(flow_runs.c.id, flow_runs.c.document, flow_runs.c.status, flow_runs.c.attempt,

@@ -4,6 +4,7 @@
 * :class:`RunResumed` — a flow run of an earlier process runs again.
 * :class:`RunFinished` — a flow run ended, with its outputs.
 * :class:`TaskRecord` — one attempt of one step on one document (or map item).
+* :class:`ReviewTask` — a run reached a review step and waits for a person (rare: no builder).
 
 Each field is the ``flow_runs`` / ``task_runs`` column of the same name, and the
 writer binds a record's fields in their order: a record is its row.
@@ -45,6 +46,7 @@ __all__ = [
     "Outputs",
     "RunFinished",
     "RunResumed",
+    "ReviewTask",
     "RunStarted",
     "StartedRow",
     "TaskRecord",
@@ -123,6 +125,27 @@ class TaskRecord(NamedTuple):
     error: str | None = None
     traceback: str | None = None
     outputs: Outputs = None
+
+
+class ReviewTask(NamedTuple):
+    """Review task ``id``: flow run ``flow_run_id`` waits at review step ``step`` for a person.
+
+    ``keys`` (the keys the answer writes) and ``choices`` are JSON text; ``proposal`` (the
+    model's values of the keys, its score and top-k where a step wrote them) is outputs like
+    a task's. Inserted ``waiting``; a second record for the same run and step (the run
+    reached it again after a crash) is ignored: the first task stands.
+    """
+
+    id: str
+    flow_run_id: str
+    batch_id: str | None
+    step: str
+    kind: str
+    keys: str
+    prompt: str | None
+    choices: str
+    proposal: Outputs
+    created_at: float
 
 
 #: The fields of a :class:`RunStarted`, as a plain tuple (what :func:`run_started` builds).

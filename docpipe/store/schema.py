@@ -1,4 +1,4 @@
-"""The run-record schema: five tables on SQLAlchemy Core, portable to PostgreSQL.
+"""The run-record schema: six tables on SQLAlchemy Core, portable to PostgreSQL.
 
 * ``flows`` — flow definitions, one row per (name, version, content hash).
 * ``batches`` — one row per ``docpipe run`` invocation (a run group).
@@ -8,6 +8,8 @@
   was resumed.
 * ``task_runs`` — one row per attempt of a step on a document, with the state
   keys it wrote (``outputs``).
+* ``review_tasks`` — one row per review step a run reached: what a person is asked,
+  the model's proposal, the lease of the reviewer who claimed it, the answer.
 
 Timestamps are float epoch seconds (``time.time()``). JSON payloads
 (definitions, params, counts, outputs) are stored as text the store encodes and
@@ -111,4 +113,36 @@ task_runs = sa.Table(
     sa.Column("traceback", sa.Text),
     sa.Column("outputs", sa.Text),
     sa.Index("ix_task_runs_flow_run_id", "flow_run_id"),
+)
+
+# One task per run and review step: a run that reaches the step again (after a crash, before
+# its waiting status was written) does not ask twice.
+review_tasks = sa.Table(
+    "review_tasks",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("flow_run_id", sa.String(64), nullable=False),
+    sa.Column("batch_id", sa.String(64)),
+    sa.Column("step", sa.String(255), nullable=False),
+    #: choose | edit | approve
+    sa.Column("kind", sa.String(32), nullable=False),
+    #: JSON: the keys the answer writes
+    sa.Column("keys", sa.Text, nullable=False),
+    sa.Column("prompt", sa.Text),
+    #: JSON: the choices offered (``choose``), else ``[]``
+    sa.Column("choices", sa.Text, nullable=False),
+    #: JSON: the model's values of the keys, its score and top-k (blob references if large)
+    sa.Column("proposal", sa.Text),
+    #: waiting | claimed | answered
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("lease_owner", sa.String(255)),
+    sa.Column("lease_expires_at", sa.Double),
+    #: JSON: the values the answer wrote, by key
+    sa.Column("answer", sa.Text),
+    sa.Column("answered_by", sa.String(255)),
+    sa.Column("answered_at", sa.Double),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.UniqueConstraint("flow_run_id", "step", name="uq_review_tasks_run_step"),
+    sa.Index("ix_review_tasks_status", "status"),
+    sa.Index("ix_review_tasks_batch_id", "batch_id"),
 )

@@ -8,7 +8,9 @@ task runs (inserts), and ended runs, which holds finished AND resumed runs:
 both update the same rows and must apply in the order reported (a run may
 finish, be resumed and finish again between two writes), an order two buffers
 drained one after the other could not keep; a :class:`RunResumed` is told
-from a finish by its class.
+from a finish by its class. Review tasks (rare) have a buffer of their own,
+taken after ended runs: the engine reports a run's review task before the run's
+``waiting`` end, so a run is never seen waiting without its task.
 
 One background thread wakes every ``interval`` seconds, takes everything
 buffered and writes it in a single transaction: inserts of started flow runs,
@@ -48,6 +50,7 @@ from docpipe.status import Status
 from docpipe.store.bulk import Builder, BulkStatement, Row, insert_builder, row_binds
 from docpipe.store.records import (
     FinishedRow,
+    ReviewTask,
     RunFinished,
     RunResumed,
     RunStarted,
@@ -56,7 +59,7 @@ from docpipe.store.records import (
     TaskRow,
     encode_outputs,
 )
-from docpipe.store.schema import flow_runs, task_runs
+from docpipe.store.schema import flow_runs, review_tasks, task_runs
 
 T = TypeVar("T")
 
@@ -156,6 +159,16 @@ def _supports_update_from(dialect: sa.Dialect) -> bool:
     return version >= (3, 33)
 
 
+def _insert_reviews(dialect: sa.Dialect) -> sa.Insert:
+    """INSERT of review tasks that skips one whose run and step already have a task."""
+    if dialect.name in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+        return insert(review_tasks).on_conflict_do_nothing(index_elements=["flow_run_id", "step"])
+    return review_tasks.insert()
+
+
 class RecordWriter:
     """Buffers records in memory and writes them in batches from ONE background thread.
 
@@ -203,6 +216,7 @@ class RecordWriter:
         self._started: deque[StartedRow] = deque()
         self._tasks: deque[TaskRow] = deque()
         self._ended: deque[FinishedRow | RunResumed] = deque()  # in the order reported
+        self._reviews: deque[ReviewTask] = deque()
         #: Record that a flow run started: a :class:`RunStarted`, or what ``run_started`` builds.
         self.flow_run_started: Callable[[StartedRow], None] = self._started.append
         #: Record that a flow run of an earlier process runs again: a :class:`RunResumed`.
@@ -211,6 +225,8 @@ class RecordWriter:
         self.flow_run_finished: Callable[[FinishedRow], None] = self._ended.append
         #: Record one task run: a :class:`TaskRecord`, or what ``task_succeeded`` builds.
         self.task_run: Callable[[TaskRow], None] = self._tasks.append
+        #: Record that a run waits at a review step: a :class:`ReviewTask` (before the run's end).
+        self.review_task: Callable[[ReviewTask], None] = self._reviews.append
         self._flush_requests: deque[threading.Event] = deque()
         self._wake = threading.Event()
         self._closing = False
@@ -226,7 +242,7 @@ class RecordWriter:
 
     def pending(self) -> int:
         """How many records are buffered and not yet taken by the writer thread."""
-        return len(self._started) + len(self._tasks) + len(self._ended)
+        return len(self._started) + len(self._tasks) + len(self._ended) + len(self._reviews)
 
     def wait(self) -> None:
         """Block until every record queued so far is written (or its write failed).
@@ -296,24 +312,29 @@ class RecordWriter:
         """Write everything buffered in one transaction; keep the error if it fails."""
         # Take ended runs first and started ones last: a run whose end is taken
         # now has its start taken now or earlier, never later.
+        # a waiting run's review task is reported before its end: taken now or earlier
         ended = _drain(self._ended)
+        reviews = _drain(self._reviews) if self._reviews else []
         tasks = _drain(self._tasks)
         started = _drain(self._started)
-        if not (ended or tasks or started):
+        if not (ended or tasks or started or reviews):
             return
         try:
             run_rows, to_update = self._run_rows(started, ended)
             task_rows = self._task_rows(tasks) if tasks else []
             updates = self._update_rows(to_update) if to_update else []
+            review_rows = [self._review_row(rec) for rec in reviews]
             with self._lock, self._engine.begin() as conn:
                 if run_rows:
                     self._insert_runs.execute(conn, run_rows)
                 if tasks:
                     self._insert_tasks.execute(conn, task_rows)
+                if review_rows:
+                    conn.execute(_insert_reviews(conn.dialect), review_rows)
                 for statement, rows in updates:
                     statement.execute(conn, rows)
         except Exception as exc:  # noqa: BLE001 -- kept and re-raised by flush()/close()
-            self._keep_error(exc, len(ended) + len(tasks) + len(started))
+            self._keep_error(exc, len(ended) + len(tasks) + len(started) + len(reviews))
 
     def _run_rows(
         self, started: list[StartedRow], ended: list[FinishedRow | RunResumed]
@@ -385,6 +406,12 @@ class RecordWriter:
             else:
                 out.append((statement, [row]))
         return out
+
+    def _review_row(self, rec: ReviewTask) -> dict[str, Any]:
+        """A review task's row (``waiting``), its proposal as JSON text (large values as blobs)."""
+        row = {**rec._asdict(), "status": Status.WAITING.value}
+        row["proposal"] = self._text(rec.proposal, f"review task {rec.id!r}") if rec.proposal else None
+        return row
 
     def _text(self, outputs: str | dict[str, Any], what: str) -> str | None:
         """JSON text of outputs that are not yet short JSON text: a dict (not encoded when its
