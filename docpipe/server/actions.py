@@ -1,5 +1,6 @@
 """What the server changes: start a run on uploaded or server-side files, retry the failed
-documents of a batch, resume a batch. Shared by the API and the pages.
+documents of a batch, resume a batch, answer a review task (and continue its run at once).
+Shared by the API and the pages.
 
 Plans, inputs and batches come from :mod:`docpipe.service`, as they do for the CLI; this
 module adds what only a server decides (which folders a request may read, where uploads
@@ -26,6 +27,7 @@ from docpipe.inputs import InputError, absolute
 from docpipe.planner import Plan
 from docpipe.plugins import Registry
 from docpipe.server.jobs import Duplicate, Job, Jobs, JobStore
+from docpipe.status import Status
 from docpipe.store import Store
 
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
@@ -153,7 +155,7 @@ def start_run(store: Store, jobs: Jobs, settings: Settings, registry: Registry, 
 
 def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, *,
                    retry_failed: bool, params: dict[str, Any] | None = None,
-                   documents: set[str] | None = None) -> Job:
+                   documents: set[str] | None = None, kind: str | None = None) -> Job:
     """Queue a resume of batch ``batch_id`` (with ``retry_failed``: its failed documents, or
     only those in ``documents``, again from their last succeeded step), as ``docpipe resume`` /
     ``runs retry`` do; after the job of the batch that is queued or running, if there is one
@@ -176,7 +178,7 @@ def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, 
             raise ActionError(422, f"the recorded flow of batch {batch_id} is not valid with the "
                                    "installed blocks (the server's log has the issues)") from None
         raise
-    job = Job("retry" if retry_failed else "resume", todo.plan.name, batch_id=batch_id,
+    job = Job(kind or ("retry" if retry_failed else "resume"), todo.plan.name, batch_id=batch_id,
               documents=len(documents) if documents else int(batch["n_inputs"] or 0),
               only=sorted(documents) if documents else None)
     try:  # queued after a job of the batch that is active
@@ -208,3 +210,41 @@ def retry_failed_run(store: Store, jobs: Jobs, settings: Settings, run_id: str, 
         raise ActionError(409, str(exc)) from None
     return continue_batch(store, jobs, settings, run["batch_id"], retry_failed=True, params=params,
                           documents={run["document"]})
+
+
+def answer_task(store: Store, jobs: Jobs, settings: Settings, task_id: str, reviewer: str,
+                value: Any) -> tuple[dict[str, Any], bool, Job | None]:
+    """Answer review task ``task_id`` (see :func:`docpipe.service.answer`) and, when that was
+    its run's last open question, queue a resume of its batch so that the run continues at
+    once: ``(task, whether this call answered it, the job or None)``."""
+    try:
+        task, new = service.answer(store, task_id, reviewer, value)
+    except service.NotFound as exc:
+        raise ActionError(404, str(exc)) from None
+    except service.Conflict as exc:
+        raise ActionError(409, str(exc)) from None
+    except service.ServiceError as exc:
+        raise ActionError(400, str(exc)) from None
+    return task, new, continue_answered(store, jobs, settings, task)
+
+
+def continue_answered(store: Store, jobs: Jobs, settings: Settings, task: dict[str, Any]) -> Job | None:
+    """Queue the resume that continues ``task``'s answered run, unless a queued one will, the
+    run still waits for another answer, or its batch runs in another process (recorded as
+    running with no job of this server on it: `docpipe review continue` takes it up later)."""
+    batch_id = task["batch_id"]
+    run = store.get_run(task["flow_run_id"], resolve_blobs=False)
+    if batch_id is None or run is None or run["status"] != Status.WAITING:
+        return None
+    if task["flow_run_id"] in store.reviews.open_runs(batch_id):
+        return None
+    batch = store.batch(batch_id)
+    if batch is None or (batch["status"] == Status.RUNNING and not jobs.active_on(batch_id)):
+        log.info("review task %s answered; batch %s runs elsewhere: not continued here", task["id"], batch_id)
+        return None
+    try:
+        return continue_batch(store, jobs, settings, batch_id, retry_failed=False, kind="continue")
+    except ActionError as exc:
+        if exc.status != 409:  # 409: a queued resume of the batch will continue the run
+            log.warning("review task %s answered; batch %s not continued: %s", task["id"], batch_id, exc.message)
+        return None

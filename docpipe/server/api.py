@@ -18,6 +18,7 @@ from docpipe import service
 from docpipe.server import data
 from docpipe.server.actions import (
     ActionError,
+    answer_task,
     continue_batch,
     retry_failed_run,
     save_upload,
@@ -229,6 +230,66 @@ def resume_batch(ctx: Ctx, batch_id: str, body: ContinueRequest | None = None) -
              summary="Retry the failed documents of a batch")
 def retry_batch(ctx: Ctx, batch_id: str, body: ContinueRequest | None = None) -> dict[str, Any]:
     return _continue(ctx, batch_id, body, retry_failed=True)
+
+
+def _review(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """A review service call, its refusals as HTTP statuses (404, 409, else 400)."""
+    try:
+        return fn(*args, **kwargs)
+    except service.NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except service.Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    except service.ServiceError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+@router.get("/review/tasks", summary="Review tasks oldest first (waiting by default), with counts by status")
+def list_review_tasks(ctx: Ctx, status: str | None = "waiting", flow: str | None = None, kind: str | None = None,
+                      batch_id: str | None = None,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    tasks = _review(service.list_tasks, ctx.store, status=None if status in (None, "", "all") else status,
+                    flow=flow or None, kind=kind or None, batch_id=batch_id or None, limit=limit)
+    return {"tasks": tasks, "counts": ctx.store.reviews.count()}
+
+
+@router.get("/review/tasks/{task_id}", summary="One review task: the question, the proposal, its lease or answer")
+def get_review_task(ctx: Ctx, task_id: str) -> dict[str, Any]:
+    return dict(_review(service.get_task, ctx.store, task_id))
+
+
+class ClaimRequest(BaseModel):
+    reviewer: str = Field(description="Who claims the task (recorded as the lease's owner)")
+    lease_s: float = Field(default=600, gt=0, description="Seconds the claim holds the task")
+
+
+class ReviewerRequest(BaseModel):
+    reviewer: str
+
+
+class AnswerRequest(BaseModel):
+    reviewer: str = Field(description="Who answers (recorded with the answer)")
+    answer: Any = Field(description="A choice (choose), text or {key: value} (edit), true/false (approve)")
+
+
+@router.post("/review/tasks/{task_id}/claim", dependencies=[Depends(can_write)],
+             summary="Claim a review task with a lease (409 when another reviewer holds it)")
+def claim_review_task(ctx: Ctx, task_id: str, body: ClaimRequest) -> dict[str, Any]:
+    return dict(_review(service.claim, ctx.store, task_id, body.reviewer, body.lease_s))
+
+
+@router.post("/review/tasks/{task_id}/release", dependencies=[Depends(can_write)],
+             summary="Give back a claim of a review task")
+def release_review_task(ctx: Ctx, task_id: str, body: ReviewerRequest) -> dict[str, Any]:
+    return dict(_review(service.release, ctx.store, task_id, body.reviewer))
+
+
+@router.post("/review/tasks/{task_id}/answer", dependencies=[Depends(can_write)],
+             summary="Answer a review task; its run continues at once")
+def answer_review_task(ctx: Ctx, task_id: str, body: AnswerRequest) -> dict[str, Any]:
+    task, new, job = _act(answer_task, ctx.store, ctx.jobs, ctx.settings, task_id, body.reviewer, body.answer)
+    return {"task": task, "answered": new, "job": job.as_dict() if job else None,
+            "url": f"/api/jobs/{job.id}" if job else None}
 
 
 @router.get("/jobs", summary="Runs, retries and resumes started through this server")

@@ -24,7 +24,7 @@ from docpipe.plugins import Registry
 #: kind -> (fill, stroke)
 COLORS = {"block": ("#e8f0fe", "#4a6fb5"), "map": ("#e6f4ea", "#3b8a4f"), "expr": ("#f3e8fd", "#8756bd"),
           "switch": ("#fff1dc", "#cf7a1f"), "fork": ("#eceff1", "#37474f"), "join": ("#eceff1", "#37474f"),
-          "subflow": ("#e0f5f7", "#00838f")}
+          "subflow": ("#e0f5f7", "#00838f"), "review": ("#fdecea", "#c5221f")}
 BAD, EDGE, CASE = "#d93025", "#7a7f87", "#cf7a1f"
 GAP_X, GAP_Y, MARGIN, CLIP, LINE = 36, 60, 16, 42, 18
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # not allowed in XML 1.0
@@ -80,13 +80,19 @@ def _lines(g: GraphNode) -> list[tuple[str, str]]:
     else:
         lines = [({"expr": f"{g.output} = {g.expr}", "switch": f"switch {g.expr}",
                    "fork": f"fork · joins {sum(1 for b in g.branches if b)} branches",
-                   "subflow": f"subflow {g.subflow}", "join": "join · " + ", ".join(g.joins)}.get(g.kind, g.kind),
+                   "subflow": f"subflow {g.subflow}", "join": "join · " + ", ".join(g.joins),
+                   "review": _review_line(g)}.get(g.kind, g.kind),
                   "sub")]
     if g.kind == "map":
         lines.append((f"over {g.map_over} as {g.map_as}", "sub"))
     if g.when is not None:
         lines.append((f"when {g.when}", "when"))
     return lines
+
+
+def _review_line(g: GraphNode) -> str:
+    """``review · choose doc_class``: a person's step, and what it asks."""
+    return f"review · {g.review.kind} {', '.join(g.review.keys)}" if g.review else "review"
 
 
 def _issues(g: GraphNode) -> list[str]:

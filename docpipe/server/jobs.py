@@ -35,7 +35,7 @@ log = logging.getLogger("docpipe.server.jobs")
 class Job:
     """One run, retry or resume the server was asked for."""
 
-    kind: str  # "run" | "retry" | "resume"
+    kind: str  # "run" | "retry" | "resume" | "continue" (a resume after a review's answer)
     flow: str
     batch_id: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -57,6 +57,8 @@ class Job:
 
     def repeats(self, other: Job) -> bool:
         """Whether this job would do again what ``other`` (active, same batch) is doing."""
+        if self.kind == "continue":  # a queued resume will see the answer; a running one may not
+            return other.kind in ("continue", "resume") and other.status == JobStatus.QUEUED
         if other.kind != self.kind:
             return False
         if self.kind != "retry" or other.only is None:

@@ -423,3 +423,62 @@ def test_a_batch_takes_one_job_at_a_time_even_when_requests_race(tmp_path):
     assert first.status == "finished" and overlaps == []
     assert first.finished_at is not None and queued[0].started_at is not None
     assert queued[0].started_at >= first.finished_at
+
+
+REVIEW_STEPS = [
+    {"id": "read", "block": "toy.read"},
+    {"id": "classify", "expr": "'invoice' if 'invoice' in text else 'letter'", "output": "doc_class"},
+    {"id": "score", "expr": "0.3 if 'maybe' in text else 0.9", "output": "doc_class_score"},
+    {"id": "check", "review": {"kind": "choose", "key": "doc_class", "choices": ["invoice", "letter"]},
+     "when": "doc_class_score < 0.5"},
+    {"id": "tag", "expr": "doc_class + '/' + str(doc_class_reviewed_by)", "output": "tag"},
+]
+
+
+def test_review_tasks_are_listed_claimed_answered_and_the_run_continues(tmp_path, store_url, monkeypatch):
+    """Two documents wait; two reviewers race for one task over the API; the winner's answer
+    makes the server continue the run at once, and a double submit records one answer."""
+    monkeypatch.setenv("DOCPIPE_BLOBS", str(tmp_path / "blobs"))
+    docs = []
+    for name, text in (("a", "invoice maybe"), ("b", "letter maybe"), ("c", "letter for sure")):
+        (tmp_path / f"{name}.txt").write_text(text)
+        docs.append(str(tmp_path / f"{name}.txt"))
+    plan = build_plan({"name": "rv", "version": "1", "steps": REVIEW_STEPS}, Registry(extra=[TOYS]))
+    with Store(store_url) as store, Engine(store, workers=1) as engine:
+        batch_id = engine.run(plan, docs).batch_id
+    with client({"url": store_url}, tmp_path) as c:
+        listing = c.get("/api/review/tasks").json()
+        assert listing["counts"] == {"waiting": 2}
+        a, b = listing["tasks"]
+        assert Path(a["document"]).name == "a.txt" and a["proposal"]["doc_class"] == "invoice"
+        assert c.get(f"/api/review/tasks/{a['id']}").json()["choices"] == ["invoice", "letter"]
+        assert c.get("/api/review/tasks/nope").status_code == 404
+        claim = {"reviewer": "ann", "lease_s": 60}
+        assert c.post(f"/api/review/tasks/{a['id']}/claim", json=claim).status_code in (401, 403)  # no token
+        with ThreadPoolExecutor(2) as pool:
+            replies = list(pool.map(lambda who: c.post(f"/api/review/tasks/{a['id']}/claim", headers=AUTH,
+                                                       json={"reviewer": who}).status_code, ["ann", "bob"]))
+        assert sorted(replies) == [200, 409]
+        holder = c.get(f"/api/review/tasks/{a['id']}").json()["lease_owner"]
+        other = "bob" if holder == "ann" else "ann"
+        answer_url = f"/api/review/tasks/{a['id']}/answer"
+        taken = c.post(answer_url, headers=AUTH, json={"reviewer": other, "answer": "letter"})
+        assert taken.status_code == 409
+        bad = c.post(answer_url, headers=AUTH, json={"reviewer": holder, "answer": "poem"})
+        assert bad.status_code == 400
+        reply = c.post(f"/api/review/tasks/{a['id']}/answer", headers=AUTH,
+                       json={"reviewer": holder, "answer": "letter"}).json()
+        assert reply["answered"] and reply["task"]["answered_by"] == holder
+        job = wait_job(c, reply)
+        assert job["status"] == "finished" and job["kind"] == "continue"
+        again = c.post(f"/api/review/tasks/{a['id']}/answer", headers=AUTH,
+                       json={"reviewer": holder, "answer": "letter"}).json()
+        assert not again["answered"] and again["job"] is None  # the run already went on
+        run = c.get(f"/api/runs/{a['flow_run_id']}").json()
+        assert run["status"] == "succeeded" and run["outputs"]["tag"] == f"letter/{holder}"
+        assert c.post(f"/api/review/tasks/{b['id']}/claim", headers=AUTH, json={"reviewer": "cy"}).status_code == 200
+        released = c.post(f"/api/review/tasks/{b['id']}/release", headers=AUTH, json={"reviewer": "cy"})
+        assert released.status_code == 200 and released.json()["status"] == "waiting"
+        assert c.get("/api/review/tasks", params={"status": "answered"}).json()["tasks"][0]["id"] == a["id"]
+        counts = c.get("/api/runs", params={"batch_id": batch_id}).json()["counts"]
+        assert (counts["succeeded"], counts["waiting"], counts["failed"]) == (2, 1, 0)
