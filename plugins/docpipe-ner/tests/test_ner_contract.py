@@ -13,9 +13,11 @@ from docpipe.testing import BlockContract
 pytestmark = pytest.mark.ml
 
 INPUTS = [
-    {"page_texts": ["Angela Merkel met Tim Cook of Apple in Berlin.", "", "Paris, 3 May 2019."]},
-    {"page_texts": []},
-    {"page_texts": ["no entities here"]},
+    {"page_texts": ["Angela Merkel met Tim Cook of Apple in Berlin.", "", "Paris, 3 May 2019."],
+     "language": "en"},
+    {"page_texts": [], "language": "en"},
+    {"page_texts": ["no entities here"], "language": "en"},
+    {"page_texts": ["Angela Merkel traf Tim Cook in Berlin."], "language": "de"},  # no model: unsupported
 ]
 
 

@@ -21,6 +21,7 @@ PEOPLE = [("Angela Merkel", "Berlin"), ("Emmanuel Macron", "Paris"), ("Joe Biden
 def flow(**params: Any) -> dict[str, Any]:
     return {"name": "ner-test", "version": "1", "outputs": OUTPUTS,
             "steps": [{"id": "pages", "block": "nertest.pages"},
+                      {"id": "language", "block": "nertest.language"},
                       {"id": "ner", "block": "hf.ner", "params": params}]}
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from docpipe_ner.block import Ner
 from docpipe_ner.chunks import chunk_spans
+from docpipe_ner.spacy_backend import DEFAULT_MODEL
 from pydantic import ValidationError
 
 from docpipe.errors import MissingDependency
@@ -32,7 +33,7 @@ def block() -> Ner:
 
 
 def ner(block: Ner, *documents: list[str], **params: Any) -> list[dict[str, Any]]:
-    results = block.run([{"page_texts": pages} for pages in documents], Ner.Params(**params))
+    results = block.run([{"page_texts": pages, "language": "en"} for pages in documents], Ner.Params(**params))
     assert len(results) == len(documents)
     assert all(isinstance(r, dict) for r in results), results
     return results  # type: ignore[return-value]
@@ -46,8 +47,8 @@ def check_offsets(pages: list[str], result: dict[str, Any]) -> None:
 
 
 def test_only_the_entity_recogniser_runs(block: Ner) -> None:
-    assert block.backend is not None
-    assert block.backend.nlp.pipe_names == ["ner"]  # type: ignore[attr-defined]
+    assert list(block.backends) == [DEFAULT_MODEL]
+    assert block.backends[DEFAULT_MODEL].nlp.pipe_names == ["ner"]  # type: ignore[attr-defined]
 
 
 def test_known_sentence(block: Ner) -> None:
@@ -104,8 +105,7 @@ def test_entities_straddling_a_cut_or_in_the_overlap_are_found_once(block: Ner) 
     (_, cut), (second, _) = spans
     assert merkel < cut < merkel + len("Angela Merkel"), "the name must straddle the cut"
     assert second < cook < cook + len("Tim Cook of Apple") < cut, "Tim Cook must be in the overlap"
-    assert block.backend is not None
-    by_chunk = block.backend.predict([page[s:e] for s, e in spans])
+    by_chunk = block.backends[DEFAULT_MODEL].predict([page[s:e] for s, e in spans])
     assert all(any(page[s + f.start:s + f.end] == "Tim Cook" for f in found)
                for (s, _), found in zip(spans, by_chunk, strict=True)), "both chunks see Tim Cook"
     (out,) = ner(block, [page], max_chars=2000, overlap=200)
@@ -142,7 +142,8 @@ def test_label_filter(block: Ner) -> None:
 
 
 def test_a_bad_document_fails_alone(block: Ner) -> None:
-    bad, good = block.run([{"page_texts": "not a list"}, {"page_texts": [SENTENCE]}], Ner.Params())
+    bad, good = block.run([{"page_texts": "not a list", "language": "en"},
+                           {"page_texts": [SENTENCE], "language": "en"}], Ner.Params())
     assert isinstance(bad, Exception) and "must be a list" in str(bad)
     assert isinstance(good, dict) and good["persons"] == ["Angela Merkel", "Tim Cook"]
 

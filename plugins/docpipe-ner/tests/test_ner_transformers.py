@@ -40,14 +40,16 @@ def ner(bp: tuple[Ner, Ner.Params], *documents: list[str], **params: Any) -> lis
     block, p = bp
     if params:
         p = p.model_copy(update=params)
-    results = block.run([{"page_texts": pages} for pages in documents], p)
+    results = block.run([{"page_texts": pages, "language": "en"} for pages in documents], p)
     assert all(isinstance(r, dict) for r in results), results
     return results  # type: ignore[return-value]
 
 
 def check(pages: list[str], out: dict[str, Any]) -> None:
     """The output format both backends share, and offsets that slice back to the text."""
-    assert set(out) == {"entities", "entity_counts", "persons", "organizations", "locations"}
+    assert set(out) == {"entities", "entity_counts", "persons", "organizations", "locations",
+                        "ner_status", "ner_model"}
+    assert out["ner_status"] == "ok" and out["ner_model"]
     for e in out["entities"]:
         assert set(e) == {"text", "label", "start", "end", "page", "score"}
         assert e["label"] in {"PERSON", "ORG", "LOC", "DATE", "MONEY", "MISC"}
@@ -87,7 +89,8 @@ def test_rule_model_exact_entities(rules: tuple[Ner, Ner.Params]) -> None:
 def test_long_pages_overflow_the_model_and_chunks_and_every_entity_is_found_once(
         rules: tuple[Ner, Ner.Params]) -> None:
     block, _ = rules
-    assert block.backend is not None and block.backend.max_tokens == 64  # type: ignore[attr-defined]
+    (backend,) = block.backends.values()  # the one model serves every language
+    assert backend.max_tokens == 64  # type: ignore[attr-defined]
     page = SENTENCE * 80  # ~6,400 characters: 2 chunks by default, dozens of 64-token windows each
     assert len(chunk_spans(page, 5000, 200)) == 2
     for params in ({}, {"max_chars": 300, "overlap": 100}, {"max_chars": 120, "overlap": 40}):
