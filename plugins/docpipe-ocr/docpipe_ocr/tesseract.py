@@ -44,9 +44,13 @@ from docpipe.blocks import Block, Manifest, Result, State
 from docpipe.errors import BlockFailed, BlockTimeout, DocumentError, MissingDependency
 from docpipe_ocr.blank import draws_nothing, is_blank
 from docpipe_ocr.render import MAX_IMAGE_PIXELS, open_document, render_page
+from docpipe_ocr.route import PROBE_CONFIG, ROUTABLE, guess, probe_band
 
 #: Tesseract's page segmentation modes that produce text (0 is orientation only, 2 is not implemented)
 PSM_MODES = frozenset({1, *range(3, 14)})
+
+#: the ``languages`` value that routes each page to the pack of its own language
+AUTO = "auto"
 
 #: language names as pytesseract.get_languages() lists them (it leaves out script/... models)
 _LANGUAGES = re.compile(r"^[a-z_]+(\+[a-z_]+)*$")
@@ -57,9 +61,9 @@ class TesseractOcr(Block):
 
     manifest = Manifest(
         name="ocr.tesseract",
-        version="1.0",
+        version="1.1",
         reads={"path": str, "page": int},
-        writes={"ocr_text": str, "ocr_confidence": float, "ocr_blank": bool},
+        writes={"ocr_text": str, "ocr_confidence": float, "ocr_blank": bool, "ocr_language": str},
         # Tesseract is a CPU-bound subprocess per page; a pool of processes runs pages in parallel
         runtime="process",
         device="cpu",
@@ -70,7 +74,9 @@ class TesseractOcr(Block):
             "Renders page `page` (1-based; a frame for images) of the PDF or image at `path` in the "
             "worker and reads it with Tesseract: the text (lines and paragraphs kept) and the mean "
             "word confidence (0-100, -1 when no words); a blank page (no ink) skips Tesseract and "
-            "has ocr_blank true."
+            "has ocr_blank true. ocr_language: the Tesseract pack(s) the page was read with ('' "
+            "when blank); with languages 'auto' each page is routed to the pack of its own "
+            "language among `candidates`."
         ),
     )
 
@@ -79,7 +85,19 @@ class TesseractOcr(Block):
 
         languages: str = Field(
             default="eng",
-            description="Tesseract language packs, '+'-separated (eng+deu); each must be installed",
+            description=(
+                "Tesseract language packs, '+'-separated (eng+deu); each must be installed. "
+                "'auto': each page is read with the pack of its own language among `candidates`, "
+                "found by a cheap first pass over a band of the page (docpipe_ocr.route)"
+            ),
+        )
+        candidates: str = Field(
+            default="eng+deu+fra+spa",
+            description=(
+                "languages 'auto' only: the packs a page may be routed to, '+'-separated, each "
+                f"installed and one of {', '.join(sorted(ROUTABLE))}; the first reads the first "
+                "pass; a page whose language is unclear is read with all of them joined"
+            ),
         )
         dpi: int = Field(default=300, ge=10, le=2400, description="resolution PDF pages are rendered at")
         max_pixels: int = Field(
@@ -104,8 +122,25 @@ class TesseractOcr(Block):
         @field_validator("languages")
         @classmethod
         def _languages_syntax(cls, value: str) -> str:
+            if value == AUTO:
+                return value
+            if AUTO in value.split("+"):
+                raise ValueError(f"{value!r}: 'auto' stands alone (it routes among `candidates`)")
             if not _LANGUAGES.match(value):
                 raise ValueError(f"{value!r} is not Tesseract language syntax: names joined by '+', e.g. eng+deu")
+            return value
+
+        @field_validator("candidates")
+        @classmethod
+        def _routable(cls, value: str) -> str:
+            if not _LANGUAGES.match(value):
+                raise ValueError(f"{value!r} is not Tesseract language syntax: names joined by '+', e.g. eng+fra")
+            unknown = [lang for lang in value.split("+") if lang not in ROUTABLE]
+            if unknown:
+                raise ValueError(f"cannot route to {', '.join(unknown)}: routing knows the stopwords of "
+                                 f"{', '.join(sorted(ROUTABLE))} only")
+            if len(set(value.split("+"))) != len(value.split("+")):
+                raise ValueError(f"{value!r} names a pack twice")
             return value
 
         @field_validator("psm")
@@ -125,7 +160,7 @@ class TesseractOcr(Block):
         # damaged files make MuPDF print to stderr; its errors become typed failures instead
         pymupdf.TOOLS.mupdf_display_errors(False)
         pymupdf.TOOLS.mupdf_display_warnings(False)
-        check_tesseract(params.languages)
+        check_tesseract(params.candidates if params.languages == AUTO else params.languages)
 
     def run(self, batch: list[State], params: Params) -> list[Result]:
         return [ocr_guarded(state["path"], state["page"], params) for state in batch]
@@ -180,7 +215,6 @@ def ocr_guarded(path: Any, page: Any, params: TesseractOcr.Params) -> Result:
 
 def ocr_page(path: str, page: int, params: TesseractOcr.Params) -> dict[str, Any]:
     """What ``ocr.tesseract`` writes for page ``page`` of ``path``; raises a :class:`DocumentError`."""
-    import pytesseract
     from PIL import Image
 
     doc, label = open_document(path)
@@ -194,24 +228,47 @@ def ocr_page(path: str, page: int, params: TesseractOcr.Params) -> dict[str, Any
     image = Image.frombytes("L", (pix.width, pix.height), pix.samples)
     del pix, rendered  # the pixmap's memory goes now, not after Tesseract
     image.format = "BMP"  # pytesseract writes the image in this format for tesseract to read
+    languages = params.languages
+    if languages == AUTO:
+        languages = route(image, rendered_dpi, page, params)
     config = f"--psm {params.psm} --dpi {max(1, round(rendered_dpi))}"
+    tsv = tesseract_tsv(image, languages, config, page, params.timeout)
+    text, confidence = text_and_confidence(tsv)
+    return {"ocr_text": text, "ocr_confidence": confidence, "ocr_blank": False, "ocr_language": languages}
+
+
+def route(image: Any, dpi: float, page: int, params: TesseractOcr.Params) -> str:
+    """The pack(s) to read ``image`` with: the candidate whose stopwords the first pass over a
+    band of the page found (:mod:`docpipe_ocr.route`), else all the candidates joined."""
+    candidates = params.candidates.split("+")
+    if len(candidates) == 1:
+        return candidates[0]
+    band, band_dpi = probe_band(image, dpi)
+    band.format = "BMP"
+    probe = tesseract_tsv(band, candidates[0], f"{PROBE_CONFIG} --dpi {max(1, round(band_dpi))}", page,
+                          params.timeout)
+    return guess(text_and_confidence(probe)[0], candidates) or params.candidates
+
+
+def tesseract_tsv(image: Any, languages: str, config: str, page: int, timeout: float) -> str:
+    """Tesseract's TSV for ``image``; its failures as typed errors of page ``page``."""
+    import pytesseract
+
     try:
-        tsv = pytesseract.image_to_data(image, lang=params.languages, config=config, timeout=params.timeout)
+        return str(pytesseract.image_to_data(image, lang=languages, config=config, timeout=timeout))
     except pytesseract.TesseractError as exc:
         raise BlockFailed(f"tesseract failed on page {page} (exit status {exc.status}): {exc.message}") from None
     except RuntimeError as exc:
         if "timeout" not in str(exc):
             raise
         raise BlockTimeout(
-            f"tesseract took longer than timeout={params.timeout:g} s on page {page}; "
+            f"tesseract took longer than timeout={timeout:g} s on page {page}; "
             "raise the step's timeout param or lower its dpi"
         ) from None
-    text, confidence = text_and_confidence(tsv)
-    return {"ocr_text": text, "ocr_confidence": confidence, "ocr_blank": False}
 
 
 #: what a blank page gives: what Tesseract would say about it, without running it
-BLANK: dict[str, Any] = {"ocr_text": "", "ocr_confidence": -1.0, "ocr_blank": True}
+BLANK: dict[str, Any] = {"ocr_text": "", "ocr_confidence": -1.0, "ocr_blank": True, "ocr_language": ""}
 
 
 def text_and_confidence(tsv: str) -> tuple[str, float]:

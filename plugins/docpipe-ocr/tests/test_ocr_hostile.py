@@ -135,7 +135,7 @@ def test_the_same_image_in_a_pdf_renders_in_bounded_memory(tmp_path: Path) -> No
     path = pdf_with_image(tmp_path / "bomb.pdf", BOMB_SIDE, "FlateDecode", idat,
                           f"/DecodeParms << /Predictor 15 /Columns {BOMB_SIDE} >> ")
     worker = run_in_worker(path)
-    assert worker["result"] == {"ocr_text": "", "ocr_confidence": -1.0, "ocr_blank": True}
+    assert worker["result"] == {"ocr_text": "", "ocr_confidence": -1.0, "ocr_blank": True, "ocr_language": ""}
     assert worker["rss_mb"] < MAX_RSS_MB, worker
 
 
@@ -225,7 +225,7 @@ def test_empty_pdf_page_is_blank_without_rendering(block: TesseractOcr, tmp_path
     doc.save(tmp_path / "empty.pdf")
     assert draws_nothing(doc[0]) and not draws_nothing(doc[1])
     (r,) = block.run([{"path": str(tmp_path / "empty.pdf"), "page": 1}], Params())
-    assert r == {"ocr_text": "", "ocr_confidence": -1.0, "ocr_blank": True}
+    assert r == {"ocr_text": "", "ocr_confidence": -1.0, "ocr_blank": True, "ocr_language": ""}
 
 
 @pytest.mark.parametrize("noise,specks", [(0, 0), (8, 0), (0, 40), (8, 40)],
@@ -237,7 +237,7 @@ def test_blank_scans_skip_tesseract(block: TesseractOcr, tmp_path: Path, no_tess
     # at 300 dpi the 150 dpi scan's specks of dust are blurred into marks of several pixels
     for dpi in (150, 300):
         (r,) = block.run([{"path": str(path), "page": 1}], Params(dpi=dpi))
-        assert r == {"ocr_text": "", "ocr_confidence": -1.0, "ocr_blank": True}
+        assert r == {"ocr_text": "", "ocr_confidence": -1.0, "ocr_blank": True, "ocr_language": ""}
 
 
 #: pages that have text, however little or faint: (text, grey level of the ink 0-1, font size,
@@ -288,7 +288,7 @@ def test_skip_blank_false_runs_tesseract(block: TesseractOcr, tmp_path: Path) ->
     doc.new_page()
     doc.save(tmp_path / "empty.pdf")
     (r,) = block.run([{"path": str(tmp_path / "empty.pdf"), "page": 1}], Params(dpi=100, skip_blank=False))
-    assert r == {"ocr_text": "", "ocr_confidence": -1.0, "ocr_blank": False}
+    assert r == {"ocr_text": "", "ocr_confidence": -1.0, "ocr_blank": False, "ocr_language": "eng"}
 
 
 def test_is_blank_wants_greyscale() -> None:

@@ -62,7 +62,7 @@ def ocr(block: TesseractOcr, path: Path | str, page: Any = 1, **params: Any) -> 
 
 def ok(result: Result) -> dict[str, Any]:
     assert isinstance(result, dict), f"expected a result, got {result!r}"
-    assert set(result) == {"ocr_text", "ocr_confidence", "ocr_blank"}
+    assert set(result) == {"ocr_text", "ocr_confidence", "ocr_blank", "ocr_language"}
     return result
 
 
@@ -84,7 +84,7 @@ def test_manifest_and_registration() -> None:
     m = TesseractOcr.manifest
     assert (m.name, m.runtime, m.device, m.batch) == ("ocr.tesseract", "process", "cpu", 1)
     assert m.reads == {"path": str, "page": int}
-    assert m.writes == {"ocr_text": str, "ocr_confidence": float, "ocr_blank": bool}
+    assert m.writes == {"ocr_text": str, "ocr_confidence": float, "ocr_blank": bool, "ocr_language": str}
     registry = Registry(entry_points=False, extra=[docpipe_ocr])
     assert registry.broken == []
     assert registry.get("ocr.tesseract").cls is TesseractOcr
@@ -93,8 +93,8 @@ def test_manifest_and_registration() -> None:
 
 def test_params() -> None:
     assert Params().model_dump() == {
-        "languages": "eng", "dpi": 300, "max_pixels": 40_000_000, "max_image_pixels": 150_000_000,
-        "skip_blank": True, "psm": 3, "timeout": 300}
+        "languages": "eng", "candidates": "eng+deu+fra+spa", "dpi": 300, "max_pixels": 40_000_000,
+        "max_image_pixels": 150_000_000, "skip_blank": True, "psm": 3, "timeout": 300}
     assert Params(languages="eng+deu").languages == "eng+deu"
     for bad in ({"languages": "eng deu"}, {"languages": ""}, {"languages": "eng+"},
                 {"languages": "script/Latin"}, {"psm": 0},
@@ -185,7 +185,7 @@ def test_multi_page_tiff_frames(block: TesseractOcr, tmp_path: Path) -> None:
 def test_blank_page_has_no_words(block: TesseractOcr, tmp_path: Path) -> None:
     r = ok(ocr(block, image_pdf(tmp_path / "blank.pdf", [scan("")])))
     # found blank from its pixels: Tesseract does not run (test_ocr_hostile.py)
-    assert r == {"ocr_text": "", "ocr_confidence": -1.0, "ocr_blank": True}
+    assert r == {"ocr_text": "", "ocr_confidence": -1.0, "ocr_blank": True, "ocr_language": ""}
 
 
 # --- bounded rendering ----------------------------------------------------------------------------
