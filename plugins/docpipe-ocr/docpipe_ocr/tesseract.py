@@ -13,6 +13,10 @@ confidences and their layout (block, paragraph, line numbers), from which the
 text is rebuilt: words joined by spaces, lines by newlines, paragraphs by a blank
 line -- what ``tesseract ... txt`` would print, without running Tesseract twice.
 
+With ``languages: "auto"`` each page is read with the pack of its own language among
+``candidates``, chosen by a cheap first pass over a band of the page
+(:mod:`docpipe_ocr.route`); ``ocr_language`` records the pack(s) every page was read with.
+
 A blank page never reaches Tesseract (:mod:`docpipe_ocr.blank`): a page on which
 nothing is drawn, or whose rendered pixels hold no ink, gives an empty text, a
 confidence of -1 (no words, as Tesseract would say) and ``ocr_blank`` true.
