@@ -61,13 +61,14 @@ FILLER = [
 
 
 class ReadPage(Block):
-    """``path`` (a text file) -> ``page_texts`` with one page: the bench's reader."""
+    """``path`` (a text file) -> ``page_texts`` with one page, in English: the bench's reader."""
 
-    manifest = Manifest(name="bench.page", version="1.0", reads={"path": str},
-                        writes={"page_texts": list[str]}, runtime="inline")
+    manifest = Manifest(name="bench.page", version="1.1", reads={"path": str},
+                        writes={"page_texts": list[str], "language": str}, runtime="inline")
 
     def run(self, batch: list[State], params: BaseModel) -> list[Result]:
-        return [{"page_texts": [Path(s["path"]).read_text(encoding="utf-8")]} for s in batch]
+        return [{"page_texts": [Path(s["path"]).read_text(encoding="utf-8")], "language": "en"}
+                for s in batch]
 
 
 @docpipe.hookimpl
@@ -141,7 +142,7 @@ def main() -> int:
     report["direct_full_pipeline_docs_per_cpu_s"] = round(len(sample) / cpu, 2)
     block = Ner()
     block.setup(params)
-    inputs = [{"page_texts": [t]} for t in texts]
+    inputs = [{"page_texts": [t], "language": "en"} for t in texts]
 
     def run_block() -> list[Any]:
         return [r for i in range(0, n, 16) for r in block.run(inputs[i:i + 16], params)]
