@@ -37,7 +37,10 @@ def test_demo_flow_over_the_samples(tmp_path: Path):
     assert {"AC-2", "A.5.15", "CC6.1"} <= ids
     assert "multi-factor authentication" in json.loads(policy["keywords"])
     assert "Northwind Office Supplies Ltd" in json.loads(rows["invoice.pdf"]["organizations"])
-    assert rows["report_de.pdf"]["organizations"] == ""  # English NER skips German, by `when`
+    # NER by language: no German model, so no entities (not English ones) and a reason
+    assert (rows["report_de.pdf"]["organizations"], rows["report_de.pdf"]["ner_status"]) == (
+        "[]", "unsupported_language")
+    assert "Lyon" in json.loads(rows["lettre_fr.pdf"]["locations"])  # the French model
     # no translation model ships: the step is skipped until -p translation_model=FOLDER
     assert all(r["translation"] == r["translated_from"] == "" for r in rows.values())
     assert (rows["invoice.pdf"]["doc_class"], rows["scan.png"]["doc_class"]) == ("invoice", "receipt")

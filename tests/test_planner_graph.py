@@ -58,9 +58,10 @@ def test_idp_flow(registry):
     assert "needs_ocr_pages" in ocr.keys_read and "page" not in ocr.keys_read
     assert edge(graph, "text", "ocr").keys == ("needs_ocr_pages",)
     entities = graph.node("entities")
-    assert entities.when == "language == 'en'" and "language" in entities.keys_read
+    # hf.ner reads `language` itself (a model per language), no `when` any more
+    assert entities.when is None and entities.reads.get("language") == "language"
     assert "language" in edge(graph, "language", "entities").keys
-    assert entities.description and "spaCy" in entities.description
+    assert entities.description and "unsupported_language" in entities.description
     assert all(e.case is None for e in graph.edges)
     assert ("decrypt", "merge") not in pairs(graph)
 

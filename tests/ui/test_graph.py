@@ -87,8 +87,8 @@ def test_idp_flow_draws_every_step_and_the_plans_edges(registry):
     ocr = drawn["ocr"]
     assert ocr.get("data-kind") == "map" and "over needs_ocr_pages as page" in texts(ocr)
     assert len(ocr.findall(f"{NS}rect")) == 3  # a stack of cards
-    assert "when" in drawn["entities"].get("class", "").split()
-    assert "when language == 'en'" in texts(drawn["entities"])
+    assert "when" in drawn["translate"].get("class", "").split()
+    assert "when params.translation_model != None and…" in texts(drawn["translate"])  # cut short
     assert not any("issue" in g.get("class", "") for g in drawn.values())
     assert_no_overlap(root)
     # layered top to bottom: every edge points down
