@@ -118,6 +118,7 @@
       lease.dataset.state = "mine";
       lease.textContent = "Claimed by you (" + name + ") until " + until(task.lease_expires_at) + ".";
       $("task-status").textContent = "claimed";
+      $("task-status").className = "badge claimed";
       setEnabled(true);
       return;
     }
@@ -130,6 +131,7 @@
         lease.textContent = why;
       }
       $("task-status").textContent = task.status;
+      $("task-status").className = "badge " + task.status;
     } else {
       lease.dataset.state = "error";
       lease.textContent = "Not claimed: " + why;
