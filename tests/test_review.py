@@ -145,6 +145,9 @@ def test_two_of_four_wait_then_answers_continue_them(tmp_path):
         assert store.batch(batch_id)["status"] == Status.WAITING
         tasks = service.list_tasks(store)
         assert [Path(t["document"]).stem for t in tasks] == ["b", "d"]
+        summary = store.reviews.waiting_summary()  # the queue page's heading, one grouped query
+        assert (summary["by_kind"], summary["oldest"]) == ({"choose": 2}, tasks[0]["created_at"])
+        assert list(summary["by_flow"].values()) == [2]
         b = tasks[0]
         assert b["choices"] == ["invoice", "letter", "contract"]
         assert b["proposal"]["doc_class"] == "invoice" and b["proposal"]["doc_class_score"] == 0.3
@@ -208,6 +211,8 @@ def test_an_expired_lease_returns_the_task_to_the_queue(tmp_path):
         assert store.reviews.tasks(status="waiting", now=t0 + 59) == []
         assert [t["id"] for t in store.reviews.tasks(status="waiting", now=t0 + 61)] == [task_id]
         assert store.reviews.count(now=t0 + 61) == {"waiting": 1}
+        assert store.reviews.waiting_summary(now=t0 + 59)["by_kind"] == {}  # held: not waiting
+        assert store.reviews.waiting_summary(now=t0 + 61)["by_kind"] == {"choose": 1}
         assert store.reviews.claim(task_id, "bob", 60, now=t0 + 61)
         assert not store.reviews.release(task_id, "ann")
         assert store.reviews.release(task_id, "bob")

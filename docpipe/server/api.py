@@ -250,7 +250,7 @@ def list_review_tasks(ctx: Ctx, status: str | None = "waiting", flow: str | None
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     tasks = _review(service.list_tasks, ctx.store, status=None if status in (None, "", "all") else status,
                     flow=flow or None, kind=kind or None, batch_id=batch_id or None, limit=limit)
-    return {"tasks": tasks, "counts": ctx.store.reviews.count()}
+    return {"tasks": tasks, "counts": ctx.store.reviews.count(), "waiting": ctx.store.reviews.waiting_summary()}
 
 
 @router.get("/review/tasks/{task_id}", summary="One review task: the question, the proposal, its lease or answer")

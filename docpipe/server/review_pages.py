@@ -30,9 +30,8 @@ from docpipe.store import Store
 router = APIRouter(dependencies=[Depends(can_read_page)], include_in_schema=False)
 
 KINDS = ("choose", "edit", "approve")
-#: tasks listed on the queue page (the counts cover up to COUNTED waiting tasks)
+#: tasks listed on the queue page (the counts above the list cover every waiting task)
 SHOWN = 200
-COUNTED = 10_000
 #: the rendered pages' scale: 1.5 × 72 dpi, an A4 page about 900 pixels wide
 ZOOM = 1.5
 #: files PyMuPDF renders as pages (a text file is shown as its text only)
@@ -69,14 +68,10 @@ def queue_page(request: Request, ctx: Ctx, flow: str = "", kind: str = "", statu
                                    kind=kind or None, limit=SHOWN + 1)
     except service.ServiceError as exc:
         return error_page(request, 400, str(exc))
-    waiting = service.list_tasks(ctx.store, limit=COUNTED)
     now = time.time()
-    by_flow: dict[str, int] = {}
-    by_kind: dict[str, int] = {}
-    for t in waiting:
-        by_flow[t["flow"]] = by_flow.get(t["flow"], 0) + 1
-        by_kind[t["kind"]] = by_kind.get(t["kind"], 0) + 1
-    oldest = now - waiting[0]["created_at"] if waiting else None
+    summary = ctx.store.reviews.waiting_summary(now=now)
+    by_flow, by_kind = summary["by_flow"], summary["by_kind"]
+    oldest = now - summary["oldest"] if summary["oldest"] is not None else None
     for t in tasks:
         t["age"] = age(now - t["created_at"])
         t["summary"] = _summary(t)

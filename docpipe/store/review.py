@@ -77,6 +77,24 @@ class ReviewTasks:
         query = sa.select(status.label("status"), sa.func.count().label("n")).group_by(status)
         return {row["status"]: int(row["n"]) for row in self.store._query(query)}
 
+    def waiting_summary(self, *, now: float | None = None) -> dict[str, Any]:
+        """What the queue page heads with, in one grouped query however long the queue is:
+        waiting tasks (expired claims included) counted ``by_flow`` and ``by_kind``, and the
+        ``oldest`` one's ``created_at`` (``None`` when nothing waits)."""
+        now = time.time() if now is None else now
+        query = (sa.select(flows.c.name.label("flow"), review_tasks.c.kind, sa.func.count().label("n"),
+                           sa.func.min(review_tasks.c.created_at).label("oldest"))
+                 .select_from(_WITH_RUN).where(_free(now)).group_by(flows.c.name, review_tasks.c.kind))
+        by_flow: dict[str, int] = {}
+        by_kind: dict[str, int] = {}
+        oldest: float | None = None
+        for row in self.store._query(query):
+            n = int(row["n"])
+            by_flow[row["flow"]] = by_flow.get(row["flow"], 0) + n
+            by_kind[row["kind"]] = by_kind.get(row["kind"], 0) + n
+            oldest = row["oldest"] if oldest is None else min(oldest, row["oldest"])
+        return {"by_flow": by_flow, "by_kind": by_kind, "oldest": oldest}
+
     def get(self, task_id: str, *, now: float | None = None) -> dict[str, Any] | None:
         """Task ``task_id``: its columns (``keys``, ``choices``, ``proposal``, ``answer`` decoded),
         ``flow``, ``document`` and ``run_status``; ``None`` if there is none."""
