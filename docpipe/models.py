@@ -84,6 +84,22 @@ def folder_task(path: Path) -> tuple[str, dict[str, Any]]:
     return "unknown (no config.json or meta.json)", {}
 
 
+def trained_reviews(path: Path) -> dict[str, Any] | None:
+    """The reviewed examples a model folder was trained with, from its ``metrics.json``
+    (``models/build_doctype.py --with-reviews``): ``{"path", "sha256", "count", "used"}``;
+    None when it was built without reviews or says nothing."""
+    metrics = path / "metrics.json"
+    if not metrics.is_file():
+        return None
+    try:
+        reviews = json.loads(metrics.read_text(encoding="utf-8")).get("reviews")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(reviews, dict):
+        return None
+    return {k: reviews.get(k) for k in ("path", "sha256", "count", "used")}
+
+
 def describe_folder(path: str | os.PathLike[str], *, name: str | None = None, source: str = "folder",
                     used_by: tuple[str, ...] = (), note: str = "") -> ModelInfo:
     p = Path(path).expanduser().resolve()
@@ -91,6 +107,9 @@ def describe_folder(path: str | os.PathLike[str], *, name: str | None = None, so
     card = p / "MODEL_CARD.md"
     if card.is_file():
         details["model_card"] = str(card)
+    reviews = trained_reviews(p)
+    if reviews is not None:
+        details["reviews"] = reviews
     return ModelInfo(name or p.name, task, p, source, used_by, note, details)
 
 

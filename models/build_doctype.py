@@ -1,7 +1,7 @@
 """Build ``models/doctype``: the document-type classifier ``hf.classify`` uses by default.
 
     python models/build_doctype.py [--out models/doctype] [--data models/data/doctype.jsonl]
-                                   [--seed 1234] [--depth N]
+                                   [--seed 1234] [--depth N] [--quick] [--with-reviews FILE]
 
 Offline and deterministic; about a minute on 2 CPU cores. Steps:
 
@@ -414,8 +414,85 @@ def install(tmp: Path, out: Path) -> None:
         os.replace(f, out / f.name)
 
 
+def load_reviews(path: Path, labels: list[str]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """The reviewed examples of ``path`` (``docpipe review export`` JSONL) as training rows
+    ``{"id": "real-review-<task>", "label": <human label>, "lang": "?", "text"}``, and what
+    was read: ``path``, ``sha256``, ``count`` (lines), ``used``, the human labels the model
+    does not know (``skipped_labels``, label -> count: not trained on) and ``duplicates``
+    (the same text reviewed again: the latest answer wins). Ids start with ``real-``: a
+    reviewed text is a real document (:func:`is_real`)."""
+    raw = path.read_bytes()
+    by_text: dict[str, dict[str, str]] = {}
+    unknown: dict[str, int] = {}
+    count = 0
+    for line in raw.decode("utf-8").splitlines():
+        if not line.strip():
+            continue
+        count += 1
+        ex = json.loads(line)
+        if not {"text", "human_label", "task_id"} <= ex.keys():
+            raise ValueError(f"{path}: every line needs text, human_label and task_id: {sorted(ex)}")
+        label = ex["human_label"]
+        if label not in labels:
+            unknown[str(label)] = unknown.get(str(label), 0) + 1
+            continue
+        by_text[ex["text"]] = {"id": f"real-review-{ex['task_id']}", "label": label, "lang": "?",
+                               "text": ex["text"], "document": ex.get("document", "")}
+    rows = sorted(by_text.values(), key=lambda r: r["id"])
+    used = len(rows)
+    return rows, {"path": str(path), "sha256": hashlib.sha256(raw).hexdigest(), "count": count,
+                  "used": used, "skipped_labels": unknown,
+                  "duplicates": count - used - sum(unknown.values())}
+
+
+def saved_depth(folder: Path = OUT) -> int:
+    """The depth of the model in ``folder`` (its ``metrics.json``): what ``--quick`` uses."""
+    metrics = folder / "metrics.json"
+    if not metrics.is_file():
+        raise SystemExit(f"build_doctype: --quick needs --depth or a built model in {folder}")
+    return int(json.loads(metrics.read_text(encoding="utf-8"))["depth"])
+
+
+def before_after(x: Any, y: Any, seen: list[dict[str, str]], n_seen: int, n_calib: int,
+                 labels: list[str], seed: int, balance_real: bool,
+                 reviewed: list[dict[str, str]]) -> dict[str, Any]:
+    """The build without the reviewed rows, measured in the same run: the head trained on
+    the training texts (and their augmented copies) less the reviewed ones, its temperature
+    fitted on the same calibration texts, its held-out accuracy and ECE (``before``), and its
+    and the full head's calibrated label and score on each reviewed text (``reviewed``: those
+    texts are trained on by the full head, so this shows the correction took, not accuracy)."""
+    import torch
+
+    keep = [i for i, r in enumerate(seen) if not r["id"].startswith("real-review-")]
+    idx = torch.tensor(keep)
+    calib_x, test_x = x[n_seen:n_seen + n_calib], x[n_seen + n_calib:]
+    y_calib, y_test = y[n_seen:n_seen + n_calib], y[n_seen + n_calib:]
+    rows = [seen[i] for i in keep]
+    reviewed_x = x[[i for i, r in enumerate(seen) if r["id"].startswith("real-review-")
+                    and not r["id"].endswith("~aug")]]
+    result: dict[str, Any] = {"held_out": len(y_test), "measured": "the same build without the "
+                              "reviews, in the same run, on the same held-out texts"}
+    scores: dict[str, list[tuple[str, float]]] = {}
+    for name, xs, ys, w_rows in (("before", x[idx], y[:n_seen][idx], rows), ("after", x[:n_seen], y[:n_seen], seen)):
+        head = train_head(xs, ys, len(labels), seed, weights=sample_weights(w_rows) if balance_real else None)
+        with torch.no_grad():
+            temp = temperature(head(calib_x), y_calib)
+            probs = (head(test_x) / temp).softmax(-1)
+            mine = (head(reviewed_x) / temp).softmax(-1)
+        if name == "before":
+            result["before"] = {"accuracy": round(float((probs.argmax(-1) == y_test).float().mean()), 4),
+                                "ece": round(ece(probs, y_test), 4)}
+        conf, pred = mine.max(-1)
+        scores[name] = [(labels[int(p)], round(float(c), 4)) for p, c in zip(pred, conf, strict=True)]
+    result["reviewed"] = [{"id": r["id"], "document": r.get("document", ""), "label": r["label"],
+                           "before": list(b), "after": list(a)}
+                          for r, b, a in zip(reviewed, scores["before"], scores["after"], strict=True)]
+    return result
+
+
 def build(out: Path, data: list[Path], seed: int, depth: int | None, say: Any,
-          balance_real: bool = False) -> dict[str, Any]:
+          balance_real: bool = False, reviews: Path | None = None,
+          quick: bool = False) -> dict[str, Any]:
     import torch
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -427,6 +504,16 @@ def build(out: Path, data: list[Path], seed: int, depth: int | None, say: Any,
     train, test = split(rows, seed)
     fit, calib = split(train, f"{seed}:calibration", CALIBRATION)
     labels = sorted({r["label"] for r in rows})
+    # reviewed texts are all trained on; the splits of the committed data stay as they are,
+    # so "before" (without the reviews) and "after" are measured on the same held-out texts
+    reviewed: list[dict[str, str]] = []
+    review_info: dict[str, Any] | None = None
+    if reviews is not None:
+        reviewed, review_info = load_reviews(reviews, labels)
+        say(f"reviews {reviews}: {review_info['count']} lines, {len(reviewed)} trained on"
+            + (f", labels the model does not know skipped: {review_info['skipped_labels']}"
+               if review_info["skipped_labels"] else ""))
+        fit = fit + [{k: v for k, v in r.items() if k != "document"} for r in reviewed]
     say(f"{len(rows)} texts, {len(labels)} labels: {len(fit)} to train on (and as many "
         f"augmented), {len(calib)} to calibrate on, {len(test)} held out")
     tokenizer = AutoTokenizer.from_pretrained(encoder_path(), local_files_only=True)
@@ -441,12 +528,20 @@ def build(out: Path, data: list[Path], seed: int, depth: int | None, say: Any,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     originals = slice(0, len(fit))  # depth by CV on the unaugmented training texts
-    cv = {d: round(cross_validate(feats[d][originals], y[originals], len(labels), seed,
-                                  sample_weights(fit) if balance_real else None)[0], 4)
-          for d in range(1, feats.shape[0])}
-    chosen = depth or max(cv, key=lambda d: (cv[d], -d))
+    if quick:  # the known depth: that of --depth, or of the default model
+        chosen = depth or saved_depth()
+        cv: dict[int, float] = {}
+    else:
+        cv = {d: round(cross_validate(feats[d][originals], y[originals], len(labels), seed,
+                                      sample_weights(fit) if balance_real else None)[0], 4)
+              for d in range(1, feats.shape[0])}
+        chosen = depth or max(cv, key=lambda d: (cv[d], -d))
     say(f"{FOLDS}-fold CV accuracy on the training texts by depth: {cv}; depth {chosen} "
         f"({time.perf_counter() - t0:.1f} s)")
+    review_report = None
+    if reviewed:  # the same build without the reviews, on the same features and held-out texts
+        review_report = before_after(feats[chosen], y_all, seen, n_seen, n_calib, labels, seed,
+                                     balance_real, reviewed)
     head = train_head(feats[chosen][:n_seen], y, len(labels), seed,
                       weights=sample_weights(seen) if balance_real else None)
     with torch.no_grad():
@@ -484,7 +579,7 @@ def build(out: Path, data: list[Path], seed: int, depth: int | None, say: Any,
         "seed": seed, "max_tokens": MAX_TOKENS, "depth": chosen, "layers": chosen + 1,
         "loss_weights": ("equal total per (label, real document or not) group" if balance_real
                          else "equal per text"),
-        "cv_accuracy_by_depth": cv, "temperature": round(temp, 3),
+        "cv_accuracy_by_depth": cv or "skipped (--quick: the known depth)", "temperature": round(temp, 3),
         "best_min_score_on_calibration": min_score,
         "calibration_accuracy_by_min_score": min_score_table,
         "held_out_accuracy": {"fp32": round(accuracy(predicted, test), 4),
@@ -500,6 +595,11 @@ def build(out: Path, data: list[Path], seed: int, depth: int | None, say: Any,
         "held_out_errors_fp32": [{"id": r["id"], "label": r["label"], "predicted": p}
                                  for p, r in zip(predicted, test, strict=True) if p != r["label"]],
         "data_sha256": data_digest(data),
+        "reviews": None if review_info is None else {
+            **review_info, "quick": quick,
+            "before_after": {**(review_report or {}),
+                             "after": {"accuracy": report["after"]["accuracy"],
+                                       "ece": report["after"]["ece"]}}},
         "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -517,6 +617,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--balance-real", action="store_true",
                     help="weight the loss per (label, real or not) group (measured, off: see "
                          "the model card's round 4)")
+    ap.add_argument("--with-reviews", type=Path, default=None, metavar="FILE",
+                    help="also train on the reviewed examples of FILE (`docpipe review export` "
+                         "JSONL; label = the human label) and report held-out accuracy and ECE "
+                         "before and after them")
+    ap.add_argument("--quick", action="store_true",
+                    help="skip the depth cross-validation: use --depth, or the depth of the "
+                         "built models/doctype (about half the time)")
     ap.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
     args = ap.parse_args(argv)
 
@@ -525,12 +632,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"build_doctype: {msg}", flush=True)
 
     m = build(args.out.resolve(), args.data or data_files(), args.seed, args.depth, say,
-              args.balance_real)
+              args.balance_real, args.with_reviews, args.quick)
     acc, cal = m["held_out_accuracy"], m["held_out_calibration"]
     print(f"build_doctype: {args.out} ({m['layers']} layers) held-out accuracy fp32 "
           f"{acc['fp32']:.3f}, int8 {acc['int8']:.3f} on {m['held_out']} texts; ECE "
           f"{cal['before']['ece']:.3f} -> {cal['after']['ece']:.3f} at temperature "
           f"{m['temperature']:.2f} ({m['seconds']:.0f} s)", flush=True)
+    if m["reviews"] is not None:
+        r = m["reviews"]
+        ba = r["before_after"]
+        if "before" in ba:
+            print(f"build_doctype: with {r['used']} reviewed examples of {r['path']}: held-out "
+                  f"accuracy {ba['before']['accuracy']:.3f} -> {ba['after']['accuracy']:.3f}, ECE "
+                  f"{ba['before']['ece']:.3f} -> {ba['after']['ece']:.3f} (before: {ba['measured']})",
+                  flush=True)
+        for ex in ba.get("reviewed", []):
+            print(f"build_doctype:   reviewed {ex['document'] or ex['id']}: {ex['label']}; without "
+                  f"the reviews {ex['before'][0]} ({ex['before'][1]:.2f}), with them "
+                  f"{ex['after'][0]} ({ex['after'][1]:.2f})", flush=True)
     return 0
 
 

@@ -51,6 +51,11 @@ def list_models(paths: tuple[str, ...], as_json: bool, plugins: tuple[str, ...])
         out.print(f"  {m.source}", highlight=False, soft_wrap=True, markup=False)
         if m.available:
             out.print(f"  {m.path}", highlight=False, soft_wrap=True, markup=False)
+            reviews = m.details.get("reviews")
+            if reviews:
+                out.print(f"  trained with reviews: {reviews['path']} ({reviews['used']} of "
+                          f"{reviews['count']} examples, sha256 {str(reviews['sha256'])[:12]})",
+                          highlight=False, soft_wrap=True, markup=False)
         else:
             out.print(f"  [yellow]missing[/]: {escape(m.note)}", highlight=False, soft_wrap=True)
     for b in broken:

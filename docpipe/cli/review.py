@@ -16,6 +16,7 @@ from docpipe.cli.options import (
     HISTORY_DB_HELP,
     RunArgs,
     db_option,
+    err,
     load_registry,
     open_store,
     out,
@@ -157,6 +158,35 @@ def review_continue(batch_id: str | None, args: RunArgs) -> None:
         print_outcome(outcome.result, titles[outcome.result.batch_id], outcome.out, args.verbose)
         codes.append(exit_status(outcome.result))
     sys.exit(1 if 1 in codes else max(codes))
+
+
+@review.command("export")
+@click.option("--flow", required=True, help="Flow name (e.g. idp).")
+@click.option("--kind", type=click.Choice(["choose", "edit", "approve"]), default="choose", show_default=True)
+@click.option("--key", default="doc_class", show_default=True, help="The reviewed key.")
+@click.option("--text-key", default="full_text", show_default=True,
+              help="The recorded text the model read (hf.classify reads full_text).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default="-",
+              help="JSONL file to write (default: standard output).")
+@db_option(HISTORY_DB_HELP)
+def review_export(flow: str, kind: str, key: str, text_key: str, output: str, db: str | None) -> None:
+    """Write the answered reviews as training examples, one JSON line per task: the text
+    the model read, its label and score, the human label, reviewer, answered_at, document,
+    run and task ids. `models/build_doctype.py --with-reviews FILE` retrains on them
+    (docs/review.md). Tasks whose text was not recorded are skipped (said on stderr)."""
+    with open_store(db) as store, service_errors(kind="--kind"):
+        done = service.export_reviews(store, flow=flow, kind=kind, key=key, text_key=text_key)
+    lines = "".join(json.dumps(e, ensure_ascii=False, default=str) + "\n" for e in done.examples)
+    if output == "-":
+        sys.stdout.write(lines)
+    else:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(lines)
+    for s in done.skipped:
+        err.print(f"skipped task {s['task']} ({s['document']}): {s['why']}", highlight=False, markup=False)
+    err.print(f"exported {len(done.examples)} reviewed example(s) of flow {flow}, {kind} {key}"
+              + (f"; skipped {len(done.skipped)} without text" if done.skipped else "")
+              + ("" if output == "-" else f" to {output}"), highlight=False, markup=False)
 
 
 def _title(batch: dict[str, Any] | None) -> str:

@@ -35,10 +35,12 @@ from docpipe.service.plans import (
 from docpipe.service.review import (
     DEFAULT_LEASE_S,
     Continued,
+    ReviewExport,
     answer,
     answer_values,
     claim,
     continue_answered,
+    export_reviews,
     get_task,
     list_tasks,
     release,
@@ -57,8 +59,9 @@ from docpipe.service.runs import (
 
 __all__ = [
     "DEFAULT_LEASE_S", "RESULT_SUFFIXES", "Ambiguous", "Batch", "Conflict", "Continued", "NotFound", "Outcome",
-    "RunList", "RunOptions", "RunQuery", "SecretsNeeded", "ServiceError", "answer", "answer_values", "check_out",
-    "claim", "continue_answered", "continue_batch", "failed_run", "find_documents", "full_id", "get_task",
+    "ReviewExport", "RunList", "RunOptions", "RunQuery", "SecretsNeeded", "ServiceError", "answer", "answer_values",
+    "check_out", "claim", "continue_answered", "continue_batch", "export_reviews", "failed_run", "find_documents",
+    "full_id", "get_task",
     "list_runs", "list_tasks", "make_executor", "output_value", "own_duration", "parse_since", "plan_batch",
     "plan_definition", "plan_flow", "previous_batch", "record_flow", "release", "run_batch", "show_run",
     "step_outputs",

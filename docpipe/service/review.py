@@ -151,6 +151,65 @@ def continue_answered(store: Store, registry: Registry, options: RunOptions, bat
     return done
 
 
+@dataclass
+class ReviewExport:
+    """What :func:`export_reviews` found: one example per answered task whose text it could
+    read, and the tasks it skipped (``{"task", "document", "why"}``)."""
+
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def export_reviews(store: Store, *, flow: str, kind: str = "choose", key: str = "doc_class",
+                   text_key: str = "full_text") -> ReviewExport:
+    """The answered review tasks of flow ``flow`` and kind ``kind`` that review ``key``, as
+    training examples (oldest answer first), one per task::
+
+        {"text", "model_label", "model_score", "human_label", "reviewer", "answered_at",
+         "document", "run_id", "task_id", "step", "key"}
+
+    ``text`` is ``text_key`` as the run recorded it for the step that wrote ``key`` (the
+    text the model classified: for ``hf.classify``, ``full_text``): the last succeeded task
+    of the run before that step's task that wrote ``text_key``. ``model_label`` (and its
+    ``<key>_score``) come from the task's proposal, ``human_label`` from its answer. A task
+    whose run has no recorded ``text_key`` (a run deleted, or a text that was never
+    recorded) is skipped, and said in ``skipped``."""
+    if kind not in ("choose", "edit", "approve"):
+        raise ServiceError("kind must be one of choose, edit, approve", field="kind")
+    done = ReviewExport()
+    for task in store.reviews.answered(flow=flow, kind=kind):
+        if key not in task["keys"]:
+            continue
+        text, why = _reviewed_text(store, task, key, text_key)
+        if text is None:
+            done.skipped.append({"task": task["id"], "document": task["document"], "why": why})
+            continue
+        proposal = task["proposal"] or {}
+        done.examples.append({
+            "text": text, "model_label": proposal.get(key), "model_score": proposal.get(f"{key}_score"),
+            "human_label": (task["answer"] or {}).get(key), "reviewer": task["answered_by"],
+            "answered_at": task["answered_at"], "document": task["document"], "run_id": task["flow_run_id"],
+            "task_id": task["id"], "step": task["step"], "key": key,
+        })
+    return done
+
+
+def _reviewed_text(store: Store, task: dict[str, Any], key: str, text_key: str) -> tuple[str | None, str]:
+    """``(text_key as the run recorded it before the step that wrote key, "")``, or
+    ``(None, why not)``."""
+    run = store.get_run(task["flow_run_id"])
+    if run is None:
+        return None, "its run is not recorded"
+    done = [t for t in run["tasks"] if t["status"] == Status.SUCCEEDED and t["step"] != task["step"]
+            and isinstance(t["outputs"], dict)]
+    writers = [i for i, t in enumerate(done) if key in t["outputs"]]
+    before = done[:writers[-1] + 1] if writers else done
+    texts = [t["outputs"][text_key] for t in before if isinstance(t["outputs"].get(text_key), str)]
+    if not texts:
+        return None, f"its run recorded no '{text_key}'"
+    return texts[-1], ""
+
+
 def _reviewer(reviewer: str) -> str:
     name = (reviewer or "").strip()
     if not name or len(name) > 255:

@@ -146,6 +146,18 @@ class ReviewTasks:
             conn.execute(task_runs.insert().values(step))
         return True
 
+    def answered(self, *, flow: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every answered task (of flow ``flow``, kind ``kind``), in the order they were
+        answered, as :meth:`get` gives them: what ``docpipe review export`` reads."""
+        query = sa.select(*_COLUMNS).select_from(_WITH_RUN).where(review_tasks.c.status == ReviewStatus.ANSWERED)
+        if flow is not None:
+            query = query.where(flows.c.name == flow)
+        if kind is not None:
+            query = query.where(review_tasks.c.kind == kind)
+        now = time.time()
+        query = query.order_by(review_tasks.c.answered_at, review_tasks.c.id)
+        return [self._task(row, now) for row in self.store._query(query)]
+
     def open_runs(self, batch_id: str) -> set[str]:
         """The runs of batch ``batch_id`` with a review task not yet answered."""
         query = sa.select(review_tasks.c.flow_run_id).where(
