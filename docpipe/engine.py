@@ -232,15 +232,19 @@ class Engine:
             raise KeyError(f"no batch {batch_id} in {self.store.url}")
         docs = self.store.batch_inputs(batch_id)
         self._correlation = {d: batch.get("correlation_id") for d in docs}
-        previous = self.store.resume_state(batch_id)
         unanswered = self.store.reviews.open_runs(batch_id)
+
+        def again(doc: str, entry: dict[str, Any]) -> bool:
+            status = entry["status"]
+            return status == Status.RUNNING or (
+                status == Status.WAITING and entry["run_id"] not in unanswered) or (
+                retry_failed and status == Status.FAILED and (documents is None or doc in documents))
+
+        previous = self.store.resume_state(batch_id, steps_for=again)  # steps of those only
         finished: dict[str, DocResult] = {}
         resumable: dict[str, dict[str, Any]] = {}
         for doc, entry in previous.items():
-            again = entry["status"] == Status.RUNNING or (
-                entry["status"] == Status.WAITING and entry["run_id"] not in unanswered) or (
-                retry_failed and entry["status"] == Status.FAILED and (documents is None or doc in documents))
-            if again:
+            if again(doc, entry):
                 resumable[doc] = entry
             else:
                 finished[doc] = DocResult(entry["run_id"], doc, entry["status"],

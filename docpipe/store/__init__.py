@@ -42,7 +42,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -478,7 +478,8 @@ class Store:
         with self._connect() as conn:
             return list(dict.fromkeys(conn.execute(query).scalars()))
 
-    def resume_state(self, batch_id: str) -> dict[str, dict[str, Any]]:
+    def resume_state(self, batch_id: str, *, steps_for: Callable[[str, dict[str, Any]], bool] | None = None,
+                     ) -> dict[str, dict[str, Any]]:
         """What the runs of batch ``batch_id`` had done: ``{document: {"run_id", "status",
         "attempt", "steps", "error_kind", "error", "failed_step"}}``.
 
@@ -489,6 +490,11 @@ class Store:
         step is a succeeded step whose outputs are the answer (which runs still
         wait for one: ``reviews.open_runs``). If a document has several runs in
         the batch, the latest started one counts.
+
+        ``steps_for`` (given a document and its entry without ``steps``) picks the runs whose steps are
+        read at all; the others get ``steps`` ``{}``. A resume reads only the runs it
+        continues: continuing one answered run of a batch of 1,000 waiting ones must not
+        read and decode the outputs of the other 999.
         """
         runs_query = (
             sa.select(flow_runs.c.id, flow_runs.c.document, flow_runs.c.status, flow_runs.c.attempt,
@@ -496,29 +502,38 @@ class Store:
             .where(flow_runs.c.batch_id == batch_id)
             .order_by(flow_runs.c.seq)
         )
-        tasks_query = (
-            sa.select(task_runs.c.flow_run_id, task_runs.c.step, task_runs.c.outputs)
-            .select_from(task_runs.join(flow_runs, task_runs.c.flow_run_id == flow_runs.c.id))
-            .where(
-                flow_runs.c.batch_id == batch_id,
-                task_runs.c.status == Status.SUCCEEDED,
-                task_runs.c.outputs.is_not(None),
-            )
-            .order_by(task_runs.c.id)
-        )
         self.writer.wait()
         with self._connect() as conn:
             runs = conn.execute(runs_query).all()
-            tasks = conn.execute(tasks_query).all()
-        steps: dict[str, dict[str, Any]] = {}
-        for run_id, step, outputs in tasks:  # oldest first: the latest success wins
-            steps.setdefault(run_id, {})[step] = outputs
         state: dict[str, dict[str, Any]] = {}
         for run_id, document, status, attempt, error_kind, error, failed_step in runs:
-            done = {step: self._decode(text, True) for step, text in steps.get(run_id, {}).items()}
-            state[document] = {"run_id": run_id, "status": status, "attempt": attempt, "steps": done,
+            state[document] = {"run_id": run_id, "status": status, "attempt": attempt, "steps": {},
                                "error_kind": error_kind, "error": error, "failed_step": failed_step}
+        wanted = [e for d, e in state.items() if steps_for is None or steps_for(d, e)]
+        steps = self._run_steps(batch_id, None if steps_for is None else [e["run_id"] for e in wanted])
+        for entry in wanted:
+            entry["steps"] = {step: self._decode(text, True) for step, text in steps.get(entry["run_id"], {}).items()}
         return state
+
+    def _run_steps(self, batch_id: str, run_ids: list[str] | None) -> dict[str, dict[str, str]]:
+        """The latest succeeded outputs (JSON text) of each step of the batch's runs, by run:
+        of every run, or of ``run_ids`` only (read in chunks, under any database's limit on
+        bound parameters)."""
+        base = (sa.select(task_runs.c.flow_run_id, task_runs.c.step, task_runs.c.outputs)
+                .where(task_runs.c.status == Status.SUCCEEDED, task_runs.c.outputs.is_not(None))
+                .order_by(task_runs.c.id))
+        if run_ids is None:
+            queries = [base.select_from(task_runs.join(flow_runs, task_runs.c.flow_run_id == flow_runs.c.id))
+                       .where(flow_runs.c.batch_id == batch_id)]
+        else:
+            queries = [base.where(task_runs.c.flow_run_id.in_(run_ids[i:i + 500]))
+                       for i in range(0, len(run_ids), 500)]
+        steps: dict[str, dict[str, str]] = {}
+        with self._connect() as conn:
+            for query in queries:
+                for run_id, step, outputs in conn.execute(query):  # oldest first: the latest wins
+                    steps.setdefault(run_id, {})[step] = outputs
+        return steps
 
     # --- connections ------------------------------------------------------------------
 

@@ -181,6 +181,10 @@ def test_task_outputs_and_resume_state(store: Store) -> None:
     assert state["c.pdf"] == {"run_id": "run-c.pdf", "status": "running", "attempt": 1, "steps": {},
                               **NO_ERROR}
     assert store.resume_state("nope") == {}
+    # a resume reads the steps of the runs it continues only (the same steps, by chunks of ids)
+    picked = store.resume_state(batch_id, steps_for=lambda doc, entry: entry["status"] == "running")
+    assert picked["a.pdf"] == {**state["a.pdf"], "steps": {}}
+    assert (picked["b.pdf"], picked["c.pdf"]) == (state["b.pdf"], state["c.pdf"])
 
     run = store.get_run("run-a.pdf")
     assert run is not None
