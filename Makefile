@@ -25,8 +25,11 @@ $(DEMO_STAMP): $(SETUP_INPUTS)
 # other documents succeed, so status 1 is expected here; 2 (invalid flow) or worse is not.
 # The encrypted sample's password comes from the environment, the way production passes it.
 # models docpipe builds itself from committed data (offline, deterministic): see models/README.md
+# `make models REVIEWS=reviews.jsonl` rebuilds models/doctype with the reviewed examples of
+# `docpipe review export` too (docs/review.md, "Retraining with reviews")
 models: $(DEMO_STAMP)
-	@[ -f models/doctype/model.safetensors ] || $(BIN)/python models/build_doctype.py
+	@if [ -n "$(REVIEWS)" ]; then $(BIN)/python models/build_doctype.py --with-reviews "$(REVIEWS)"; \
+	else [ -f models/doctype/model.safetensors ] || $(BIN)/python models/build_doctype.py; fi
 
 demo: $(DEMO_STAMP) models
 	rm -f results.csv
