@@ -38,6 +38,14 @@ Offline and deterministic; about a minute on 2 CPU cores. Steps:
    quantization of the Linear layers, per-channel weight scales, as ``hf.classify`` does
    it), also written to ``metrics.json``.
 
+``--with-reviews FILE`` (``docpipe review export`` JSONL; ``make models REVIEWS=FILE``) adds
+the reviewed texts, labelled with the human label, to the training texts of step 1 (all of
+them: the splits of the committed data stay as they were; labels the model does not have
+are skipped), trains the head without them too on the same features (:func:`before_after`)
+and reports held-out accuracy and ECE before and after, and each reviewed text's label and
+score; ``metrics.json`` records the file (``reviews``: path, SHA-256, count).
+``--quick`` skips step 3 and keeps ``--depth`` or the built model's depth.
+
 The weights are not committed (``models/.gitignore``); ``make models`` runs this script.
 """
 
