@@ -20,7 +20,7 @@ from typing import Any
 
 import pikepdf
 import pytest
-from conftest import DOCPIPE, TOYS, kill_decrypt_workers_when, run_cli
+from support import DOCPIPE, TOYS, kill_decrypt_workers_when, run_cli
 from test_resume import db_rows
 
 from docpipe.artifacts import WorkArea

@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TOYS, run_cli, write_flow
+from support import ROOT, TOYS, run_cli, write_flow
 
 SAMPLES = ROOT / "samples"
 

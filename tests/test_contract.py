@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import ROOT, TOYS
 from docpipe_pdf import PdfText, TextStats  # type: ignore[import-not-found]
+from support import ROOT, TOYS
 from toys import Digest, Upper  # type: ignore[import-not-found]
 
 from docpipe.flow import Flow

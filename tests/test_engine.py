@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from conftest import kill_one_worker
+from support import kill_one_worker
 
 from docpipe.engine import Engine
 

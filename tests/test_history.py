@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import DOCPIPE, TOYS, run_cli, write_flow
+from support import DOCPIPE, TOYS, run_cli, write_flow
 
 
 def _run(tmp_path: Path, db: str, *extra: str) -> None:

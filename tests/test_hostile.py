@@ -16,8 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import DOCPIPE, ROOT, run_cli
 from hostile import PASSWORD, build, paths
+from support import DOCPIPE, ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 

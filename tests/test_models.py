@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DOCPIPE, run_cli
+from support import DOCPIPE, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, TOYS
+from support import ROOT, TOYS
 
 from docpipe.errors import FlowError
 from docpipe.flow import schema_issues

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TOYS, run_cli
+from support import ROOT, TOYS, run_cli
 
 import docpipe
 from docpipe import hookspecs

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TOYS, kill_decrypt_workers_when, kill_one_worker, run_cli, write_flow
+from support import ROOT, TOYS, kill_decrypt_workers_when, kill_one_worker, run_cli, write_flow
 
 from docpipe.engine import Engine
 from docpipe.store import Store
@@ -162,7 +162,7 @@ os.environ.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token",
                   RAY_AUTH_TOKEN_PATH=token, RAY_TMPDIR=base, RAY_USAGE_STATS_ENABLED="0")
 sys.path.insert(0, tests)
 import ray
-from conftest import TOYS
+from support import TOYS
 from ray.cluster_utils import Cluster
 
 from docpipe.engine import Engine

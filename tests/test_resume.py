@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import DOCPIPE, TOYS, run_cli, write_flow
+from support import DOCPIPE, TOYS, run_cli, write_flow
 
 N_DOCS = 120
 

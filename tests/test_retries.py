@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import kill_one_worker
+from support import kill_one_worker
 
 from docpipe.blocks import Retry
 from docpipe.engine import Engine

@@ -17,7 +17,7 @@ from typing import Any
 
 import pikepdf
 import pytest
-from conftest import DOCPIPE, TOYS, run_cli, write_flow
+from support import DOCPIPE, TOYS, run_cli, write_flow
 
 from docpipe import service
 from docpipe.engine import Engine

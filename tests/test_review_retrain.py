@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TOYS, run_cli, write_flow
+from support import ROOT, TOYS, run_cli, write_flow
 
 from docpipe import service
 from docpipe.store import Store

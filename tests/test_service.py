@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_flow
+from support import write_flow
 
 from docpipe import service
 from docpipe.errors import FlowError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TOYS, run_cli
+from support import TOYS, run_cli
 
 from docpipe.engine import Engine
 from docpipe.errors import FlowError

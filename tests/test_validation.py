@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ROOT, TOYS, run_cli, write_flow
 from pydantic import BaseModel
+from support import ROOT, TOYS, run_cli, write_flow
 
 import docpipe
 from docpipe.blocks import Block, ExistingDir, ExistingFile, Manifest

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import TOYS
 from executor_blocks import BLOCKS
 from pydantic import BaseModel
+from support import TOYS
 
 import docpipe
 from docpipe import Block, Manifest

@@ -10,9 +10,9 @@ from queue import Empty, SimpleQueue
 from typing import Any
 
 import pytest
-from conftest import TOYS
 from executor_blocks import BLOCKS, WhereProcess, WhereThread
 from pydantic import BaseModel
+from support import TOYS
 from toys import Crash, Hang
 
 from docpipe.blocks import Block, NoParams

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DOCPIPE, TOYS
 from fastapi.testclient import TestClient
+from support import DOCPIPE, TOYS
 from ui_runs import FLOW, QUICK, SCRIPT, make_runs
 
 from docpipe.engine import Engine

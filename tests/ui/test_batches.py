@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DOCPIPE, TOYS
+from support import DOCPIPE, TOYS
 from test_api import AUTH, client, wait_job
 from ui_runs import QUICK, make_runs
 

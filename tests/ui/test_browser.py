@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT
+from support import ROOT
 from ui_runs import FLOW, make_runs, serving
 
 pytestmark = pytest.mark.slow

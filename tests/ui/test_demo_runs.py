@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
 from fastapi.testclient import TestClient
+from support import ROOT, run_cli
 
 from docpipe.server import create_app
 

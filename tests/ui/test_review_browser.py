@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import DOCPIPE, ROOT, TOYS
+from support import DOCPIPE, ROOT, TOYS
 from ui_runs import free_port
 
 from docpipe.engine import Engine

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import DOCPIPE, TOYS
+from support import DOCPIPE, TOYS
 
 from docpipe.engine import Engine
 from docpipe.planner import build_plan
