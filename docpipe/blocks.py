@@ -154,6 +154,11 @@ class Manifest:
     retry: Retry = Retry()
     #: default time limit per input in seconds (thread and process blocks); steps override it
     timeout: float | None = None
+    #: a ``process`` block's worker is replaced (after a clean exit: ``teardown`` runs) once it
+    #: ran this many tasks, for a library that leaks memory; steps override it (``None``: never)
+    max_tasks_per_worker: int | None = None
+    #: ... or once its resident memory is past this many MiB after a call (``None``: never)
+    max_worker_rss_mb: int | None = None
 
     def problems(self) -> list[str]:
         """Everything wrong with this manifest, empty when it is valid."""
@@ -168,6 +173,11 @@ class Manifest:
             out.append(f"manifest.device {self.device!r} is not one of {DEVICES}")
         if not isinstance(self.batch, int) or self.batch < 1:
             out.append(f"manifest.batch must be an integer >= 1, got {self.batch!r}")
+        for what in ("max_tasks_per_worker", "max_worker_rss_mb"):
+            limit = getattr(self, what)
+            if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                                      or limit < 1):
+                out.append(f"manifest.{what} must be None or an integer >= 1, got {limit!r}")
         for what in ("reads", "writes"):
             keys = getattr(self, what)
             if not isinstance(keys, Mapping) or not all(isinstance(k, str) and k for k in keys):

@@ -37,7 +37,7 @@ from docpipe.artifacts import WORK_DIR_KEY, WorkArea, default_work_root, missing
 from docpipe.blocks import params_key
 from docpipe.errors import BlockTimeout, ExpressionError
 from docpipe.executors import WAKE, Done, ErrorInfo
-from docpipe.executors.base import BlockHost, Executor, Pool
+from docpipe.executors.base import BlockHost, Executor, Pool, Recycle
 from docpipe.executors.local import LocalExecutor
 from docpipe.executors.worker import MEMORY_ENV, default_memory_mb
 from docpipe.flow import redact_definition, redact_params
@@ -185,7 +185,7 @@ class Engine:
         self.max_in_flight = max(1, max_in_flight)
         self.on_document = on_document or _noop
         self._events: SimpleQueue[Done] = SimpleQueue()
-        self._pools: dict[tuple[str, str], _Batcher] = {}
+        self._pools: dict[tuple[str, str, Recycle], _Batcher] = {}
         self._inline: dict[tuple[str, str], BlockHost] = {}
         self._node_batcher: dict[Node, _Batcher] = {}
         self._node_inline: dict[Node, BlockHost] = {}
@@ -311,7 +311,7 @@ class Engine:
 
     def pools(self, block: str) -> list[Pool]:
         """The live pools of a block (one per distinct params), for inspection and tests."""
-        return [b.pool for (name, _), b in self._pools.items() if name == block]
+        return [b.pool for (name, *_), b in self._pools.items() if name == block]
 
     def close(self) -> None:
         # every pool at once: each waits a few seconds at most for its workers' clean exit
@@ -604,7 +604,8 @@ class Engine:
             return b
         assert node.block is not None and node.params is not None
         m = node.block.cls.manifest
-        key = (m.name, params_key(node.params))
+        recycle = Recycle(node.max_tasks_per_worker, node.max_worker_rss_mb)
+        key = (m.name, params_key(node.params), recycle)
         b = self._pools.get(key)
         if b is None:
             # workers write their temporary files (Tesseract's images, torch's caches) into
@@ -618,7 +619,7 @@ class Engine:
             env = {"TMPDIR": tmp, "TEMP": tmp, "TMP": tmp, MEMORY_ENV: str(self.worker_memory_mb)}
             pool = self.executor.make_pool(node.block.cls, node.params, workers=workers,
                                            threads=self.threads_per_worker, events=self._events,
-                                           env=env)
+                                           env=env, recycle=recycle or None)
             b = self._pools[key] = _Batcher(pool, m.batch, m.batch_wait, m.name)
         self._node_batcher[node] = b
         return b

@@ -145,6 +145,17 @@ FLOW_SCHEMA: dict[str, Any] = {
                     "type": "number", "exclusiveMinimum": 0,
                     "description": "seconds per input before the task is killed (thread/process blocks)",
                 },
+                "max_tasks_per_worker": {
+                    "type": "integer", "minimum": 1,
+                    "description": "replace a worker (after a clean exit, teardown included) once it "
+                                   "ran this many tasks; process blocks only (overrides the block's)",
+                },
+                "max_worker_rss_mb": {
+                    "type": "integer", "minimum": 1,
+                    "description": "replace a worker (after a clean exit, teardown included) once its "
+                                   "resident memory is past this many MiB after a call; process "
+                                   "blocks only (overrides the block's)",
+                },
             },
             "oneOf": [
                 {"required": list(required),

@@ -81,6 +81,9 @@ class Node:
     review: ReviewSpec | None = None
     retry: Retry = Retry()
     timeout: float | None = None
+    #: worker recycling limits (process blocks): tasks per worker, resident MiB after a call
+    max_tasks_per_worker: int | None = None
+    max_worker_rss_mb: int | None = None
     deps: set[int] = field(default_factory=set)
     dependents: list[int] = field(default_factory=list)
 
@@ -519,13 +522,19 @@ class _Builder:
             node.params = self.block_params(node, info.cls, _mapping(step, "params"))
 
     def retry_and_timeout(self, node: Node, step: dict[str, Any], manifest: Manifest) -> None:
-        """The block's retry policy and timeout with the step's on top; an inline block cannot
-        time out."""
+        """The block's retry policy, timeout and worker recycling limits with the step's on top;
+        an inline block cannot time out, only a process block's workers can be recycled."""
         node.retry = manifest.retry.merged(step.get("retry"))
         node.timeout = step.get("timeout", manifest.timeout)
         if node.timeout is not None and manifest.runtime == "inline":
             self.issue(f"block '{manifest.name}' runs inline, in the engine's loop, where it cannot be "
                        "interrupted: a timeout needs a thread or process block", node.id, "timeout")
+        for what in ("max_tasks_per_worker", "max_worker_rss_mb"):
+            setattr(node, what, step.get(what, getattr(manifest, what)))
+            if what in step and manifest.runtime != "process":
+                self.issue(f"block '{manifest.name}' runs {manifest.runtime}, in the engine's own "
+                           f"process: {what} needs a process block, whose workers can be replaced",
+                           node.id, what)
 
     def map_step(self, node: Node, step: dict[str, Any], info: BlockInfo) -> None:
         manifest = info.cls.manifest

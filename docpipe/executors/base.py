@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -68,14 +69,53 @@ class Pool(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Recycle:
+    """When a process worker is replaced although nothing went wrong: once it ran
+    ``max_tasks`` tasks (inputs), or once its resident memory is past ``max_rss_mb`` MiB
+    after a call. The worker sends that call's results, runs ``teardown``, exits cleanly and
+    the pool starts another in its place (for libraries that leak: PyMuPDF, Tesseract)."""
+
+    max_tasks: int | None = None
+    max_rss_mb: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.max_tasks is not None or self.max_rss_mb is not None
+
+    def reason(self, tasks: int) -> str | None:
+        """Why a worker that ran ``tasks`` tasks so far is due to be replaced, or ``None``."""
+        if self.max_tasks is not None and tasks >= self.max_tasks:
+            return f"recycled: {tasks} tasks"
+        if self.max_rss_mb is not None:
+            rss = rss_mb()
+            if rss is not None and rss > self.max_rss_mb:
+                return f"recycled: rss {rss} MiB > {self.max_rss_mb}"
+        return None
+
+
+def rss_mb() -> int | None:
+    """This process's resident memory in MiB (``VmRSS``; ``None`` where /proc has none)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 class Executor(Protocol):
     """Where ``thread`` and ``process`` blocks run: it makes the engine's pools."""
 
     def make_pool(self, cls: type[Block], params: BaseModel, *, workers: int, threads: int,
-                  events: SimpleQueue[Any], env: Mapping[str, str] | None = None) -> Pool:
+                  events: SimpleQueue[Any], env: Mapping[str, str] | None = None,
+                  recycle: Recycle | None = None) -> Pool:
         """A started pool of ``workers`` workers for ``cls`` with ``params``. ``threads``: the
         native threads each worker may use; ``env``: variables its workers set before the
-        block loads (their temporary folder, their memory limit)."""
+        block loads (their temporary folder, their memory limit); ``recycle``: when a process
+        worker is replaced after a call that went well (an executor may ignore it: threads
+        cannot be recycled, and Ray actors are not)."""
         ...
 
 

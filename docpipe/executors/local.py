@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from docpipe.blocks import Block
 from docpipe.errors import BlockTimeout, WorkerDied
 from docpipe.executors import WAKE, Done, ErrorInfo
-from docpipe.executors.base import BlockHost, Pool
+from docpipe.executors.base import BlockHost, Pool, Recycle
 from docpipe.executors.worker import main as worker_main
 from docpipe.status import ErrorKind
 
@@ -33,13 +33,14 @@ class LocalExecutor:
     :class:`ThreadPool`, ``process`` blocks a :class:`ProcessPool`."""
 
     def make_pool(self, cls: type[Block], params: BaseModel, *, workers: int, threads: int,
-                  events: SimpleQueue[Any], env: Mapping[str, str] | None = None) -> Pool:
-        """A started pool (``env`` reaches process workers only: threads share this process's
-        environment)."""
+                  events: SimpleQueue[Any], env: Mapping[str, str] | None = None,
+                  recycle: Recycle | None = None) -> Pool:
+        """A started pool (``env`` and ``recycle`` reach process workers only: threads share
+        this process's environment and cannot be replaced)."""
         if cls.manifest.runtime == "thread":
             return ThreadPool(cls, params, workers, events)
         return ProcessPool(cls, params, workers, threads, events,
-                           env=dict(env) if env is not None else None)
+                           env=dict(env) if env is not None else None, recycle=recycle)
 
 
 class ThreadPool:
@@ -101,13 +102,20 @@ class _Worker:
         self.ready = False  # set up and waiting for calls
         self.label = f"pid:{proc.pid}"
         self.killed_because: str | None = None
+        self.recycled = False  # exiting on its own after a call (see :class:`Recycle`)
 
 
 class ProcessPool:
-    """``workers`` spawned processes, each holding one set-up block; one call per worker at a time."""
+    """``workers`` spawned processes, each holding one set-up block; one call per worker at a time.
+
+    With ``recycle`` a worker past its limits sends its call's results noted
+    ``recycled: <why>``, runs ``teardown`` and exits; it is replaced like a dead worker, but
+    no call fails (the note goes into the :class:`Done`'s ``worker``, so into the call's task
+    records). ``recycled`` counts the workers replaced that way."""
 
     def __init__(self, cls: type[Block], params: BaseModel, workers: int, threads: int,
-                 events: SimpleQueue[Any], env: dict[str, str] | None = None) -> None:
+                 events: SimpleQueue[Any], env: dict[str, str] | None = None,
+                 recycle: Recycle | None = None) -> None:
         self.name = cls.manifest.name
         self.events = events
         self.capacity = max(1, workers)
@@ -117,6 +125,8 @@ class ProcessPool:
         # imports the block's module); secrets travel too (model_dump_json would mask them)
         self._args = (cls.ref(), pickle.dumps(params))
         self._env = env
+        self._recycle = recycle if recycle else None
+        self.recycled = 0
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()
         self._closing = False
@@ -129,7 +139,8 @@ class ProcessPool:
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=worker_main, args=(child, *self._args, self.threads, self._env),
+        proc = self._ctx.Process(target=worker_main, args=(child, *self._args, self.threads, self._env,
+                                                           self._recycle),
                                  name=f"docpipe-{self.name}", daemon=True)
         proc.start()
         child.close()
@@ -210,10 +221,15 @@ class ProcessPool:
                 w.ready = True
             self.events.put(WAKE)  # the engine may have inputs waiting for this worker
             return
-        call_id, results, error, started, finished = msg
+        call_id, results, error, started, finished, recycled = msg
+        label = w.label
         with self._lock:
             w.call = None
-        self.events.put(Done(self, call_id, results, error, w.label, started, finished))
+            if recycled:  # it exits now: no more calls for it; its sentinel replaces it
+                w.ready, w.recycled = False, True
+                self.recycled += 1
+                label = f"{w.label} ({recycled})"
+        self.events.put(Done(self, call_id, results, error, label, started, finished))
 
     def _replace(self, w: _Worker) -> None:
         w.proc.join(timeout=5)
@@ -241,6 +257,8 @@ class ProcessPool:
         self._wake_w.send(None)
         self._reader.join(timeout=5)
         for w in workers:
+            if w.recycled:  # leaving on its own, its teardown running: joined below
+                continue
             if not w.ready:  # still loading its model, never given a call: nothing to lose
                 w.proc.kill()
                 continue

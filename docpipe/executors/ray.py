@@ -55,7 +55,7 @@ from pydantic import BaseModel
 from docpipe.blocks import Block
 from docpipe.errors import BlockTimeout, DocpipeError, MissingDependency, WorkerDied
 from docpipe.executors import WAKE, Done, ErrorInfo
-from docpipe.executors.base import BlockHost, Pool
+from docpipe.executors.base import BlockHost, Pool, Recycle
 from docpipe.executors.worker import thread_env, use_env
 from docpipe.status import ErrorKind
 
@@ -543,9 +543,12 @@ class RayExecutor:
 
     # --- pools -------------------------------------------------------------------------
     def make_pool(self, cls: type[Block], params: BaseModel, *, workers: int, threads: int,
-                  events: SimpleQueue[Any], env: Mapping[str, str] | None = None) -> Pool:
+                  events: SimpleQueue[Any], env: Mapping[str, str] | None = None,
+                  recycle: Recycle | None = None) -> Pool:
         """An actor pool for a ``thread`` or ``process`` block (``env``: variables its actors
-        set, such as their temporary folder)."""
+        set, such as their temporary folder). ``recycle`` is ignored: Ray actors are not
+        replaced after a number of tasks or past a memory size (Ray's own memory monitor
+        restarts workers that take too much)."""
         self.start()
         m = cls.manifest
         size = workers

@@ -14,9 +14,10 @@ import signal
 import sys
 import time
 from multiprocessing.connection import Connection
+from typing import NoReturn
 
 from docpipe.executors import ErrorInfo
-from docpipe.executors.base import BlockHost
+from docpipe.executors.base import BlockHost, Recycle
 from docpipe.status import ErrorKind
 
 
@@ -80,8 +81,17 @@ def limit_memory(mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
 
 
+def _exit(host: BlockHost) -> NoReturn:
+    host.teardown()
+    # every result is sent and teardown ran: skip the interpreter's finalisation, which
+    # takes a second with torch loaded and would hold up the command that closes us
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def main(conn: Connection, block_ref: str, params_pickle: bytes, threads: int,
-         env: dict[str, str] | None = None) -> None:
+         env: dict[str, str] | None = None, recycle: Recycle | None = None) -> None:
     use_env(env)
     os.environ.update(thread_env(threads))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us
@@ -91,6 +101,7 @@ def main(conn: Connection, block_ref: str, params_pickle: bytes, threads: int,
 
     host = BlockHost(block_ref, lambda: (import_ref(block_ref), pickle.loads(params_pickle)),
                      threads)
+    tasks = 0
     try:
         conn.send(("ready", os.getpid()))  # calls are only sent to ready workers
     except (BrokenPipeError, OSError):
@@ -101,20 +112,21 @@ def main(conn: Connection, block_ref: str, params_pickle: bytes, threads: int,
         except (EOFError, OSError):
             return
         if msg is None:
-            host.teardown()
-            # every result is sent and teardown ran: skip the interpreter's finalisation, which
-            # takes a second with torch loaded and would hold up the command that closes us
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
+            _exit(host)
         call_id, inputs = msg
         started = time.time()
         results, error = host.call(inputs)
+        tasks += len(inputs)
+        # past a limit: this call's results go back noted, then a clean exit (the pool
+        # starts a replacement when it sees this process end)
+        why = recycle.reason(tasks) if recycle is not None and host.error is None else None
         try:
-            conn.send((call_id, results, error, started, time.time()))
+            conn.send((call_id, results, error, started, time.time(), why))
         except (BrokenPipeError, EOFError, OSError):
             return
         except Exception as exc:  # noqa: BLE001 - e.g. an output that cannot be pickled
             err = ErrorInfo(ErrorKind.BLOCK_ERROR, type(exc).__name__,
                             f"block '{host.name}' returned output that cannot be sent back: {exc}", "")
-            conn.send((call_id, None, err, started, time.time()))
+            conn.send((call_id, None, err, started, time.time(), why))
+        if why is not None:
+            _exit(host)

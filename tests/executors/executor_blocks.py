@@ -70,8 +70,36 @@ class Nap(Block):
         return [{"woke": True} for _ in batch]
 
 
+#: what :class:`Leak` keeps, on purpose, for as long as its worker lives
+_LEAKED: list[bytearray] = []
+
+
+class Leak(Block):
+    """A process block that leaks ``mb`` MiB per call (touched, so resident) and, in
+    ``teardown``, writes a file named after its pid into ``marker_dir``."""
+
+    manifest = Manifest(name="exec.leak", version="1.0", reads={"text": str},
+                        writes={"pid": int}, runtime="process")
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        mb: int = 20
+        marker_dir: str = ""
+
+    def setup(self, params: Any) -> None:
+        self.marker_dir = params.marker_dir
+
+    def run(self, batch: list[docpipe.State], params: Any) -> list[Any]:
+        _LEAKED.append(bytearray(b"\x01") * (params.mb * 2**20 * len(batch)))
+        return [{"pid": os.getpid()} for _ in batch]
+
+    def teardown(self) -> None:
+        if self.marker_dir:
+            Path(self.marker_dir, str(os.getpid())).write_text(str(len(_LEAKED)))
+
+
 @docpipe.hookimpl
 def register_blocks(register: Any) -> None:
     for cls in (BrokenSetupInline, BrokenSetupThread, BrokenSetupProcess, WhereThread,
-                WhereProcess, Nap):
+                WhereProcess, Nap, Leak):
         register(cls)

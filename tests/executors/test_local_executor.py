@@ -18,7 +18,7 @@ from toys import Crash, Hang
 from docpipe.blocks import Block, NoParams
 from docpipe.engine import Engine
 from docpipe.executors import WAKE, Done
-from docpipe.executors.base import Pool
+from docpipe.executors.base import Pool, Recycle
 from docpipe.executors.local import LocalExecutor, ProcessPool, ThreadPool
 from docpipe.executors.worker import MEMORY_ENV
 from docpipe.planner import build_plan
@@ -145,9 +145,10 @@ class RecordingExecutor(LocalExecutor):
         self.made: list[tuple[str, int, dict[str, str], Pool]] = []
 
     def make_pool(self, cls: type[Block], params: BaseModel, *, workers: int, threads: int,
-                  events: SimpleQueue[Any], env: Mapping[str, str] | None = None) -> Pool:
+                  events: SimpleQueue[Any], env: Mapping[str, str] | None = None,
+                  recycle: Recycle | None = None) -> Pool:
         pool = super().make_pool(cls, params, workers=workers, threads=threads, events=events,
-                                 env=env)
+                                 env=env, recycle=recycle)
         self.made.append((cls.manifest.name, workers, dict(env or {}), pool))
         return pool
 

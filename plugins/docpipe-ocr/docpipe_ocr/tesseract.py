@@ -74,6 +74,9 @@ class TesseractOcr(Block):
         # Tesseract processes one image per call: a bigger batch would only hold pages back in one
         # worker while another sits idle, and the per-call hand-off is microseconds against seconds
         batch=1,
+        # MuPDF (its caches, fonts) and Tesseract grow a long-lived worker's memory: a fresh
+        # worker every 500 pages/files costs one set-up and keeps it flat (steps override it)
+        max_tasks_per_worker=500,
         description=(
             "Renders page `page` (1-based; a frame for images) of the PDF or image at `path` in the "
             "worker and reads it with Tesseract: the text (lines and paragraphs kept) and the mean "

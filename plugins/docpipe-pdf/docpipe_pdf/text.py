@@ -64,6 +64,9 @@ class PdfText(Block):
         # MuPDF parsing is CPU-bound and holds the GIL
         runtime="process",
         batch=1,
+        # MuPDF's caches (fonts, images) grow a long-lived worker's memory: a fresh worker every
+        # 500 files costs one cheap set-up and keeps it flat (a step may override it)
+        max_tasks_per_worker=500,
         description=(
             "Reads a PDF, PNG, JPEG or TIFF (type by content, not name): per-page text "
             "{number, text, needs_ocr, width, height} in points, the joined text, metadata, "
