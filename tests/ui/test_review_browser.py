@@ -341,4 +341,4 @@ def test_kill_9_while_claimed_then_the_lease_expires_and_the_run_completes_once(
     finally:
         server.stop()
     assert problems == []
-    assert [p for p in ann_problems if "net::ERR_CONNECTION_RESET" not in p] == []
+    assert [p for p in ann_problems if "net::ERR_CONNECTION_" not in p] == []  # reset or refused
