@@ -42,6 +42,13 @@ class ActionError(Exception):
         self.status = status
         self.message = message
 
+    @classmethod
+    def of(cls, exc: service.ServiceError) -> ActionError:
+        """The service's refusal as the server words it: ``NotFound`` 404, ``Conflict`` 409,
+        any other 400 (one mapping for every route and action)."""
+        status = 404 if isinstance(exc, service.NotFound) else 409 if isinstance(exc, service.Conflict) else 400
+        return cls(status, str(exc))
+
 
 @dataclass
 class Settings:
@@ -204,10 +211,8 @@ def retry_failed_run(store: Store, jobs: Jobs, settings: Settings, run_id: str, 
     run (``docpipe runs retry BATCH --run RUN_ID``); the batch's other failed runs stay failed."""
     try:
         run = service.failed_run(store, run_id)
-    except service.NotFound as exc:
-        raise ActionError(404, str(exc)) from None
-    except service.Conflict as exc:
-        raise ActionError(409, str(exc)) from None
+    except (service.NotFound, service.Conflict) as exc:
+        raise ActionError.of(exc) from None
     return continue_batch(store, jobs, settings, run["batch_id"], retry_failed=True, params=params,
                           documents={run["document"]})
 
@@ -219,12 +224,8 @@ def answer_task(store: Store, jobs: Jobs, settings: Settings, task_id: str, revi
     once: ``(task, whether this call answered it, the job or None)``."""
     try:
         task, new = service.answer(store, task_id, reviewer, value)
-    except service.NotFound as exc:
-        raise ActionError(404, str(exc)) from None
-    except service.Conflict as exc:
-        raise ActionError(409, str(exc)) from None
     except service.ServiceError as exc:
-        raise ActionError(400, str(exc)) from None
+        raise ActionError.of(exc) from None
     return task, new, continue_answered(store, jobs, settings, task)
 
 

@@ -236,12 +236,9 @@ def _review(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """A review service call, its refusals as HTTP statuses (404, 409, else 400)."""
     try:
         return fn(*args, **kwargs)
-    except service.NotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except service.Conflict as exc:
-        raise HTTPException(409, str(exc)) from None
     except service.ServiceError as exc:
-        raise HTTPException(400, str(exc)) from None
+        refused = ActionError.of(exc)
+        raise HTTPException(refused.status, refused.message) from None
 
 
 @router.get("/review/tasks", summary="Review tasks oldest first (waiting by default), with counts by status")

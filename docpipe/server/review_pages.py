@@ -23,6 +23,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from docpipe import service
 from docpipe.server import data
+from docpipe.server.actions import ActionError
 from docpipe.server.pages import Ctx, can_read_page, error_page, render
 from docpipe.status import ReviewStatus, Status
 from docpipe.store import Store
@@ -105,7 +106,8 @@ def task_page(request: Request, ctx: Ctx, task_id: str, lease: float = LEASE_S, 
     try:
         task = service.get_task(ctx.store, task_id)
     except service.ServiceError as exc:
-        return error_page(request, 404 if isinstance(exc, service.NotFound) else 400, str(exc))
+        refused = ActionError.of(exc)
+        return error_page(request, refused.status, refused.message)
     run = ctx.store.get_run(task["flow_run_id"])
     state = _state(run)
     page_texts, text = _texts(state)
