@@ -47,6 +47,15 @@ class JobStatus(StrEnum):
     ERROR = "error"
 
 
+class DeliveryStatus(StrEnum):
+    """Where one finished run stands with one output sink (the outbox, docs/service.md)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    #: given up after the sink's attempts: shown, and sent again only when asked
+    DEAD = "dead"
+
+
 class ErrorKind(StrEnum):
     """The typed failure of a document, recorded as ``error_kind``."""
 

@@ -31,7 +31,7 @@ from docpipe.errors import DocpipeError
 __all__ = ["BASELINE", "HEAD", "LOCATION", "StoreSchemaError", "current_revision", "upgrade"]
 
 #: The newest revision; ``tests/store/test_store_migrations.py`` checks it is Alembic's head.
-HEAD = "0005"
+HEAD = "0006"
 #: The revision of a database created before migrations (``metadata.create_all``).
 BASELINE = "0001"
 #: The Alembic script directory.

@@ -1,4 +1,4 @@
-"""The run-record schema: six tables on SQLAlchemy Core, portable to PostgreSQL.
+"""The run-record schema: eight tables on SQLAlchemy Core, portable to PostgreSQL.
 
 * ``flows`` — flow definitions, one row per (name, version, content hash).
 * ``batches`` — one row per ``docpipe run`` invocation (a run group).
@@ -10,6 +10,11 @@
   keys it wrote (``outputs``).
 * ``review_tasks`` — one row per review step a run reached: what a person is asked,
   the model's proposal, the lease of the reviewer who claimed it, the answer.
+* ``jobs`` — the work a server (or several, on one PostgreSQL) is asked to do: a
+  document to run through a flow, a batch to run, retry, resume or continue; claimed
+  with a lease, so a server that dies lets another take its jobs (docs/service.md).
+* ``deliveries`` — the outbox: one row per finished run and output sink, delivered
+  at least once and recorded once (docs/service.md).
 
 Timestamps are float epoch seconds (``time.time()``). JSON payloads
 (definitions, params, counts, outputs) are stored as text the store encodes and
@@ -56,6 +61,8 @@ batches = sa.Table(
     sa.Column("started_at", sa.Double, nullable=False),
     sa.Column("finished_at", sa.Double),
     sa.Column("correlation_id", sa.String(255)),
+    #: JSON: the subflow definitions the batch started with, by the path its flow names
+    sa.Column("subflows", sa.Text),
     sa.Index("ix_batches_correlation_id", "correlation_id"),
 )
 
@@ -88,6 +95,8 @@ flow_runs = sa.Table(
     sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("1")),
     #: the step a failed run failed at (``ocr[3]``, ``sub/text`` for map items and subflows)
     sa.Column("failed_step", sa.String(255)),
+    #: the run this one re-ran from a step (``docpipe runs rerun``), else NULL
+    sa.Column("rerun_of", sa.String(64)),
     sa.Index("ix_flow_runs_status", "status"),
     sa.Index("ix_flow_runs_batch_id", "batch_id"),
     sa.Index("ix_flow_runs_started_at", "started_at"),
@@ -112,7 +121,12 @@ task_runs = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("traceback", sa.Text),
     sa.Column("outputs", sa.Text),
+    #: JSON: what produced the outputs (block and version, distribution, model, params hash)
+    sa.Column("provenance", sa.Text),
+    #: hash of (block version, model, params, inputs): an equal key may reuse the outputs
+    sa.Column("cache_key", sa.String(64)),
     sa.Index("ix_task_runs_flow_run_id", "flow_run_id"),
+    sa.Index("ix_task_runs_cache_key", "cache_key"),
 )
 
 # One task per run and review step: a run that reaches the step again (after a crash, before
@@ -145,4 +159,62 @@ review_tasks = sa.Table(
     sa.UniqueConstraint("flow_run_id", "step", name="uq_review_tasks_run_step"),
     sa.Index("ix_review_tasks_status", "status"),
     sa.Index("ix_review_tasks_batch_id", "batch_id"),
+)
+
+# One row per unit of work a server runs. A document job carries its run id from the start
+# (given to the client at once; a server that takes over a dead one's job resumes that run).
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    #: document | run | retry | resume | continue
+    sa.Column("kind", sa.String(32), nullable=False),
+    #: the flow's name (or path) as the server resolves it
+    sa.Column("flow", sa.String(1024), nullable=False),
+    sa.Column("batch_id", sa.String(64)),
+    sa.Column("run_id", sa.String(64)),
+    #: a document job's path
+    sa.Column("document", sa.Text),
+    #: JSON: the run's params (secrets never stored), a retry's documents
+    sa.Column("payload", sa.Text),
+    #: where the job came from: api, ui, watch:<folder>, a plugin source's name
+    sa.Column("source", sa.String(255), nullable=False),
+    #: the source's key for it (a client's Idempotency-Key, a file's path+size+mtime)
+    sa.Column("idempotency_key", sa.String(512)),
+    sa.Column("correlation_id", sa.String(255)),
+    #: queued | running | finished | error (docpipe.status.JobStatus)
+    sa.Column("status", sa.String(32), nullable=False),
+    #: a finished document job's run status (succeeded | failed | waiting)
+    sa.Column("outcome", sa.String(32)),
+    sa.Column("error", sa.Text),
+    sa.Column("lease_owner", sa.String(255)),
+    sa.Column("lease_expires_at", sa.Double),
+    #: how many times a server took it (more than 1: a server died holding it)
+    sa.Column("claims", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("started_at", sa.Double),
+    sa.Column("finished_at", sa.Double),
+    sa.UniqueConstraint("source", "idempotency_key", name="uq_jobs_source_key"),
+    sa.Index("ix_jobs_status", "status"),
+    sa.Index("ix_jobs_batch_id", "batch_id"),
+    sa.Index("ix_jobs_run_id", "run_id"),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("sink", sa.String(255), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    #: pending | delivered | dead (docpipe.status.DeliveryStatus)
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("next_attempt_at", sa.Double, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("lease_owner", sa.String(255)),
+    sa.Column("lease_expires_at", sa.Double),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("delivered_at", sa.Double),
+    sa.UniqueConstraint("sink", "run_id", name="uq_deliveries_sink_run"),
+    sa.Index("ix_deliveries_status_next", "status", "next_attempt_at"),
 )
