@@ -50,3 +50,23 @@ def register_models(register: Callable[[ModelInfo], None]) -> None:
     Called only when models are listed, never at block load time; must not load
     the models, only describe them.
     """
+
+
+@hookspec
+def register_sinks(register: Callable[[type], None]) -> None:
+    """Register the output sinks this plugin provides (``docpipe.sinks.Sink`` subclasses).
+
+    Call ``register(SinkClass)`` once per class; its ``kind`` names it in ``docpipe serve
+    --sink NAME=KIND:...`` and in a server's config file. Called when a server starts, in the
+    server's process; a sink that raises here is reported as a broken plugin.
+    """
+
+
+@hookspec
+def register_sources(register: Callable[[type], None]) -> None:
+    """Register the intake sources this plugin provides (``docpipe.sources.Source`` subclasses).
+
+    Call ``register(SourceClass)`` once per class; its ``kind`` names it in a server's config
+    file. Called when a server starts, in the server's process; a source that raises here is
+    reported as a broken plugin.
+    """

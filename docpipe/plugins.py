@@ -204,6 +204,34 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         return name in self.blocks
 
+    def extensions(self, hook: str, base: type) -> tuple[dict[str, tuple[type, str]], list[BrokenPlugin]]:
+        """What plugins register through ``hook`` (``register_sinks``, ``register_sources``):
+        subclasses of ``base`` by their ``kind``, each with its plugin's name, and the plugins
+        whose hook failed or registered something else. Called on demand (a server starts)."""
+        found: dict[str, tuple[type, str]] = {}
+        broken: list[BrokenPlugin] = []
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            dist = self._dists.get(impl.plugin_name, (None,))[0]
+            collected: list[Any] = []
+            try:
+                impl.function(register=collected.append)
+            except BaseException as exc:  # noqa: BLE001 - one plugin must not hide the others
+                broken.append(BrokenPlugin(impl.plugin_name, dist, f"{type(exc).__name__}: {exc}",
+                                           "".join(traceback.format_exception(exc))))
+                continue
+            for cls in collected:
+                kind = str(getattr(cls, "kind", "") or "")
+                problem = (f"{hook}: register() got {cls!r}, which is not a {base.__module__}.{base.__qualname__}"
+                           " subclass" if not (isinstance(cls, type) and issubclass(cls, base)) else
+                           f"{hook}: {cls.__qualname__} has no kind" if not kind else
+                           f"{hook}: kind '{kind}' is already registered by {found[kind][1]}" if kind in found
+                           and found[kind][0] is not cls else None)
+                if problem is not None:
+                    broken.append(BrokenPlugin(impl.plugin_name, dist, problem, ""))
+                else:
+                    found[kind] = (cls, impl.plugin_name)
+        return found, broken
+
     def models(self) -> tuple[list[ModelInfo], list[BrokenPlugin]]:
         """The models plugins register (``register_models``), and the plugins whose hook
         failed. Called on demand: describing models reads folders on disk."""

@@ -124,7 +124,7 @@ def test_example_package_installs_lists_and_runs(tmp_path):
 def test_every_hook_is_documented_and_tested():
     hooks = [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
              if hasattr(f, "docpipe_spec")]
-    assert hooks == ["register_blocks", "register_models"]
+    assert hooks == ["register_blocks", "register_models", "register_sinks", "register_sources"]
     docs = (ROOT / "docs" / "hooks.md").read_text()
     tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
     for hook in hooks:
