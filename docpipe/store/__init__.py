@@ -241,16 +241,21 @@ class Store:
         *,
         inputs: Sequence[str] | None = None,
         correlation_id: str | None = None,
+        batch_id: str | None = None,
+        subflows: Mapping[str, Any] | None = None,
     ) -> str:
-        """Record the start of one ``docpipe run`` invocation; return its id (uuid4 hex).
+        """Record the start of one ``docpipe run`` invocation; return its id (uuid4 hex, or
+        ``batch_id`` when given: a service job names its batch when it is submitted).
 
         ``inputs``, the documents in order (``n_inputs`` of them), are written
         with the batch, in the same transaction, so a resume knows them all
         (in bulk: a batch of thousands of documents costs milliseconds).
+        ``subflows`` are the definitions of the subflows the flow names, by path, so
+        the batch resumes on the subflows it started with.
         """
         if inputs is not None and len(inputs) != n_inputs:
             raise ValueError(f"start_batch: n_inputs is {n_inputs} but {len(inputs)} inputs were given")
-        batch_id = uuid.uuid4().hex
+        batch_id = batch_id or uuid.uuid4().hex
         row = {
             "id": batch_id,
             "flow_id": flow_id,
@@ -260,6 +265,7 @@ class Store:
             "n_inputs": n_inputs,
             "started_at": time.time(),
             "correlation_id": correlation_id,
+            "subflows": None if not subflows else json.dumps(dict(subflows), default=str),
         }
         with self._begin() as conn:
             conn.execute(batches.insert().values(row))
@@ -601,7 +607,7 @@ def _with_duration(row: Mapping[Any, Any]) -> dict[str, Any]:
 def _decode_batch(row: Mapping[Any, Any]) -> dict[str, Any]:
     """A batch row as a dict with ``duration`` and its JSON columns decoded."""
     batch = _with_duration(row)
-    for key in ("params", "argv", "counts"):
+    for key in ("params", "argv", "counts", "subflows"):
         batch[key] = _loads(batch[key])
     return batch
 
