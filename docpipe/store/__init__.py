@@ -108,6 +108,7 @@ _BATCH_COLUMNS = (
     batches.c.n_inputs,
     batches.c.counts,
     batches.c.correlation_id,
+    batches.c.subflows,
     batches.c.started_at,
     batches.c.finished_at,
 )
