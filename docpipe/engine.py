@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any
@@ -55,6 +56,8 @@ from docpipe.store.records import (
     task_succeeded,
 )
 
+log = logging.getLogger("docpipe.engine")
+
 #: the statuses by their former names here (benchmarks and plugins' tests import them)
 SUCCEEDED, FAILED, SKIPPED, RETRYING = Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.RETRYING
 
@@ -74,8 +77,11 @@ class DocResult:
 @dataclass
 class BatchResult:
     batch_id: str | None
+    #: each document's result, in input order (empty when the engine keeps none: ``keep_results``)
     results: list[DocResult]
     seconds: float
+    #: documents by status (what ``results`` would count, also when none are kept)
+    tally: dict[str, int] | None = None
 
     @property
     def failed(self) -> list[DocResult]:
@@ -90,27 +96,35 @@ class BatchResult:
     def status(self) -> Status:
         """The batch's outcome: failed if a document failed, else waiting if one waits for a
         review, else succeeded."""
-        statuses = {r.status for r in self.results}
+        statuses = {k for k, v in self.counts.items() if v}
         return (Status.FAILED if Status.FAILED in statuses else
                 Status.WAITING if Status.WAITING in statuses else Status.SUCCEEDED)
 
     @property
     def counts(self) -> dict[str, int]:
+        if self.tally is not None:
+            return dict(self.tally)
         out: dict[str, int] = {Status.SUCCEEDED: 0, Status.FAILED: 0}
         for r in self.results:
             out[r.status] = out.get(r.status, 0) + 1
         return out
 
 
+def _noop(*_: Any) -> None:
+    return None
+
+
 class _Run:
     """One document's run of a plan (or a subflow's run inside a parent run)."""
 
     __slots__ = ("id", "seq", "document", "plan", "state", "pending", "left", "root", "stopped",
-                 "parent", "prefix", "maps", "restored_items")
+                 "parent", "prefix", "maps", "restored_items", "batch")
 
     def __init__(self, run_id: str, seq: int, document: str, plan: Plan, state: dict[str, Any],
-                 parent: tuple[_Run, Node] | None = None, prefix: str = "") -> None:
+                 parent: tuple[_Run, Node] | None = None, prefix: str = "", batch: _Batch | None = None) -> None:
         self.id, self.seq, self.document, self.plan, self.state = run_id, seq, document, plan, state
+        #: the batch the run belongs to (a subflow's run: its parent's)
+        self.batch: _Batch = parent[0].batch if parent else batch  # type: ignore[assignment]
         self.pending = [len(n.deps) for n in plan.nodes]
         self.left = len(plan.nodes)
         self.parent = parent
@@ -134,6 +148,67 @@ class _Item:
         self.queued = time.monotonic()
 
 
+class _Batch:
+    """One batch in the engine: its plan and params, the documents still to admit (an iterator
+    read as slots free up, plus documents added to an open batch), its counts. Many can be
+    in one engine at once (a server's); nothing here grows with the number of documents
+    unless ``results`` are kept."""
+
+    __slots__ = ("plan", "id", "flow_id", "params", "source", "added", "finished", "resumable", "active",
+                 "counts", "results", "order", "open", "on_document", "on_end", "seq", "t0", "ended")
+
+    def __init__(self, plan: Plan, batch_id: str | None, flow_id: int | None,
+                 source: Iterator[tuple[str, str | None]] | None, *, keep_results: bool,
+                 finished: dict[str, DocResult] | None = None, resumable: dict[str, dict[str, Any]] | None = None,
+                 open_: bool = False, on_document: Callable[[DocResult], None] = _noop,
+                 on_end: Callable[[BatchResult], None] = _noop) -> None:
+        self.plan, self.id, self.flow_id, self.params = plan, batch_id, flow_id, plan.params
+        self.source = source
+        #: documents added to an open batch: (path, correlation id, run id, resume entry)
+        self.added: deque[tuple[str, str | None, str | None, dict[str, Any] | None]] = deque()
+        self.finished, self.resumable = finished or {}, resumable or {}
+        self.active, self.seq, self.open, self.ended = 0, 0, open_, False
+        self.counts: dict[str, int] = {Status.SUCCEEDED: 0, Status.FAILED: 0}
+        self.results: list[DocResult] | None = [] if keep_results else None
+        self.order: dict[str, int] = {}
+        self.on_document, self.on_end = on_document, on_end
+        self.t0 = time.perf_counter()
+
+    def has_docs(self) -> bool:
+        return bool(self.added) or self.source is not None
+
+    def done(self) -> bool:
+        return not self.open and not self.added and self.source is None and self.active == 0
+
+    def result(self) -> BatchResult:
+        results = sorted(self.results, key=lambda r: self.order[r.run_id]) if self.results is not None else []
+        return BatchResult(self.id, results, time.perf_counter() - self.t0, dict(self.counts))
+
+
+class OpenBatch:
+    """A batch a running engine (:meth:`Engine.start`) takes documents into as they come
+    (a server's jobs): :meth:`add` them from any thread, :meth:`close` when no more will
+    come; ``on_end`` hears the :class:`BatchResult` once every document has ended."""
+
+    def __init__(self, engine: Engine, batch: _Batch) -> None:
+        self._engine, self._batch = engine, batch
+
+    @property
+    def id(self) -> str | None:
+        return self._batch.id
+
+    def add(self, path: str, *, correlation_id: str | None = None, run_id: str | None = None,
+            resume: dict[str, Any] | None = None) -> None:
+        """Run ``path`` in this batch: a new run (with ``run_id`` if given), or, with ``resume``
+        (:meth:`~docpipe.store.Store.run_state` of a run a dead server left running), that
+        run continued from its recorded steps."""
+        self._engine._call(self._batch.added.append, (path, correlation_id, run_id, resume))
+
+    def close(self) -> None:
+        """No more documents: the batch ends when those added have."""
+        self._engine._call(self._engine._close_batch, self._batch)
+
+
 class _Batcher:
     __slots__ = ("pool", "size", "wait", "items", "solo", "name")
 
@@ -146,10 +221,6 @@ class _Batcher:
 #: a map item's step name: ``ocr[3]``
 
 
-def _noop(*_: Any) -> None:
-    return None
-
-
 def redact_arg(arg: str) -> str:
     """A command-line argument as it may be recorded (``password=x`` -> ``password=***``)."""
     key, sep, value = arg.partition("=")
@@ -157,13 +228,15 @@ def redact_arg(arg: str) -> str:
 
 
 class Engine:
-    """Run plans over documents. Reuse one engine for several runs to keep pools warm."""
+    """Run plans over documents. Reuse one engine for several runs to keep pools warm; or
+    :meth:`start` it, and :meth:`open_batch` batches that take documents as they come (a
+    server): their runs share the engine's pools and its ``max_in_flight``."""
 
     def __init__(self, store: Any = None, *, workers: int | None = None,
                  max_in_flight: int = 256, on_document: Callable[[DocResult], None] | None = None,
                  executor: Executor | None = None, work_dir: str | os.PathLike[str] | None = None,
                  worker_memory_mb: int | None = None, one_batch: bool = False,
-                 prestart: bool = True) -> None:
+                 prestart: bool = True, keep_results: bool = True) -> None:
         self.store = store
         #: this engine runs one batch (the CLI): a pool gets no more workers than the batch has
         #: documents (a map step's pool excepted), since more would only load the model more
@@ -171,6 +244,10 @@ class Engine:
         self.one_batch = one_batch
         #: start every pool a batch's flow needs when the batch starts (see ``_prestart``)
         self.prestart = prestart
+        #: keep each document's :class:`DocResult` for the :class:`BatchResult` (``False``: only
+        #: the counts, so a batch of a million documents holds no more than one of a thousand;
+        #: ``on_document`` still hears of each, and the store has them all)
+        self.keep_results = keep_results
         #: the work area of the runs' folders (artifacts): see :mod:`docpipe.artifacts`
         self.work_root = os.fspath(work_dir) if work_dir is not None else os.fspath(
             default_work_root(store.url if store is not None else None))
@@ -195,26 +272,42 @@ class Engine:
         self._deadlines: list[tuple[float, int, float]] = []  # (due, call id, timeout) heap
         self._timers: list[tuple[float, int, _Item]] = []  # retries waiting for their delay
         self._timer_seq = 0
+        #: batches with documents still to admit, taken in turn (a small batch posted while a
+        #: big one runs gets the next free slot, not the big one's last)
+        self._feeding: deque[_Batch] = deque()
+        self._active = 0
+        self._to_run = 1
+        #: work other threads hand the loop (an open batch's documents), run between events
+        self._inbox: SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]]] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        #: why the loop of a started engine stopped, if it crashed (a bug): the server is not ready
+        self.crashed: BaseException | None = None
+        self._writer_ready = False
 
     # --- public -------------------------------------------------------------------------
     def run(self, plan: Plan, documents: Iterable[str | tuple[str, str | None]], *,
             argv: list[str] | None = None, correlation_id: str | None = None) -> BatchResult:
         """Run ``plan`` over ``documents`` (paths, or ``(path, correlation_id)`` pairs) as one
-        new batch. Failed documents are results, not exceptions."""
-        docs: list[str] = []
-        self._correlation: dict[str, str | None] = {}
-        for d in documents:
-            path, corr = (d, correlation_id) if isinstance(d, str) else d
-            docs.append(path)
-            self._correlation[path] = corr
+        new batch. Failed documents are results, not exceptions. With a store, the documents
+        are recorded with the batch as they are read (in chunks) and admitted from the store,
+        so the iterable may be lazy and long."""
+        pairs = (d if isinstance(d, tuple) else (d, None) for d in documents)
         batch_id = flow_id = None
         if self.store is not None:
             flow_id = self.store.put_flow(plan.name, plan.version, plan.content_hash,
                                           redact_definition(plan.definition))
             argv = [redact_arg(a) for a in argv] if argv else argv
-            batch_id = self.store.start_batch(flow_id, redact_params(plan.params), len(docs), argv,
-                                              inputs=docs, correlation_id=correlation_id)
-        return self._run_batch(plan, docs, batch_id, flow_id, {}, {})
+            batch_id = self.store.start_batch(flow_id, redact_params(plan.params), None, argv,
+                                              inputs=pairs, correlation_id=correlation_id)
+            n = self.store.batch(batch_id)["n_inputs"] if self.one_batch else self.workers
+            source: Iterator[tuple[str, str | None]] = self.store.iter_inputs(batch_id)
+        else:
+            source, n = pairs, len(documents) if isinstance(documents, Sized) else self.workers
+        source = ((path, corr or correlation_id) for path, corr in source)
+        batch = _Batch(plan, batch_id, flow_id, source, keep_results=self.keep_results,
+                       on_document=self.on_document)
+        return self._run_batch(batch, n)
 
     def resume(self, plan: Plan, batch_id: str, *, retry_failed: bool = False,
                documents: Collection[str] | None = None) -> BatchResult:
@@ -227,11 +320,9 @@ class Engine:
         review step's outputs); the others keep waiting."""
         if self.store is None:
             raise ValueError("resume needs a store")
-        batch = self.store.batch(batch_id)
-        if batch is None:
+        record = self.store.batch(batch_id)
+        if record is None:
             raise KeyError(f"no batch {batch_id} in {self.store.url}")
-        docs = self.store.batch_inputs(batch_id)
-        self._correlation = {d: batch.get("correlation_id") for d in docs}
         unanswered = self.store.reviews.open_runs(batch_id)
 
         def again(doc: str, entry: dict[str, Any]) -> bool:
@@ -252,13 +343,53 @@ class Engine:
                                           entry.get("failed_step"))
         self.store.resume_batch(batch_id)
         self._work_area().adopt([entry["run_id"] for entry in resumable.values()])
-        return self._run_batch(plan, docs, batch_id, batch["flow_id"], finished, resumable)
+        default = record.get("correlation_id")
+        source = ((path, corr or default) for path, corr in self.store.iter_inputs(batch_id))
+        batch = _Batch(plan, batch_id, record["flow_id"], source, keep_results=self.keep_results,
+                       finished=finished, resumable=resumable, on_document=self.on_document)
+        return self._run_batch(batch, max(1, record["n_inputs"] - len(finished)))
 
-    def _run_batch(self, plan: Plan, docs: list[str], batch_id: str | None, flow_id: int | None,
-                   finished: dict[str, DocResult], resumable: dict[str, dict[str, Any]],
-                   ) -> BatchResult:
-        t0 = time.perf_counter()
+    def _run_batch(self, batch: _Batch, to_run: int) -> BatchResult:
+        if self._thread is not None:
+            raise RuntimeError("this engine is started (a server's): open_batch() takes its batches")
         self._work_area().sweep()  # what engines killed earlier left behind
+        self._bind_writer()
+        self._to_run = max(1, to_run)
+        if self.prestart:
+            self._prestart(batch.plan, batch.params)
+        self._feeding.append(batch)
+        status, done = Status.INTERRUPTED, False
+        try:
+            self._loop(batch)
+            done = True
+        finally:
+            result = batch.result()
+            if not done:  # an exception (a KeyboardInterrupt) left the loop: forget the batch
+                self._abandon()
+            if done:
+                status = result.status
+            if self.store is not None and batch.id is not None:
+                self.store.writer.flush()
+                self.store.finish_batch(batch.id, status, result.counts)
+        return result
+
+    def _abandon(self) -> None:
+        """Forget every run in flight (the loop left with an exception): a resume continues
+        them. The pools stay; their late results find no call and are dropped."""
+        self._feeding.clear()
+        self._ready.clear()
+        self._calls.clear()
+        self._deadlines.clear()
+        self._timers.clear()
+        for b in self._pools.values():
+            b.items.clear()
+            b.solo.clear()
+        self._active = 0
+
+    def _bind_writer(self) -> None:
+        """Point the record callbacks at the store's writer (no-ops without a store)."""
+        if self._writer_ready:
+            return
         writer = self.store.writer if self.store is not None else None
         self._task = writer.task_run if writer else _noop
         # builds a succeeded task's record (encodes its outputs): not at all when nothing records
@@ -267,40 +398,103 @@ class Engine:
         self._run_resumed = writer.flow_run_resumed if writer else _noop
         self._run_finished = writer.flow_run_finished if writer else _noop
         self._review = writer.review_task if writer else _noop
-        self._batch_id, self._flow_id, self._params = batch_id, flow_id, plan.params
-        self._plan, self._docs, self._next_doc = plan, docs, 0
-        self._finished_before, self._resumable = finished, resumable
-        self._to_run = max(1, len(docs) - len(finished))
-        if self.prestart:
-            self._prestart(plan)
-        self._active = 0
-        self._order: dict[str, int] = {}
-        self._results: list[DocResult] = []
-        status, done = Status.INTERRUPTED, False
-        try:
-            self._loop()
-            done = True
-        finally:
-            results = sorted(self._results, key=lambda r: self._order[r.run_id])
-            result = BatchResult(batch_id, results, time.perf_counter() - t0)
-            if done:
-                status = result.status
-            if self.store is not None and batch_id is not None:
-                self.store.writer.flush()
-                self.store.finish_batch(batch_id, status, result.counts)
-        return result
+        self._writer_ready = True
 
-    def _prestart(self, plan: Plan) -> None:
+    # --- a started engine (a server's) ----------------------------------------------------
+    def start(self) -> None:
+        """Run the loop in a thread of its own until :meth:`stop`: batches come through
+        :meth:`open_batch`, pools stay warm between them."""
+        if self._thread is not None:
+            return
+        self._work_area().sweep()
+        self._bind_writer()
+        self._to_run = self.workers
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name="docpipe-engine", daemon=True)
+        self._thread.start()
+
+    def open_batch(self, plan: Plan, *, batch_id: str | None = None, flow_id: int | None = None,
+                   on_document: Callable[[DocResult], None] | None = None,
+                   on_end: Callable[[BatchResult], None] | None = None) -> OpenBatch:
+        """A batch of this started engine that takes documents as they come (thread-safe).
+        ``batch_id``/``flow_id`` are its records' (the caller records the batch: a server's
+        job names it when it is submitted). Its pools start now (``prestart``)."""
+        if self._thread is None:
+            raise RuntimeError("start() the engine first")
+        batch = _Batch(plan, batch_id, flow_id, None, keep_results=False, open_=True,
+                       on_document=on_document or self.on_document, on_end=on_end or _noop)
+        self._call(self._open, batch)
+        return OpenBatch(self, batch)
+
+    def pool_stats(self) -> list[dict[str, Any]]:
+        """Each live pool's block, workers and busy workers (for ``/metrics``; any thread)."""
+        out = []
+        for b in list(self._pools.values()):
+            capacity = b.pool.capacity
+            out.append({"block": b.name, "workers": capacity, "busy": max(0, capacity - b.pool.idle())})
+        return out
+
+    @property
+    def running(self) -> bool:
+        """A started engine whose loop is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop a started engine's loop: runs in flight are dropped (their batches resume
+        them: their records say running); then the pools close with :meth:`close`."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        self._events.put(WAKE)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in the loop's thread, soon (from any thread)."""
+        self._inbox.put((fn, args))
+        self._events.put(WAKE)
+
+    def _open(self, batch: _Batch) -> None:
+        if self.prestart:
+            self._prestart(batch.plan, batch.params)
+        self._feeding.append(batch)
+
+    def _close_batch(self, batch: _Batch) -> None:
+        batch.open = False
+        self._end_if_done(batch)
+
+    def _end_if_done(self, batch: _Batch) -> None:
+        if batch.ended or not batch.done():
+            return
+        batch.ended = True
+        if batch in self._feeding:
+            self._feeding.remove(batch)
+        if batch.open is False and batch.on_end is not _noop:
+            try:
+                batch.on_end(batch.result())
+            except Exception:  # noqa: BLE001 - a caller's callback must not stop the engine
+                log.exception("on_end of batch %s raised", batch.id)
+
+    def _serve(self) -> None:
+        try:
+            self._loop(None)
+        except BaseException as exc:  # noqa: BLE001 - kept for the server's readiness and logs
+            self.crashed = exc
+            log.exception("the engine's loop stopped")
+        finally:
+            self._abandon()
+
+    def _prestart(self, plan: Plan, params: dict[str, Any]) -> None:
         """Start the pools the flow will need now, all at once, so that models load while the
         first steps run instead of one after another as each step's first input arrives.
         A step that can never run with these params (a ``when`` false by its params alone,
         like translation without a model) gets no pool until an input reaches it."""
         for node in plan.nodes:
             if node.subplan is not None:
-                self._prestart(node.subplan)
+                self._prestart(node.subplan, params)
             if node.block is None or node.runtime == "inline":
                 continue
-            if node.when is not None and node.when.false_by_params(self._params):
+            if node.when is not None and node.when.false_by_params(params):
                 continue
             self._batcher(node)  # a pool starts its workers when it is made
 
@@ -314,6 +508,7 @@ class Engine:
         return [b.pool for (name, *_), b in self._pools.items() if name == block]
 
     def close(self) -> None:
+        self.stop()
         # every pool at once: each waits a few seconds at most for its workers' clean exit
         closers = [threading.Thread(target=b.pool.close, name=f"docpipe-close-{b.name}")
                    for b in self._pools.values()]
@@ -338,11 +533,15 @@ class Engine:
         self.close()
 
     # --- the loop -----------------------------------------------------------------------
-    def _loop(self) -> None:
-        ready, events = self._ready, self._events
+    def _loop(self, target: _Batch | None) -> None:
+        """Until ``target`` is done (``None``: until :meth:`stop`)."""
+        ready, events, inbox = self._ready, self._events, self._inbox
         while True:
             while True:
-                if self._active < self.max_in_flight and self._next_doc < len(self._docs):
+                while not inbox.empty():
+                    fn, args = inbox.get_nowait()
+                    fn(*args)
+                if self._active < self.max_in_flight and self._feeding:
                     self._admit()
                 if not ready:
                     break
@@ -354,7 +553,10 @@ class Engine:
                 self._fire_timers()
                 continue
             timeout = self._dispatch()
-            if self._active == 0 and self._next_doc >= len(self._docs):
+            if target is not None:
+                if target.done():
+                    return
+            elif self._stopping:
                 return
             for due in (self._timers[0][0] if self._timers else None,
                         self._expire_calls() if self._deadlines else None):
@@ -362,7 +564,8 @@ class Engine:
                     wait = max(0.0, due - time.monotonic())
                     timeout = wait if timeout is None else min(timeout, wait)
             waiting = any(b.items or b.solo for b in self._pools.values())  # for workers
-            if not self._calls and timeout is None and not waiting:
+            if (target is not None and not self._calls and timeout is None and not waiting
+                    and inbox.empty()):
                 raise RuntimeError("docpipe engine stalled: documents in flight but nothing "
                                    "ready or running (this is a bug; please report it)")
             try:
@@ -377,36 +580,58 @@ class Engine:
                     break
                 self._on_done(done)
 
+    def _next_doc(self, batch: _Batch) -> tuple[str, str | None, str | None, dict[str, Any] | None] | None:
+        """The batch's next document to admit, or ``None`` (none now: the batch leaves the turn)."""
+        if batch.added:
+            return batch.added.popleft()
+        if batch.source is not None:
+            for path, corr in batch.source:
+                return path, corr, None, None
+            batch.source = None
+        return None
+
     def _admit(self) -> None:
-        plan, nodes = self._plan, self._plan.nodes
-        work = self._work_area()
-        while self._active < self.max_in_flight and self._next_doc < len(self._docs):
-            seq, doc = self._next_doc, self._docs[self._next_doc]
-            self._next_doc += 1
+        feeding, work = self._feeding, self._work_area()
+        while self._active < self.max_in_flight and feeding:
+            batch = feeding[0]
+            item = self._next_doc(batch)
+            if item is None:
+                feeding.popleft()
+                if not batch.open:
+                    self._end_if_done(batch)
+                continue
+            feeding.rotate(-1)  # the batches with documents take turns
+            doc, corr, run_id, entry = item
+            seq = batch.seq
+            batch.seq += 1
+            plan, nodes = batch.plan, batch.plan.nodes
             name = display_path(doc)  # how the store names it (a non-UTF-8 name escaped)
-            before = self._finished_before.get(name)
+            before = batch.finished.get(name)
             if before is not None:  # finished in an earlier attempt of this batch: kept as is
-                self._order[before.run_id] = seq
-                self._results.append(before)
-                self.on_document(before)
+                if batch.results is not None:
+                    batch.order[before.run_id] = seq
+                    batch.results.append(before)
+                batch.counts[before.status] = batch.counts.get(before.status, 0) + 1
+                batch.on_document(before)
                 continue
             self._active += 1
-            entry = self._resumable.get(name)
+            batch.active += 1
+            entry = entry or batch.resumable.get(name)
             refused = not_a_regular_file(doc)  # never opened: a FIFO would block its reader
             if entry is None:
-                run_id = new_id()
-                run = _Run(run_id, seq, doc, plan, {"path": doc, WORK_DIR_KEY: work.path(run_id)})
-                self._run_started(run_started(run.id, self._batch_id, self._flow_id, name, time.time(),
-                                              self._correlation.get(doc)))
+                run_id = run_id or new_id()
+                run = _Run(run_id, seq, doc, plan, {"path": doc, WORK_DIR_KEY: work.path(run_id)}, batch=batch)
+                self._run_started(run_started(run.id, batch.id, batch.flow_id, name, time.time(), corr))
                 if refused is None:
                     self._ready.extend((run, nodes[i]) for i in plan.roots)
             else:
                 run = _Run(entry["run_id"], seq, doc, plan,
-                           {"path": doc, WORK_DIR_KEY: work.path(entry["run_id"])})
+                           {"path": doc, WORK_DIR_KEY: work.path(entry["run_id"])}, batch=batch)
                 self._run_resumed(RunResumed(run.id, time.time()))
                 if refused is None:
                     self._restore(run, entry["steps"])
-            self._order[run.id] = seq
+            if batch.results is not None:
+                batch.order[run.id] = seq
             if refused is not None:
                 self._finish(run, ErrorInfo(ErrorKind.UNSUPPORTED, "UnsupportedDocument", refused, ""),
                              INPUT_STEP)
@@ -452,7 +677,7 @@ class Engine:
                 return self._skip(run, node)
         if node.when is not None:
             try:
-                if not node.when.evaluate(state, self._params):
+                if not node.when.evaluate(state, run.batch.params):
                     return self._skip(run, node)
             except ExpressionError as exc:
                 return self._fail(run, node, ErrorInfo.of(exc), time.time(), "main")
@@ -485,7 +710,7 @@ class Engine:
         choices), the step ``waiting``, and let go of the run until it is answered."""
         review, state, t = node.review, run.state, time.time()
         assert review is not None and run.parent is None  # the planner allows no review in a subflow
-        self._review(ReviewTask(new_id(), run.id, self._batch_id, node.id, review.kind, json.dumps(review.keys),
+        self._review(ReviewTask(new_id(), run.id, run.batch.id, node.id, review.kind, json.dumps(review.keys),
                                 review.prompt, json.dumps(review.choices_for(state)),
                                 review.proposal(state), t))
         self._task(TaskRecord(run.id, node.id, node.label, 1, Status.WAITING, t, t, "main"))
@@ -496,7 +721,7 @@ class Engine:
         t = time.time()
         assert node.expr is not None
         try:
-            value = node.expr.evaluate(run.state, self._params)
+            value = node.expr.evaluate(run.state, run.batch.params)
         except ExpressionError as exc:
             return self._fail(run, node, ErrorInfo.of(exc), t, "main")
         if node.kind == "switch":
@@ -632,7 +857,7 @@ class Engine:
         """Send what can go to idle workers; return how long until a partial batch is due."""
         timeout: float | None = None
         now = time.monotonic()
-        quiet = not self._ready and not self._calls and self._next_doc >= len(self._docs)
+        quiet = not self._ready and not self._calls and not self._feeding
         for b in self._pools.values():
             pool = b.pool
             while pool.idle() > 0 and (b.solo or b.items):
@@ -796,7 +1021,13 @@ class Engine:
                            outputs, clean_text(err.traceback) if err else None)
         self._run_finished(run_finished(run.id, status, time.time(), result.error_kind, result.error,
                                         step, outputs))
-        self._results.append(result)
+        batch = run.batch
+        if batch.results is not None:
+            batch.results.append(result)
+        batch.counts[status] = batch.counts.get(status, 0) + 1
         self._active -= 1
-        self.on_document(result)
+        batch.active -= 1
+        batch.on_document(result)
+        if batch.active == 0 and not batch.has_docs():
+            self._end_if_done(batch)
         return None

@@ -37,12 +37,13 @@ finished, step by step, with the outputs to carry on from.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,9 @@ __all__ = [
     "task_succeeded",
 ]
 
-_INPUT_FIELDS = ("batch_id", "seq", "document", "document_raw")
+_INPUT_FIELDS = ("batch_id", "seq", "document", "document_raw", "correlation_id")
+#: inputs written (and read back) per statement: a batch of a million costs no more memory than one of 10,000
+INPUT_CHUNK = 10_000
 
 #: Where the store lives when neither the caller nor ``DOCPIPE_DB`` says otherwise.
 DEFAULT_URL = "sqlite:///.docpipe/docpipe.db"
@@ -237,10 +240,10 @@ class Store:
         self,
         flow_id: int,
         params: Mapping[str, Any],
-        n_inputs: int,
+        n_inputs: int | None = None,
         argv: list[str] | None = None,
         *,
-        inputs: Sequence[str] | None = None,
+        inputs: Iterable[str | tuple[str, str | None]] | None = None,
         correlation_id: str | None = None,
         batch_id: str | None = None,
         subflows: Mapping[str, Any] | None = None,
@@ -248,14 +251,13 @@ class Store:
         """Record the start of one ``docpipe run`` invocation; return its id (uuid4 hex, or
         ``batch_id`` when given: a service job names its batch when it is submitted).
 
-        ``inputs``, the documents in order (``n_inputs`` of them), are written
-        with the batch, in the same transaction, so a resume knows them all
-        (in bulk: a batch of thousands of documents costs milliseconds).
-        ``subflows`` are the definitions of the subflows the flow names, by path, so
-        the batch resumes on the subflows it started with.
+        ``inputs``, the documents in order (paths, or (path, correlation id) pairs), are
+        written with the batch, in the same transaction, so a resume knows them all; they are
+        read from the iterable in chunks of :data:`INPUT_CHUNK` (a folder of a million files
+        walked lazily is never a list in memory). ``n_inputs`` is then their count (a value
+        given must agree). ``subflows`` are the definitions of the subflows the flow names,
+        by path, so the batch resumes on the subflows it started with.
         """
-        if inputs is not None and len(inputs) != n_inputs:
-            raise ValueError(f"start_batch: n_inputs is {n_inputs} but {len(inputs)} inputs were given")
         batch_id = batch_id or uuid.uuid4().hex
         row = {
             "id": batch_id,
@@ -263,16 +265,26 @@ class Store:
             "status": Status.RUNNING,
             "params": json.dumps(params, default=str),
             "argv": None if argv is None else json.dumps(list(argv)),
-            "n_inputs": n_inputs,
+            "n_inputs": n_inputs or 0,
             "started_at": time.time(),
             "correlation_id": correlation_id,
             "subflows": None if not subflows else json.dumps(dict(subflows), default=str),
         }
         with self._begin() as conn:
             conn.execute(batches.insert().values(row))
-            if inputs:
-                rows = [(batch_id, i, display_path(doc), raw_name(doc)) for i, doc in enumerate(inputs)]
-                self._insert_inputs.execute(conn, rows)
+            if inputs is not None:
+                count, docs = 0, iter(inputs)
+                while chunk := list(itertools.islice(docs, INPUT_CHUNK)):
+                    rows = []
+                    for doc in chunk:
+                        path, corr = (doc, None) if isinstance(doc, str) else doc
+                        rows.append((batch_id, count, display_path(path), raw_name(path), corr))
+                        count += 1
+                    self._insert_inputs.execute(conn, rows)
+                if n_inputs is not None and count != n_inputs:
+                    raise ValueError(f"start_batch: n_inputs is {n_inputs} but {count} inputs were given")
+                if count != row["n_inputs"]:
+                    conn.execute(batches.update().where(batches.c.id == batch_id).values(n_inputs=count))
         return batch_id
 
     def resume_batch(self, batch_id: str) -> None:
@@ -444,6 +456,42 @@ class Store:
         with self._connect() as conn:
             return [doc if raw is None else from_raw_name(raw) for doc, raw in conn.execute(query)]
 
+    def iter_inputs(self, batch_id: str, *, chunk: int = INPUT_CHUNK) -> Iterator[tuple[str, str | None]]:
+        """The documents of batch ``batch_id`` in order, with their own correlation ids, read
+        :data:`INPUT_CHUNK` at a time (what the engine admits from: memory flat in batch size)."""
+        last = -1
+        while True:
+            query = (
+                sa.select(batch_inputs.c.seq, batch_inputs.c.document, batch_inputs.c.document_raw,
+                          batch_inputs.c.correlation_id)
+                .where(batch_inputs.c.batch_id == batch_id, batch_inputs.c.seq > last)
+                .order_by(batch_inputs.c.seq).limit(chunk)
+            )
+            with self._connect() as conn:
+                rows = conn.execute(query).all()
+            for seq, doc, raw, corr in rows:
+                yield (doc if raw is None else from_raw_name(raw)), corr
+                last = seq
+            if len(rows) < chunk:
+                return
+
+    def run_state(self, run_id: str) -> dict[str, Any] | None:
+        """What run ``run_id`` had done, as :meth:`resume_state` gives it for one document (plus
+        ``batch_id``): what a server that takes over a dead one's job resumes it from; ``None``
+        if the run was never recorded."""
+        query = (sa.select(flow_runs.c.id, flow_runs.c.batch_id, flow_runs.c.status, flow_runs.c.attempt,
+                           flow_runs.c.error_kind, flow_runs.c.error, flow_runs.c.failed_step, flow_runs.c.outputs)
+                 .where(flow_runs.c.id == run_id))
+        rows = self._query(query)
+        if not rows:
+            return None
+        row = rows[0]
+        steps = self._run_steps(row["batch_id"], [run_id]).get(run_id, {})
+        return {"run_id": run_id, "batch_id": row["batch_id"], "status": row["status"], "attempt": row["attempt"],
+                "error_kind": row["error_kind"], "error": row["error"], "failed_step": row["failed_step"],
+                "outputs": self._decode(row["outputs"], True),
+                "steps": {step: self._decode(text, True) for step, text in steps.items()}}
+
     def batch_outputs(self, batch_id: str, *, resolve_blobs: bool = True) -> list[dict[str, Any]]:
         """Every flow run of batch ``batch_id`` in insertion order, with decoded ``outputs``.
 
@@ -541,6 +589,13 @@ class Store:
                 for run_id, step, outputs in conn.execute(query):  # oldest first: the latest wins
                     steps.setdefault(run_id, {})[step] = outputs
         return steps
+
+    def record_subflows(self, batch_id: str, subflows: Mapping[str, Any]) -> None:
+        """Record the subflow definitions (by path) batch ``batch_id`` started with, so that it
+        resumes on them (what ``start_batch(subflows=...)`` records, for a batch already started)."""
+        value = json.dumps(dict(subflows), default=str) if subflows else None
+        with self._begin() as conn:
+            conn.execute(batches.update().where(batches.c.id == batch_id).values(subflows=value))
 
     # --- connections ------------------------------------------------------------------
 

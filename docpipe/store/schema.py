@@ -75,6 +75,8 @@ batch_inputs = sa.Table(
     sa.Column("document", sa.Text, nullable=False),
     #: the name's exact bytes (base64) when ``document`` is not them, else NULL
     sa.Column("document_raw", sa.Text),
+    #: the document's own correlation id (a source's, ``--correlation-id-from``), else NULL
+    sa.Column("correlation_id", sa.String(255)),
 )
 
 flow_runs = sa.Table(
@@ -195,7 +197,7 @@ jobs = sa.Table(
     sa.Column("started_at", sa.Double),
     sa.Column("finished_at", sa.Double),
     sa.UniqueConstraint("source", "idempotency_key", name="uq_jobs_source_key"),
-    sa.Index("ix_jobs_status", "status"),
+    sa.Index("ix_jobs_status", "status", "created_at"),  # claims take the oldest queued: no sort
     sa.Index("ix_jobs_batch_id", "batch_id"),
     sa.Index("ix_jobs_run_id", "run_id"),
 )

@@ -1,5 +1,6 @@
 """The service: ``jobs`` (leased work) and ``deliveries`` (the sinks' outbox); provenance and
-reuse keys on ``task_runs``; ``flow_runs.rerun_of``; ``batches.subflows``.
+reuse keys on ``task_runs``; ``flow_runs.rerun_of``; ``batches.subflows``;
+``batch_inputs.correlation_id``.
 
 Revision ID: 0006
 Revises: 0005
@@ -29,6 +30,8 @@ def upgrade() -> None:
         t.add_column(sa.Column("rerun_of", sa.String(64)))
     with op.batch_alter_table("batches") as t:
         t.add_column(sa.Column("subflows", sa.Text))
+    with op.batch_alter_table("batch_inputs") as t:
+        t.add_column(sa.Column("correlation_id", sa.String(255)))
     op.create_table(
         "jobs",
         sa.Column("id", sa.String(64), primary_key=True),
@@ -52,7 +55,7 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.Double),
         sa.UniqueConstraint("source", "idempotency_key", name="uq_jobs_source_key"),
     )
-    op.create_index("ix_jobs_status", "jobs", ["status"])
+    op.create_index("ix_jobs_status", "jobs", ["status", "created_at"])
     op.create_index("ix_jobs_batch_id", "jobs", ["batch_id"])
     op.create_index("ix_jobs_run_id", "jobs", ["run_id"])
     op.create_table(
@@ -76,6 +79,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("deliveries")
     op.drop_table("jobs")
+    with op.batch_alter_table("batch_inputs") as t:
+        t.drop_column("correlation_id")
     with op.batch_alter_table("batches") as t:
         t.drop_column("subflows")
     with op.batch_alter_table("flow_runs") as t:
