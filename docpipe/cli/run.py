@@ -9,6 +9,7 @@ run); 4 no document failed but some wait for a person's review (docs/review.md).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -33,6 +34,7 @@ from docpipe.cli.options import (
     with_run_options,
 )
 from docpipe.inputs import InputError
+from docpipe.service.plans import ParamsDiffer, check_resume_params, pin_subflows, pinned_changes
 from docpipe.status import Status
 
 if TYPE_CHECKING:
@@ -94,9 +96,11 @@ def batch_or_exit(store: Store, batch_id: str, args: RunArgs, params: tuple[str,
                                    + " ".join(f"-p {k}=..." for k in exc.names)) from None
 
 
-def execute(store: Store, batch: service.Batch, args: RunArgs) -> NoReturn:
+def execute(store: Store, batch: service.Batch, args: RunArgs,
+            then: Callable[[Store], None] | None = None) -> NoReturn:
     """Run (or resume) ``batch`` with a progress bar, write the results file, print the
-    summary and exit with the batch's status. Closes ``store``."""
+    summary and exit with the batch's status. Closes ``store``; ``then`` reads it first (a
+    rerun prints what changed)."""
     try:
         if args.options.out:
             with service_errors(out="--out"):
@@ -125,6 +129,8 @@ def execute(store: Store, batch: service.Batch, args: RunArgs) -> NoReturn:
                       "writes them", highlight=False)
         if args.summary:
             _print_summary(outcome.rows, batch.plan.outputs)
+        if then is not None:
+            then(store)
     finally:
         store.close()
     print_outcome(result, f"{batch.plan.name} {batch.plan.version}", outcome.out, args.verbose)
@@ -159,11 +165,13 @@ def _print_summary(rows: list[dict[str, Any]], outputs: list[str]) -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @param_option()
 @click.option("--correlation-id", help="Tag the batch and its runs (searchable in `runs list`).")
+@click.option("--correlation-id-from", type=click.Choice(["name", "sidecar"]),
+              help="Tag each run with its file's stem, or the correlation_id of its FILE.meta.json.")
 @click.option("--resume", "resume_", is_flag=True,
               help="Continue the last batch of this flow over these inputs, if there is one.")
 @with_run_options
 def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation_id: str | None,
-        resume_: bool, args: RunArgs) -> None:
+        correlation_id_from: str | None, resume_: bool, args: RunArgs) -> None:
     """Run FLOW over INPUT files, folders or globs.
 
     \b
@@ -173,11 +181,16 @@ def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation
     """
     from docpipe.store import Store
 
+    if correlation_id and correlation_id_from:
+        raise click.UsageError("give --correlation-id or --correlation-id-from, not both")
     plan = plan_or_exit(flow, args.plugins, params)
     try:
         docs = service.find_documents(inputs, warn_skipped)
     except InputError as exc:
         raise click.BadParameter(str(exc), param_hint="INPUT") from None
+    tagged = _correlations(docs, correlation_id_from) if correlation_id_from else None
+    if tagged is not None:
+        docs = [d for d, _ in tagged]
     if not docs:
         err.print(f"[yellow]warning:[/] no input file in {escape(' '.join(inputs))} (hidden files "
                   f"are skipped): nothing to run", highlight=False)
@@ -188,10 +201,33 @@ def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation
         err.print(f"resuming batch {previous}" if previous else "nothing to resume: starting a new batch",
                   highlight=False)
     if previous:
-        batch = service.Batch(plan, batch_id=previous)
+        with closed_on_error(store):
+            batch = pinned_or_exit(store, previous, args, params, plan)
     else:
-        batch = service.Batch(plan, docs, correlation_id=correlation_id, argv=sys.argv)
+        pin_subflows(store, plan)
+        batch = service.Batch(plan, tagged or docs, correlation_id=correlation_id, argv=sys.argv)
     execute(store, batch, args)
+
+
+def _correlations(docs: list[str], how: str) -> list[tuple[str, str | None]]:
+    """Each document with its correlation id (``--correlation-id-from``); with ``sidecar`` the
+    sidecar files themselves are not documents. A bad sidecar is named and nothing is run."""
+    from docpipe.service.intake import SIDECAR, BadSidecar, correlation_for
+
+    tagged: list[tuple[str, str | None]] = []
+    bad: list[str] = []
+    for doc in docs:
+        if how == "sidecar" and doc.endswith(SIDECAR):
+            continue
+        try:
+            tagged.append((doc, correlation_for(doc, how)))
+        except BadSidecar as exc:
+            bad.append(str(exc))
+    for problem in bad:
+        err.print(f"[red]error:[/] {escape(problem)}", highlight=False)
+    if bad:
+        sys.exit(2)
+    return tagged
 
 
 @click.command()
@@ -208,5 +244,26 @@ def resume(batch_id: str, params: tuple[str, ...], args: RunArgs) -> None:
     with closed_on_error(store):
         with service_errors(batch_id="BATCH_ID"):
             batch_id = service.full_id(store, batch_id, "batch")  # a unique prefix will do
-        batch = batch_or_exit(store, batch_id, args, params)
+        batch = pinned_or_exit(store, batch_id, args, params)
     execute(store, batch, args)
+
+
+def pinned_or_exit(store: Store, batch_id: str, args: RunArgs, params: tuple[str, ...],
+                   plan: Plan | None = None) -> service.Batch:
+    """Recorded batch ``batch_id`` to resume on the definition, subflows and params it started
+    with (versions pinned): ``-p`` params that differ from the recorded ones exit 2 with each
+    difference shown (secret ones are exempt); a flow or subflow changed since (``plan``: the
+    flow file as it is now) is said on stderr, never followed."""
+    try:
+        check_resume_params(store, batch_id, parse_params(params))
+    except ParamsDiffer as exc:
+        err.print(f"[red]error:[/] batch {batch_id} started with other params, and a resume runs on the params "
+                  "it started with (`docpipe runs rerun RUN_ID --from STEP -p ...` tries others):",
+                  highlight=False)
+        for line in exc.differences:
+            err.print(f"  {escape(line)}", highlight=False)
+        sys.exit(2)
+    batch = batch_or_exit(store, batch_id, args, params)
+    for note in pinned_changes(store, batch_id, plan):
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    return batch
