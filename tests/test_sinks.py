@@ -160,6 +160,8 @@ def test_an_unknown_kind_or_a_bad_target_is_a_clear_error(tmp_path):
     foreign.write_text("document,status\na.pdf,succeeded\n")
     with pytest.raises(SinkError, match="exists and is not a docpipe csv sink file"):
         make_sinks([f"old=csv:{foreign}"])
+    with pytest.raises(SinkError, match="backoff must be one or more delays"):
+        Dispatcher(None, {}, owner="x", backoff=())
     tables = make_sinks([{"name": "t", "kind": "sql", "spec": f"sqlite:///{tmp_path}/t.db", "table": "out"},
                          f"j=jsonl:{tmp_path}/j.jsonl"])
     assert isinstance(tables["t"], SqlSink) and tables["t"].table.name == "out"

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from docpipe.sinks.base import RECORD_KEYS, Sink, SinkError, Undeliverable
 from docpipe.sinks.files import CsvSink, FileSink, JsonlSink
 from docpipe.sinks.sql import SqlSink
 from docpipe.sinks.webhook import WebhookSink
+
+if TYPE_CHECKING:
+    from docpipe.plugins import Registry
 
 __all__ = [
     "BUILTIN_SINKS",
@@ -72,7 +75,7 @@ def parse_sink(text: str) -> tuple[str, str, str]:
     return name, kind, spec
 
 
-def sink_kinds(registry: Any = None) -> tuple[dict[str, type[Sink]], list[str]]:
+def sink_kinds(registry: Registry | None = None) -> tuple[dict[str, type[Sink]], list[str]]:
     """The sink kinds there are: the built-ins, then what plugins of ``registry`` (a
     :class:`docpipe.plugins.Registry`; ``None``: built-ins only) register, and one line per
     plugin whose ``register_sinks`` failed or tried to take a built-in kind."""
@@ -91,7 +94,7 @@ def sink_kinds(registry: Any = None) -> tuple[dict[str, type[Sink]], list[str]]:
     return kinds, problems
 
 
-def make_sinks(specs: Iterable[str | Mapping[str, Any]], registry: Any = None) -> dict[str, Sink]:
+def make_sinks(specs: Iterable[str | Mapping[str, Any]], registry: Registry | None = None) -> dict[str, Sink]:
     """The sinks ``specs`` configure, by name, ready for a dispatcher.
 
     Each spec is a ``--sink`` text (:func:`parse_sink`) or a config file's table:
