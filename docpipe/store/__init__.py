@@ -55,7 +55,9 @@ from docpipe.inputs import display_path, from_raw_name, raw_name
 from docpipe.status import Status
 from docpipe.store.bulk import BulkStatement, insert_builder
 from docpipe.store.connect import create_engine, default_blob_dir
+from docpipe.store.jobs import JobQueue
 from docpipe.store.migrate import StoreSchemaError, upgrade
+from docpipe.store.outbox import Outbox
 from docpipe.store.records import RunFinished, RunResumed, RunStarted, TaskRecord, task_succeeded
 from docpipe.store.review import ReviewTasks
 from docpipe.store.schema import batch_inputs, batches, flow_runs, flows, metadata, task_runs
@@ -159,6 +161,8 @@ class Store:
     writer: RecordWriter
     blobs: BlobStore
     reviews: ReviewTasks
+    jobs: JobQueue
+    outbox: Outbox
 
     def __init__(
         self,
@@ -188,6 +192,8 @@ class Store:
         self.blobs = BlobStore(Path(blob_dir) if blob_dir is not None else default_blob_dir(self.url))
         self.writer = RecordWriter(self.engine, lock=self._lock, blobs=self.blobs, blob_threshold=blob_threshold)
         self.reviews = ReviewTasks(self)
+        self.jobs = JobQueue(self)
+        self.outbox = Outbox(self)
         self._insert_inputs = BulkStatement("batch_inputs.insert", insert_builder(batch_inputs, _INPUT_FIELDS),
                                             _INPUT_FIELDS, self.engine.dialect)
 
