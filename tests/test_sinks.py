@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -115,6 +117,14 @@ def receiver(**kwargs: Any) -> Iterator[Receiver]:
         yield r
     finally:
         r.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    """Wait until ``condition()`` holds (failing the test after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.02)
 
 
 def free_port() -> int:
@@ -398,7 +408,8 @@ def test_a_failing_webhook_is_retried_until_each_run_is_accepted_once(store_url,
         assert "HTTP 503" in next(d["last_error"] for d in rows if d["attempts"])
 
 
-def test_a_receiver_that_is_down_gets_everything_once_it_is_up(sqlite_store, finished):
+def test_a_receiver_that_is_down_gets_everything_once_it_is_up(sqlite_store, finished, caplog):
+    caplog.set_level(logging.WARNING, logger="docpipe.sinks.dispatch")
     port = free_port()
     ids = finished(sqlite_store, "a", "b", "c")
     sinks = make_sinks([f"hook=webhook:http://127.0.0.1:{port}/hook"])
@@ -406,14 +417,20 @@ def test_a_receiver_that_is_down_gets_everything_once_it_is_up(sqlite_store, fin
     sqlite_store.outbox.enqueue(["hook"], ids)
     dispatcher.start()
     try:
-        assert not dispatcher.drain(0.5)
-        assert dispatcher.counts["hook"]["failed"] >= 3
+        wait_for(lambda: dispatcher.counts["hook"]["failed"] >= 6)  # two attempts each
+        assert dispatcher.pending() == 3
         assert "cannot reach" in sqlite_store.outbox.list(sink="hook")[0]["last_error"]
+        for run_id in ids:  # each failed attempt logged once, naming sink and run
+            logged = [r.getMessage() for r in caplog.records if run_id in r.getMessage()]
+            assert logged and all(m.startswith(f"sink hook: run {run_id} not delivered") for m in logged)
         with receiver(port=port) as hook:
             assert dispatcher.drain(30)
     finally:
         dispatcher.stop()
     assert sorted(hook.accepted) == sorted(ids)
+    for row in sqlite_store.outbox.list(sink="hook"):
+        assert row["status"] == "delivered"
+        assert len([r for r in caplog.records if row["run_id"] in r.getMessage()]) == row["attempts"]
 
 
 def test_a_restarted_server_delivers_what_was_pending(tmp_path, finished):
@@ -425,8 +442,9 @@ def test_a_restarted_server_delivers_what_was_pending(tmp_path, finished):
                            backoff=(0.05,), poll_s=0.05)
         store.outbox.enqueue(["hook"], ids)
         first.start()
-        assert not first.drain(0.3)
+        wait_for(lambda: first.counts["hook"]["failed"] >= 2)
         first.stop()
+        assert first.pending() == 2
     with Store(url) as store, receiver(port=port) as hook:
         second = Dispatcher(store, make_sinks([f"hook=webhook:http://127.0.0.1:{port}/hook"]), owner="s2",
                             backoff=(0.05,), poll_s=0.05)
