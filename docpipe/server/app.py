@@ -110,7 +110,7 @@ def create_app(store_url: str | None, data_dir: str | Path, token: str, *, plugi
     """
     if not token:
         raise ValueError("the server needs a token")
-    from docpipe.server import api, pages, review_pages
+    from docpipe.server import api, intake, pages, review_pages
 
     loopback = is_loopback(host)
     store = Store(store_url)
@@ -134,6 +134,7 @@ def create_app(store_url: str | None, data_dir: str | Path, token: str, *, plugi
     app.access_log = AccessLog(token)
     app.state.ctx = ctx
     app.include_router(api.router)
+    app.include_router(intake.router)
     app.include_router(pages.router)
     app.include_router(review_pages.router)
     app.include_router(pages.public)
