@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 PARTIAL = (".part", ".tmp", ".crdownload", "~")
 DONE, FAILED = "done", "failed"
 OPTIONS = ("interval", "settle", "correlation_from", "params")
+#: a bound no batch of jobs reaches (``store.jobs.list`` wants one)
+ALL = 2**31 - 1
 
 #: a file's state as one round sees it: (size, mtime_ns, its sidecar's (size, mtime_ns) or None)
 Signature = tuple[int, int, tuple[int, int] | None]
@@ -118,7 +120,7 @@ class FolderSource(Source):
         self.source = f"watch:{self.folder}"
         resolve_flow(store, self.flow, registry, params)  # an unknown or invalid flow: refused now
         self._since: dict[str, tuple[Signature, float]] = {}  # name -> (signature, unchanged since)
-        self._jobs: dict[str, str] = {}  # name -> the id of its job, until the file is moved
+        self._jobs: dict[str, tuple[str, str]] = {}  # name -> its job's (id, batch id), until moved
 
     # --- one round -------------------------------------------------------------------
 
@@ -187,13 +189,17 @@ class FolderSource(Source):
                                 keys=keys, params=self.params)
         for job in made.jobs:
             name = Path(job["document"]).name
-            self._jobs[name] = job["id"]
+            self._jobs[name] = (job["id"], job["batch_id"])
             self._since.pop(name, None)
         self.counts["submitted"] += sum(1 for j in made.jobs if j["batch_id"] == made.batch_id)
 
     def _follow_up(self) -> None:
-        for name, job_id in list(self._jobs.items()):
-            job = self.store.jobs.get(job_id)
+        """Move the files whose jobs ended: one query per batch followed, not per file."""
+        batches = {batch_id for _, batch_id in self._jobs.values()}
+        jobs = {j["id"]: j for batch_id in batches
+                for j in self.store.jobs.list(batch_id=batch_id, kind="document", limit=ALL)}
+        for name, (job_id, _) in list(self._jobs.items()):
+            job = jobs.get(job_id)
             if job is None:
                 del self._jobs[name]
                 continue
