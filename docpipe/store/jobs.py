@@ -210,10 +210,10 @@ class JobQueue:
                     ids += conn.execute(pick_query(conn.dialect.name, claimable, limit - len(ids))).scalars()
             if not ids:
                 return []
-            conn.execute(jobs.update().where(jobs.c.id.in_(ids))
-                         .values(status=JobStatus.RUNNING, lease_owner=owner, lease_expires_at=now + lease_s,
-                                 claims=jobs.c.claims + 1, started_at=now))
-            claimed = _select(conn, jobs.c.id.in_(ids))
+            claimed = conn.execute(jobs.update().where(jobs.c.id.in_(ids))
+                                   .values(status=JobStatus.RUNNING, lease_owner=owner, lease_expires_at=now + lease_s,
+                                           claims=jobs.c.claims + 1, started_at=now)
+                                   .returning(*jobs.c)).mappings().all()
         return sorted((_decode(row) for row in claimed), key=lambda job: job["created_at"])
 
     def renew(self, owner: str, ids: Iterable[str], lease_s: float, now: float | None = None) -> set[str]:

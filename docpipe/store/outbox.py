@@ -94,11 +94,10 @@ class Outbox:
             ids = builtins.list(conn.execute(pick).scalars())
             if not ids:
                 return []
-            conn.execute(deliveries.update().where(deliveries.c.id.in_(ids))
-                         .values(lease_owner=owner, lease_expires_at=now + lease_s))
-            rows = conn.execute(sa.select(deliveries).where(deliveries.c.id.in_(ids))
-                                .order_by(deliveries.c.next_attempt_at, deliveries.c.id)).mappings()
-            return [dict(row) for row in rows]
+            rows = conn.execute(deliveries.update().where(deliveries.c.id.in_(ids))
+                                .values(lease_owner=owner, lease_expires_at=now + lease_s)
+                                .returning(*deliveries.c)).mappings().all()
+        return sorted((dict(row) for row in rows), key=lambda d: (d["next_attempt_at"], d["id"]))
 
     def delivered(self, ids: Iterable[int], owner: str, now: float | None = None) -> int:
         """Record deliveries ``ids`` as sent by ``owner`` (delivered, ``delivered_at`` now, lease
