@@ -4,6 +4,7 @@ queries; ``runs retry`` runs a batch again as ``docpipe resume`` does."""
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -16,14 +17,19 @@ from docpipe.cli.options import (
     RunArgs,
     closed_on_error,
     db_option,
+    err,
+    flow_errors,
+    load_registry,
     open_store,
     out,
     param_option,
+    parse_params,
     service_errors,
     when,
     with_run_options,
 )
 from docpipe.cli.run import batch_or_exit, execute
+from docpipe.service.rerun import MISSING, Change, RunDiff, diff_runs, prepare_rerun, shorten
 from docpipe.status import Status
 
 
@@ -179,6 +185,80 @@ def runs_retry(batch_id: str, run_ids: tuple[str, ...], params: tuple[str, ...],
                         for r in run_ids}
         batch = batch_or_exit(store, batch_id, args, params, retry_failed=True, only=only)
     execute(store, batch, args)
+
+
+@runs.command("rerun")
+@click.argument("run_id")
+@click.option("--from", "step", required=True, metavar="STEP",
+              help="The step to run again; every step that depends on it runs again too.")
+@param_option(None)
+@with_run_options
+def runs_rerun(run_id: str, step: str, params: tuple[str, ...], args: RunArgs) -> None:
+    """Run RUN_ID again from STEP as a new attempt, keeping the earlier one: a new batch with
+    one run (its rerun_of is RUN_ID) that keeps the earlier attempt's outputs of the steps
+    before STEP (copied, not run) and runs STEP and its dependents. -p params overlay the
+    batch's (recorded with the new batch): how a changed step or model is tried on yesterday's
+    documents. Prints the new run id and what changed (as `runs diff`). Exit status as
+    `docpipe run`."""
+    given = parse_params(params)
+    store = open_store(args.db)
+    with closed_on_error(store):
+        with service_errors(run_id="RUN_ID"):
+            run_id = service.full_id(store, run_id, "run")
+        registry = load_registry(args.plugins)
+        with flow_errors(), service_errors(run_id="RUN_ID", step="--from", params="--param"):
+            rerun = prepare_rerun(store, run_id, step, registry, given, argv=sys.argv)
+        err.print(f"rerun of {run_id} from step {step} (runs again: {', '.join(rerun.again)}; "
+                  f"{rerun.copied} task records kept): run {rerun.run_id}, batch {rerun.batch_id}", highlight=False)
+    execute(store, rerun.batch, args, then=lambda s: _print_diff(diff_runs(s, run_id, rerun.run_id)))
+
+
+@runs.command("diff")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--json", "as_json", is_flag=True, help="The differences as JSON (values shortened).")
+@db_option(HISTORY_DB_HELP)
+def runs_diff(run_a: str, run_b: str, as_json: bool, db: str | None) -> None:
+    """Which outputs changed between two runs or attempts (a run and its rerun, or any two):
+    their final outputs, then step by step the steps whose latest record differs and the steps
+    only one has. Values are shortened (`runs show --output KEY` prints one in full). Exit
+    status 0 whether or not they differ; 2 for an unknown run."""
+    with open_store(db) as store, service_errors(run_a="RUN_A", run_b="RUN_B"):
+        diff = diff_runs(store, run_a, run_b)
+    if as_json:
+        click.echo(json.dumps(diff.as_dict(), indent=2, ensure_ascii=False, default=str))
+        return
+    _print_diff(diff)
+
+
+def _print_diff(diff: RunDiff) -> None:
+    """A, B, then the outputs and steps that differ, one line each."""
+    for side, r in (("A", diff.a), ("B", diff.b)):
+        again = f"  rerun of {r['rerun_of']}" if r.get("rerun_of") else ""
+        out.print(f"{side}: run {r['id']}  {r['flow']} {r['flow_version']}  {r['document']}  {r['status']}  "
+                  f"attempt {r['attempt']}{again}", markup=False, highlight=False)
+    if diff.same:
+        out.print("no difference: the same outputs from every step", highlight=False)
+        return
+    if diff.a["status"] != diff.b["status"]:
+        out.print(f"status: {diff.a['status']} -> {diff.b['status']}", markup=False, highlight=False)
+    out.print(f"outputs: {len(diff.outputs)} differ" if diff.outputs else "outputs: the same", highlight=False)
+    for c in diff.outputs:
+        out.print(f"  {_change(c)}", markup=False, highlight=False)
+    out.print(f"steps: {len(diff.steps)} differ" if diff.steps else "steps: the same", highlight=False)
+    for s in diff.steps:
+        status = s.status_a if s.status_a == s.status_b else f"{s.status_a or '(none)'} -> {s.status_b or '(none)'}"
+        out.print(f"  {s.step}: {status}", markup=False, highlight=False)
+        for c in s.changes:
+            out.print(f"    {_change(c)}", markup=False, highlight=False)
+
+
+def _change(c: Change) -> str:
+    if c.a is MISSING:
+        return f"{c.key}: only in B: {shorten(c.b)}"
+    if c.b is MISSING:
+        return f"{c.key}: only in A: {shorten(c.a)}"
+    return f"{c.key}: {shorten(c.a)} -> {shorten(c.b)}"
 
 
 @click.command()
