@@ -125,6 +125,25 @@ def prepare_rerun(store: Store, run_id: str, step: str, registry: Registry,
     return Rerun(new, run_id, step, again, len(copies), Batch(plan, batch_id=batch_id))
 
 
+_STEP_KINDS = ("block", "map", "expr", "switch", "fork", "join", "subflow", "review")
+
+
+def step_ids(definition: Any) -> list[str]:
+    """The ids of a flow definition's steps, nested ones (switch cases, fork branches)
+    included, in the order they are written: what ``--from`` may name."""
+    found: list[str] = []
+    if isinstance(definition, dict):
+        if isinstance(definition.get("id"), str) and any(k in definition for k in _STEP_KINDS):
+            found.append(definition["id"])
+        for key, value in definition.items():
+            if key != "params":
+                found += step_ids(value)
+    elif isinstance(definition, list):
+        for value in definition:
+            found += step_ids(value)
+    return found
+
+
 def rerun_of(store: Store, run_id: str) -> str | None:
     """The run that run ``run_id`` re-ran from a step, if it is a rerun."""
     import sqlalchemy as sa
