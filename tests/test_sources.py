@@ -251,6 +251,9 @@ def test_a_plugin_registers_a_source_kind(store, flow, tmp_path, caplog):
 
 
 def watch(store: Store, inbox: Path, flow: Path, **options: Any) -> FolderSource:
+    """A watched folder over ``inbox`` (settling at once unless told). Its rounds are driven
+    by hand with ``poll(now=...)``: the times given are far enough apart for every round to
+    follow up its jobs, which a busy folder does less often."""
     options.setdefault("settle", 0)
     (source,) = make_sources([SourceConfig("watch", f"{inbox}:{flow}", options=options)], store=store,
                              registry=Registry(entry_points=False, extra=[TOYS]))
@@ -298,7 +301,7 @@ def test_finished_files_move_to_done_and_failed(store, flow, inbox):
     (inbox / "done").mkdir()
     (inbox / "done" / "ok.txt").write_text("an earlier ok.txt")
     source = watch(store, inbox, flow)
-    source.poll()
+    source.poll(now=1000.0)
     jobs = {Path(j["document"]).name: j for j in store.jobs.list()}
     finish(store, jobs["ok.txt"], Status.SUCCEEDED)
     record_run(store, jobs["bad.txt"], Status.FAILED, kind="block_error", error="no upper case", step="upper")
@@ -306,7 +309,7 @@ def test_finished_files_move_to_done_and_failed(store, flow, inbox):
     store.jobs.finish(jobs["broke.txt"]["id"], "runner", status=JobStatus.ERROR, error="the plan broke")
     record_run(store, jobs["review.txt"], Status.WAITING)
     finish(store, jobs["review.txt"], Status.WAITING)
-    source.poll()
+    source.poll(now=2000.0)
     assert (inbox / "done" / "ok.txt").read_text() == "an earlier ok.txt"  # never overwritten
     assert (inbox / "done" / "ok.1.txt").read_text() == "ok.txt"
     assert (inbox / "done" / "ok.1.txt.meta.json").exists()  # the sidecar goes with its file
@@ -314,10 +317,10 @@ def test_finished_files_move_to_done_and_failed(store, flow, inbox):
     assert "error kind: block_error" in error and "step: upper" in error and "no upper case" in error
     assert "the plan broke" in (inbox / "failed" / "broke.txt.error.txt").read_text()
     assert (inbox / "review.txt").exists()  # waits for a person: stays
-    source.poll()
+    source.poll(now=3000.0)
     assert (inbox / "review.txt").exists() and len(store.jobs.list()) == 4
     record_run(store, jobs["review.txt"], Status.SUCCEEDED)  # answered, continued, done
-    source.poll()
+    source.poll(now=4000.0)
     assert (inbox / "done" / "review.txt").exists()
     assert sorted(p.name for p in inbox.iterdir()) == ["done", "failed"]
     assert source.status()["moved"] == 4
@@ -329,7 +332,7 @@ def test_a_bad_sidecar_fails_its_file_only(store, flow, inbox):
     (inbox / "b.txt").write_text("b")
     (inbox / "b.txt.meta.json").write_text(json.dumps({"correlation_id": "ticket-b"}))
     source = watch(store, inbox, flow, correlation_from="sidecar")
-    source.poll()
+    source.poll(now=5000.0)
     (job,) = store.jobs.list()
     assert (Path(job["document"]).name, job["correlation_id"]) == ("b.txt", "ticket-b")
     assert "a.txt.meta.json: not JSON" in (inbox / "failed" / "a.txt.error.txt").read_text()
@@ -355,10 +358,12 @@ def test_a_restart_never_runs_a_file_twice_nor_skips_one(store, flow, inbox):
     assert second.status()["submitted"] == 1
 
     third = watch(store, inbox, flow, settle=0)  # stopped between submit and move, again
-    third.poll()
+    third.poll(now=6000.0)
     assert len(store.jobs.list()) == 2 and (inbox / "b.txt").exists()
     finish(store, next(j for j in jobs if j["document"].endswith("b.txt")), Status.SUCCEEDED)
-    third.poll()
+    third.poll(now=6000.0)  # the jobs were just read: the next follow-up waits a little
+    assert (inbox / "b.txt").exists()
+    third.poll(now=7000.0)
     assert sorted(p.name for p in (inbox / "done").iterdir()) == ["a.txt", "b.txt"]
 
 

@@ -16,6 +16,7 @@ its file. A run waiting for a review keeps its file in DIR until the run ends.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 PARTIAL = (".part", ".tmp", ".crdownload", "~")
 DONE, FAILED = "done", "failed"
 OPTIONS = ("interval", "settle", "correlation_from", "params")
+#: a follow-up of the jobs that took T seconds waits (this - 1) x T before the next
+FOLLOW_UP_SHARE = 5
 #: a bound no batch of jobs reaches (``store.jobs.list`` wants one)
 ALL = 2**31 - 1
 
@@ -121,6 +124,7 @@ class FolderSource(Source):
         resolve_flow(store, self.flow, registry, params)  # an unknown or invalid flow: refused now
         self._since: dict[str, tuple[Signature, float]] = {}  # name -> (signature, unchanged since)
         self._jobs: dict[str, tuple[str, str]] = {}  # name -> its job's (id, batch id), until moved
+        self._next_follow_up = -math.inf
 
     # --- one round -------------------------------------------------------------------
 
@@ -131,26 +135,35 @@ class FolderSource(Source):
         ready = self._ready(self._scan(), now)
         if ready:
             self._submit(ready)
-        self._follow_up()
+        if self._jobs and now >= self._next_follow_up:
+            started = time.monotonic()
+            self._follow_up()
+            # reading thousands of followed jobs takes a while: spend at most a fifth of the time on it
+            self._next_follow_up = now + FOLLOW_UP_SHARE * (time.monotonic() - started)
 
     def _scan(self) -> dict[str, Signature]:
+        """The signatures of the files in DIR that may be documents and are not followed yet
+        (one listing; a file's sidecar is found in the same listing, not by another stat)."""
+        with os.scandir(self.folder) as listing:
+            entries = list(listing)
+        sidecars = {e.name[: -len(SIDECAR)]: e for e in entries if e.name.endswith(SIDECAR)}
         found: dict[str, Signature] = {}
-        with os.scandir(self.folder) as entries:
-            for entry in entries:
-                if not wanted(entry.name):
-                    continue
-                try:
-                    if not entry.is_file():
-                        continue  # done/, failed/, any folder
-                    st = entry.stat()
-                except OSError:
-                    continue  # gone since the listing
-                try:
-                    side = os.stat(sidecar_of(entry.path))
-                    side_sig: tuple[int, int] | None = (side.st_size, side.st_mtime_ns)
-                except OSError:
-                    side_sig = None
-                found[entry.name] = (st.st_size, st.st_mtime_ns, side_sig)
+        for entry in entries:
+            if entry.name in self._jobs or not wanted(entry.name):
+                continue
+            try:
+                if not entry.is_file():
+                    continue  # done/, failed/, any folder
+                st = entry.stat()
+            except OSError:
+                continue  # gone since the listing
+            side = sidecars.get(entry.name)
+            try:
+                side_st = side.stat() if side is not None else None
+            except OSError:
+                side_st = None
+            found[entry.name] = (st.st_size, st.st_mtime_ns,
+                                 (side_st.st_size, side_st.st_mtime_ns) if side_st is not None else None)
         return found
 
     def _ready(self, found: dict[str, Signature], now: float) -> list[tuple[str, Signature]]:
@@ -158,8 +171,6 @@ class FolderSource(Source):
             del self._since[name]
         ready = []
         for name, sig in found.items():
-            if name in self._jobs:
-                continue
             seen = self._since.get(name)
             if seen is None:
                 self.counts["seen"] += 1
