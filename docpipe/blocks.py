@@ -159,6 +159,14 @@ class Manifest:
     max_tasks_per_worker: int | None = None
     #: ... or once its resident memory is past this many MiB after a call (``None``: never)
     max_worker_rss_mb: int | None = None
+    #: how much of the machine the block's pool may fill (0 < cost <= 1): it gets
+    #: ``round(cores * cost / threads)`` workers, at least one (see :mod:`docpipe.budget`);
+    #: a cheap step (decrypt) takes less so a costly one (OCR, a model) keeps the cores
+    cost: float = 1.0
+    #: native threads one call uses (OpenMP, BLAS, torch): each worker gets that many and
+    #: its busy calls hold that many of the engine's cores (1 for Tesseract: its own
+    #: threading is ~6x slower on small machines)
+    threads: int = 1
 
     def problems(self) -> list[str]:
         """Everything wrong with this manifest, empty when it is valid."""
@@ -178,6 +186,11 @@ class Manifest:
             if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
                                       or limit < 1):
                 out.append(f"manifest.{what} must be None or an integer >= 1, got {limit!r}")
+        if (not isinstance(self.cost, int | float) or isinstance(self.cost, bool)
+                or not 0 < self.cost <= 1):
+            out.append(f"manifest.cost must be a number above 0 and at most 1, got {self.cost!r}")
+        if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1:
+            out.append(f"manifest.threads must be an integer >= 1, got {self.threads!r}")
         for what in ("reads", "writes"):
             keys = getattr(self, what)
             if not isinstance(keys, Mapping) or not all(isinstance(k, str) and k for k in keys):

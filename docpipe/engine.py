@@ -36,10 +36,11 @@ from typing import Any
 from docpipe import steps as steps_mod
 from docpipe.artifacts import WORK_DIR_KEY, WorkArea, default_work_root, missing_files
 from docpipe.blocks import params_key
+from docpipe.budget import Budget, budget_on
 from docpipe.errors import BlockTimeout, ExpressionError
 from docpipe.executors import WAKE, Done, ErrorInfo
 from docpipe.executors.base import BlockHost, Executor, Pool, Recycle
-from docpipe.executors.local import LocalExecutor
+from docpipe.executors.local import LocalExecutor, NoDevicePool
 from docpipe.executors.worker import MEMORY_ENV, default_memory_mb
 from docpipe.flow import redact_definition, redact_params
 from docpipe.inputs import INPUT_STEP, clean_text, display_path, not_a_regular_file
@@ -210,12 +211,19 @@ class OpenBatch:
 
 
 class _Batcher:
-    __slots__ = ("pool", "size", "wait", "items", "solo", "name")
+    __slots__ = ("pool", "size", "wait", "items", "solo", "name", "tokens")
 
-    def __init__(self, pool: Pool, size: int, wait: float, name: str) -> None:
+    def __init__(self, pool: Pool, size: int, wait: float, name: str, tokens: int = 0) -> None:
         self.pool, self.size, self.wait, self.name = pool, size, wait, name
+        #: the budget's core tokens each call holds while it runs (0: no budget)
+        self.tokens = tokens
         self.items: deque[_Item] = deque()
         self.solo: deque[_Item] = deque()  # inputs of a batch that raised, retried one by one
+
+
+def _waited_since(b: _Batcher) -> float:
+    """When the oldest input waiting for the batcher's pool was queued."""
+    return b.solo[0].queued if b.solo else b.items[0].queued
 
 
 #: a map item's step name: ``ocr[3]``
@@ -236,7 +244,8 @@ class Engine:
                  max_in_flight: int = 256, on_document: Callable[[DocResult], None] | None = None,
                  executor: Executor | None = None, work_dir: str | os.PathLike[str] | None = None,
                  worker_memory_mb: int | None = None, one_batch: bool = False,
-                 prestart: bool = True, keep_results: bool = True) -> None:
+                 prestart: bool = True, keep_results: bool = True, cores: int | None = None,
+                 gpus: Iterable[int] = (), budget: bool | None = None) -> None:
         self.store = store
         #: this engine runs one batch (the CLI): a pool gets no more workers than the batch has
         #: documents (a map step's pool excepted), since more would only load the model more
@@ -254,15 +263,29 @@ class Engine:
         self._work: WorkArea | None = None
         #: where ``thread`` and ``process`` blocks run: local pools unless told otherwise
         self.executor: Executor = executor or LocalExecutor()
-        self.cores = os.cpu_count() or 1
+        #: the cores and GPUs every pool shares (:mod:`docpipe.budget`); ``None`` with
+        #: ``budget=False`` or ``DOCPIPE_BUDGET=0``: each pool gets ``workers`` workers of
+        #: ``cores // workers`` threads, as before the budget. Busy calls hold its core tokens;
+        #: with another executor than the local pools (Ray) they do only when ``cores`` is given
+        self.budget: Budget | None = None
+        if budget if budget is not None else budget_on():
+            self.budget = Budget(cores, gpus, limit_calls=cores is not None or isinstance(
+                self.executor, LocalExecutor))
+        self.cores = self.budget.cores if self.budget else cores or os.cpu_count() or 1
+        #: the workers asked for (``--workers``): with a budget, every pool's size unless its
+        #: step says otherwise; ``None``: each block's hint (its manifest's ``cost``)
+        self.workers_given = workers
         self.workers = max(1, workers or self.cores)
         self.threads_per_worker = max(1, self.cores // self.workers)
+        #: core tokens held by calls in flight, by call id (given back when their Done comes)
+        self._held: dict[int, int] = {}
         #: each worker process's memory limit in MiB (0: none); see ``limit_memory``
         self.worker_memory_mb = default_memory_mb() if worker_memory_mb is None else worker_memory_mb
         self.max_in_flight = max(1, max_in_flight)
         self.on_document = on_document or _noop
         self._events: SimpleQueue[Done] = SimpleQueue()
-        self._pools: dict[tuple[str, str, Recycle], _Batcher] = {}
+        #: (block, params, recycling, step's workers) -> its batcher and pool
+        self._pools: dict[tuple[str, str, Recycle, int | None], _Batcher] = {}
         self._inline: dict[tuple[str, str], BlockHost] = {}
         self._node_batcher: dict[Node, _Batcher] = {}
         self._node_inline: dict[Node, BlockHost] = {}
@@ -830,22 +853,35 @@ class Engine:
         assert node.block is not None and node.params is not None
         m = node.block.cls.manifest
         recycle = Recycle(node.max_tasks_per_worker, node.max_worker_rss_mb)
-        key = (m.name, params_key(node.params), recycle)
+        key = (m.name, params_key(node.params), recycle, node.workers)
         b = self._pools.get(key)
         if b is None:
             # workers write their temporary files (Tesseract's images, torch's caches) into
             # this engine's own folder, removed when it closes or, if it is killed, swept
-            # more workers than documents only load the model more often (a map's items are
-            # many per document: its pool gets them all)
-            workers = self.workers
-            if self.one_batch and node.kind != "map":
-                workers = max(1, min(self.workers, self._to_run))
             tmp = self._work_area().temp_dir()
             env = {"TMPDIR": tmp, "TEMP": tmp, "TMP": tmp, MEMORY_ENV: str(self.worker_memory_mb)}
-            pool = self.executor.make_pool(node.block.cls, node.params, workers=workers,
-                                           threads=self.threads_per_worker, events=self._events,
-                                           env=env, recycle=recycle or None)
-            b = self._pools[key] = _Batcher(pool, m.batch, m.batch_wait, m.name)
+            budget, tokens = self.budget, 0
+            if budget is None:  # as before the budget: every pool alike
+                workers, threads = node.workers or self.workers, self.threads_per_worker
+            else:
+                workers = budget.pool_size(m, node.workers or self.workers_given)
+                threads = budget.threads(m)
+                tokens = threads if budget.limit_calls else 0
+                env |= budget.pool_env(m)
+            # more workers than documents only load the model more often (a map's items are
+            # many per document: its pool gets them all)
+            if self.one_batch and node.kind != "map":
+                workers = max(1, min(workers, self._to_run))
+            missing = budget.missing_gpu(m) if budget is not None and isinstance(
+                self.executor, LocalExecutor) else None
+            pool: Pool
+            if missing is not None:
+                pool = NoDevicePool(m.name, missing, self._events)
+            else:
+                pool = self.executor.make_pool(node.block.cls, node.params, workers=workers,
+                                               threads=threads, events=self._events,
+                                               env=env, recycle=recycle or None)
+            b = self._pools[key] = _Batcher(pool, m.batch, m.batch_wait, m.name, tokens)
         self._node_batcher[node] = b
         return b
 
@@ -854,35 +890,51 @@ class Engine:
         self._batcher(item.node).items.append(item)
 
     def _dispatch(self) -> float | None:
-        """Send what can go to idle workers; return how long until a partial batch is due."""
+        """Send what can go to idle workers; return how long until a partial batch is due.
+
+        With a budget that limits calls, a call goes only when its core tokens are free, and
+        the pools are served oldest waiting input first: when the oldest cannot start, no
+        younger one takes the cores it waits for (a call that frees them wakes the loop)."""
         timeout: float | None = None
         now = time.monotonic()
         quiet = not self._ready and not self._calls and not self._feeding
-        for b in self._pools.values():
+        budget = self.budget if self.budget is not None and self.budget.limit_calls else None
+        batchers: Iterable[_Batcher] = self._pools.values()
+        if budget is not None:
+            if budget.free <= 0:
+                return None
+            batchers = sorted((b for b in batchers if b.items or b.solo), key=_waited_since)
+        for b in batchers:
             pool = b.pool
             while pool.idle() > 0 and (b.solo or b.items):
+                if not b.solo:
+                    items = b.items
+                    # drop inputs of documents that failed meanwhile
+                    while items and items[0].run.root.stopped:
+                        items.popleft()
+                    if not items:
+                        break
+                    due = items[0].queued + b.wait
+                    if not (len(items) >= b.size or now >= due or quiet):
+                        wait = due - now
+                        timeout = wait if timeout is None else min(timeout, wait)
+                        break
+                if budget is not None and not budget.can_take(b.tokens):
+                    return timeout
                 if b.solo:
                     self._send(b, [b.solo.popleft()])
-                    continue
-                items = b.items
-                # drop inputs of documents that failed meanwhile
-                while items and items[0].run.root.stopped:
-                    items.popleft()
-                if not items:
-                    break
-                due = items[0].queued + b.wait
-                if len(items) >= b.size or now >= due or quiet:
-                    self._send(b, [items.popleft() for _ in range(min(b.size, len(items)))])
                 else:
-                    wait = due - now
-                    timeout = wait if timeout is None else min(timeout, wait)
-                    break
+                    self._send(b, [items.popleft() for _ in range(min(b.size, len(items)))])
         return timeout
 
     def _send(self, b: _Batcher, items: list[_Item]) -> None:
         self._call_seq += 1
         call_id = self._call_seq
         self._calls[call_id] = (b, items)
+        if b.tokens and self.budget is not None:
+            # held until the call's Done comes back, whatever happens to the call
+            self.budget.take(b.tokens)
+            self._held[call_id] = b.tokens
         limit = items[0].node.timeout
         if limit is not None:
             heapq.heappush(self._deadlines, (time.monotonic() + limit * len(items), call_id, limit))
@@ -928,6 +980,9 @@ class Engine:
         if done is WAKE:
             return
         done.pool.release(done)
+        tokens = self._held.pop(done.call_id, 0)
+        if tokens and self.budget is not None:
+            self.budget.give(tokens)  # also for a call given up on: its thread ran until now
         entry = self._calls.pop(done.call_id, None)
         if entry is None:
             return  # a thread call that already timed out

@@ -150,6 +150,11 @@ FLOW_SCHEMA: dict[str, Any] = {
                     "description": "replace a worker (after a clean exit, teardown included) once it "
                                    "ran this many tasks; process blocks only (overrides the block's)",
                 },
+                "workers": {
+                    "type": "integer", "minimum": 1,
+                    "description": "workers of the step's pool (thread/process blocks; overrides "
+                                   "--workers and the block's cost hint)",
+                },
                 "max_worker_rss_mb": {
                     "type": "integer", "minimum": 1,
                     "description": "replace a worker (after a clean exit, teardown included) once its "

@@ -84,6 +84,8 @@ class Node:
     #: worker recycling limits (process blocks): tasks per worker, resident MiB after a call
     max_tasks_per_worker: int | None = None
     max_worker_rss_mb: int | None = None
+    #: workers of the step's pool (``None``: the engine's ``workers`` or the block's hint)
+    workers: int | None = None
     deps: set[int] = field(default_factory=set)
     dependents: list[int] = field(default_factory=list)
 
@@ -526,6 +528,10 @@ class _Builder:
         an inline block cannot time out, only a process block's workers can be recycled."""
         node.retry = manifest.retry.merged(step.get("retry"))
         node.timeout = step.get("timeout", manifest.timeout)
+        node.workers = step.get("workers")
+        if node.workers is not None and manifest.runtime == "inline":
+            self.issue(f"block '{manifest.name}' runs inline, in the engine's loop: workers needs a "
+                       "thread or process block", node.id, "workers")
         if node.timeout is not None and manifest.runtime == "inline":
             self.issue(f"block '{manifest.name}' runs inline, in the engine's loop, where it cannot be "
                        "interrupted: a timeout needs a thread or process block", node.id, "timeout")

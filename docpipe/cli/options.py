@@ -184,11 +184,25 @@ def _actors(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     return every if every is not None else actors or None
 
 
+def _gpus(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:
+    """``--gpus 0,1``: GPU indexes."""
+    from docpipe.budget import parse_gpus
+
+    try:
+        return parse_gpus(value or "")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--gpus") from None
+
+
 _RUN_OPTIONS = [
     click.option("--out", "-o", type=click.Path(dir_okay=False),
                  help="Write results (.csv or .jsonl), built from the run records."),
     click.option("--workers", "-w", type=click.IntRange(min=1),
-                 help="Workers per process/thread pool (default: cores)."),
+                 help="Workers per process/thread pool (default: sized per block from --cores)."),
+    click.option("--cores", type=click.IntRange(min=1), envvar="DOCPIPE_CORES",
+                 help="Cores the busy workers of all pools may use at once (default: all)."),
+    click.option("--gpus", callback=_gpus, envvar="DOCPIPE_GPUS", metavar="0,1",
+                 help="GPUs blocks may use, by index: one worker each (default: none)."),
     click.option("--max-in-flight", type=click.IntRange(min=1), default=256, show_default=True,
                  help="Documents in flight at once."),
     db_option(),
@@ -221,7 +235,8 @@ def _run_args(given: dict[str, Any]) -> RunArgs:
         if misplaced:
             raise click.UsageError(f"{', '.join(misplaced)} needs --executor ray")
     options = RunOptions(out=given.pop("out"), workers=given.pop("workers"),
-                         max_in_flight=given.pop("max_in_flight"), executor="ray" if ray else "local",
+                         max_in_flight=given.pop("max_in_flight"), cores=given.pop("cores"),
+                         gpus=given.pop("gpus"), executor="ray" if ray else "local",
                          **(ray_values if ray else {}))
     return RunArgs(options, db=given.pop("db"), plugins=given.pop("plugins"), verbose=given.pop("verbose"),
                    quiet=given.pop("quiet"), summary=given.pop("summary"))

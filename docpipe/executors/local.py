@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from docpipe.blocks import Block
+from docpipe.budget import worker_env
 from docpipe.errors import BlockTimeout, WorkerDied
 from docpipe.executors import WAKE, Done, ErrorInfo
 from docpipe.executors.base import BlockHost, Pool, Recycle
@@ -95,9 +96,39 @@ class ThreadPool:
             self._host.teardown()
 
 
+class NoDevicePool:
+    """The pool of a block that cannot run here (it needs a GPU and the engine has none): it
+    has one pretend worker, and every call fails at once with ``reason``, so each document
+    says why instead of waiting for a worker that never comes."""
+
+    def __init__(self, name: str, reason: str, events: SimpleQueue[Any]) -> None:
+        self.name, self.events = name, events
+        self.capacity = 1
+        self.error = ErrorInfo(ErrorKind.BLOCK_ERROR, "NoGPU", reason, "")
+
+    def idle(self) -> int:
+        return 1
+
+    def submit(self, call_id: int, inputs: list[dict[str, Any]]) -> None:
+        now = time.time()
+        self.events.put(Done(self, call_id, None, self.error, "none", now, now))
+
+    def release(self, done: Done) -> None:
+        return None
+
+    def kill(self, call_id: int, reason: str) -> bool:
+        return True
+
+    def pids(self) -> list[int]:
+        return []
+
+    def close(self) -> None:
+        return None
+
+
 class _Worker:
-    def __init__(self, proc: Any, conn: Connection) -> None:
-        self.proc, self.conn = proc, conn
+    def __init__(self, proc: Any, conn: Connection, slot: int = 0) -> None:
+        self.proc, self.conn, self.slot = proc, conn, slot
         self.call: tuple[int, float] | None = None  # (call id, sent at)
         self.ready = False  # set up and waiting for calls
         self.label = f"pid:{proc.pid}"
@@ -131,20 +162,22 @@ class ProcessPool:
         self._lock = threading.Lock()
         self._closing = False
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
-        self.workers: list[_Worker] = [self._spawn() for _ in range(self.capacity)]
+        self.workers: list[_Worker] = [self._spawn(slot) for slot in range(self.capacity)]
         self.spawned = self.capacity
         self._reader = threading.Thread(target=self._read_loop, name=f"docpipe-pool-{self.name}",
                                         daemon=True)
         self._reader.start()
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self, slot: int) -> _Worker:
+        """Start the worker of ``slot`` (a replacement takes its predecessor's slot, so its
+        GPU: see :func:`docpipe.budget.worker_env`)."""
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=worker_main, args=(child, *self._args, self.threads, self._env,
-                                                           self._recycle),
+        proc = self._ctx.Process(target=worker_main, args=(child, *self._args, self.threads,
+                                                           worker_env(self._env, slot), self._recycle),
                                  name=f"docpipe-{self.name}", daemon=True)
         proc.start()
         child.close()
-        return _Worker(proc, parent)
+        return _Worker(proc, parent, slot)
 
     def idle(self) -> int:
         """Workers that finished ``setup()`` and hold no call. Calls go only to those, so a
@@ -237,7 +270,7 @@ class ProcessPool:
             if self._closing or w not in self.workers:
                 return
             call, w.call = w.call, None
-            self.workers[self.workers.index(w)] = self._spawn()
+            self.workers[self.workers.index(w)] = self._spawn(w.slot)
             self.spawned += 1
         w.conn.close()
         if call is not None and w.killed_because is not None:

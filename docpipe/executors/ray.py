@@ -8,11 +8,14 @@ imports ``ray`` (``pip install 'docpipe-idp[ray]'``); the engine never does.
 * ``process`` blocks become a pool of Ray actors per block (and params), each
   actor holding one set-up block (``setup()`` once per actor: one model load).
   A block with ``device="cuda"`` asks Ray for a GPU per actor (``"auto"`` does
-  when the cluster has GPUs); CPU actors ask for ``num_cpus`` each when it is
-  given, else for Ray's actor default (one CPU to be placed, none held), so the
-  pools of a flow's many blocks overcommit the CPUs the way local pools do and
-  a small cluster cannot deadlock on actors waiting for CPUs. Actors are spread
-  over the nodes (``SPREAD``).
+  when the cluster has GPUs). Every actor asks for the CPUs it uses: ``num_cpus``
+  when it is given, else the block's threads (``Manifest.threads``, one for most
+  blocks), so Ray places actors where their cores are. On a cluster too small to
+  hold every pool's actors at that, the pools made later ask for what the
+  cluster has left, shared among their actors (down to none), so an actor never
+  waits for CPUs that earlier pools hold and a flow cannot deadlock; the
+  engine's budget (``--cores``) still bounds the calls that run at once. Actors
+  are spread over the nodes (``SPREAD``).
 * ``thread`` blocks also go to actor pools. They are pure-Python steps such as
   language detection (~10 ms a page, holding the GIL): left in the driver they
   compete with the engine loop and the record writer for one interpreter, and
@@ -36,6 +39,7 @@ is written to the home directory.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import pickle
 import secrets
@@ -409,9 +413,9 @@ class RayExecutor:
     already initialised in this process, that cluster is used as it is and left running.
 
     ``actors``: actors per block, an int for every block or ``{"block.name": n}``; blocks
-    not named get the engine's ``workers``. ``num_cpus``: CPUs each CPU actor reserves
-    (default: none held, see the module docstring). ``num_gpus``: GPUs each actor of a
-    ``device="cuda"`` block reserves (default 1).
+    not named get the engine's pool size. ``num_cpus``: CPUs each actor reserves (default:
+    its block's threads, as much as the cluster has left: see the module docstring).
+    ``num_gpus``: GPUs each actor of a ``device="cuda"`` block reserves (default 1).
     """
 
     def __init__(self, address: str | None = None, *, actors: int | Mapping[str, int] | None = None,
@@ -433,6 +437,8 @@ class RayExecutor:
         self.cluster_cpus = cluster_cpus
         self.temp_dir = temp_dir
         self._owned = False  # this executor called ray.init (and calls ray.shutdown)
+        #: CPUs the actors of the pools made so far ask for (see :meth:`_actor_cpus`)
+        self.reserved_cpus = 0.0
         self._made_temp: str | None = None
         self._env_before: dict[str, str | None] = {}
         self._started = False
@@ -525,6 +531,7 @@ class RayExecutor:
         if self._owned and self._ray_initialized():
             _ray().shutdown()
         self._owned = self._started = False
+        self.reserved_cpus = 0.0
         for k, v in self._env_before.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -573,4 +580,15 @@ class RayExecutor:
                                 f"cluster has {resources.get('CPU', 0.0):g}", "")
                 return RayPool(cls, params, size, threads, events, broken=few)
             options["num_cpus"] = self.num_cpus
+        else:
+            options["num_cpus"] = self._actor_cpus(resources.get("CPU", 0.0), size, threads)
         return RayPool(cls, params, size, threads, events, options=options, env=env)
+
+    def _actor_cpus(self, cluster: float, size: int, threads: int) -> float:
+        """CPUs each of a new pool's ``size`` actors asks for: its ``threads``, or its share
+        of what the pools made before left of the cluster's ``cluster`` CPUs (Ray takes
+        fractions in steps of 1/10000; none left: 0, an actor Ray places anywhere)."""
+        left = max(0.0, cluster - self.reserved_cpus)
+        each = min(float(threads), math.floor(left / max(1, size) * 10000) / 10000)
+        self.reserved_cpus += each * size
+        return each

@@ -22,13 +22,18 @@ from docpipe.status import ErrorKind
 
 
 def thread_env(threads: int) -> dict[str, str]:
-    """Environment that caps the native thread pools of common libraries at ``threads``."""
+    """Environment that caps the native thread pools of common libraries at ``threads``: the
+    share of the engine's budget a worker's call holds (:mod:`docpipe.budget`; torch gets
+    ``torch.set_num_threads(threads)`` once the block has loaded it, see
+    :class:`~docpipe.executors.base.BlockHost`)."""
     n = str(threads)
     return {
         "OMP_NUM_THREADS": n,
         "OMP_THREAD_LIMIT": n,  # Tesseract: its default threading is ~6x slower on small machines
         "MKL_NUM_THREADS": n,
         "OPENBLAS_NUM_THREADS": n,
+        "BLIS_NUM_THREADS": n,
+        "VECLIB_MAXIMUM_THREADS": n,
         "NUMEXPR_NUM_THREADS": n,
         "TOKENIZERS_PARALLELISM": "false",
     }

@@ -43,6 +43,10 @@ class RunOptions:
     workers: int | None = None
     #: documents in flight at once
     max_in_flight: int = 256
+    #: the cores busy calls may hold at once (``None``: every core; see :mod:`docpipe.budget`)
+    cores: int | None = None
+    #: the GPUs blocks may use, by index (none by default)
+    gpus: tuple[int, ...] = ()
     #: where thread/process blocks run: local pools, or Ray actors
     executor: Literal["local", "ray"] = "local"
     #: the Ray cluster to join (``None``: start a local Ray)
@@ -159,6 +163,7 @@ def run_batch(store: Store, batch: Batch, options: RunOptions,
     executor = make_executor(options)
     with executor or nullcontext(), Engine(
             store, workers=options.workers, max_in_flight=options.max_in_flight, on_document=on_document,
+            cores=options.cores, gpus=options.gpus,
             executor=executor, one_batch=options.fast_start, prestart=options.fast_start) as engine:
         result = batch.run(engine)
     rows = store.batch_outputs(result.batch_id) if result.batch_id else []  # what was recorded

@@ -140,6 +140,9 @@ class Classify(Block):
                 "doc_class_reason": str},
         runtime="process",
         device="auto",
+        # one torch thread per worker and a worker per core: two processes of one thread
+        # classify more per second than one of two (the budget keeps both within the cores)
+        threads=1,
         # measured on 2 cores (benchmarks/classify_throughput.py): forward passes of 8 texts
         # are 10-20% faster on CPU than 32 or 64 (cache), and 16 documents per call let the
         # texts be sorted by length while two workers still share a short run evenly
@@ -205,6 +208,18 @@ class Classify(Block):
                 if self.embedding_model is not None:
                     raise ValueError("embedding_model is for mode 'zero-shot'")
             return self
+
+    @classmethod
+    def identity(cls, params: Params) -> dict[str, Any] | None:
+        """The model folder (its path and a hash of its files' names, sizes and times)."""
+        from docpipe.provenance import folder_identity
+
+        if params.mode == "model":
+            return folder_identity(params.model or default_classifier())
+        try:
+            return folder_identity(params.embedding_model or default_encoder())
+        except ImportError:  # the encoder package is not installed: setup says so
+            return None
 
     def setup(self, params: Params) -> None:
         import torch

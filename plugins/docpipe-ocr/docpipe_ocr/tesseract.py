@@ -37,6 +37,7 @@ PyMuPDF and pytesseract are imported in ``setup()``, not when the plugin loads.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import traceback
@@ -71,6 +72,9 @@ class TesseractOcr(Block):
         # Tesseract is a CPU-bound subprocess per page; a pool of processes runs pages in parallel
         runtime="process",
         device="cpu",
+        # one thread per page: Tesseract's own OpenMP threading is ~6x slower on small machines,
+        # and pages in parallel workers use the cores better (OMP_THREAD_LIMIT=1 in each worker)
+        threads=1,
         # Tesseract processes one image per call: a bigger batch would only hold pages back in one
         # worker while another sits idle, and the per-call hand-off is microseconds against seconds
         batch=1,
@@ -157,6 +161,18 @@ class TesseractOcr(Block):
                 raise ValueError(f"psm {value} gives no text; use 1 or 3-13 (3: automatic, the default)")
             return value
 
+    @classmethod
+    def identity(cls, params: Params) -> dict[str, Any] | None:
+        """Tesseract's version and the content hash of each language pack the step may read
+        with (``None`` for a pack that is not installed: the step's setup says so)."""
+        from docpipe.provenance import file_digest
+
+        version, tessdata = tesseract_install()
+        languages = params.candidates if params.languages == AUTO else params.languages
+        packs = {lang: file_digest(os.path.join(tessdata, f"{lang}.traineddata")) if tessdata else None
+                 for lang in sorted(set(languages.split("+")))}
+        return {"tesseract": version, "packs": packs}
+
     def setup(self, params: Params) -> None:
         # One Tesseract thread per worker. Its OpenMP threading, with several workers on a
         # 2-core machine, measured about 6x slower than one thread each: the pool is the
@@ -171,6 +187,26 @@ class TesseractOcr(Block):
 
     def run(self, batch: list[State], params: Params) -> list[Result]:
         return [ocr_guarded(state["path"], state["page"], params) for state in batch]
+
+
+@functools.cache
+def tesseract_install() -> tuple[str | None, str | None]:
+    """The installed Tesseract's version line and its tessdata folder (``None`` for what
+    cannot be found); asked once per process (two short ``tesseract`` runs)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("tesseract")
+    if exe is None:
+        return None, None
+    try:
+        shown = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
+        listed = subprocess.run([exe, "--list-langs"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    lines = (shown.stdout or shown.stderr).splitlines()
+    found = re.search(r'"([^"]+)"', (listed.stdout or listed.stderr).split("\n", 1)[0])
+    return (lines[0].strip() if lines else None), (found.group(1) if found else None)
 
 
 def check_tesseract(languages: str) -> None:

@@ -95,8 +95,10 @@ class PdfDecrypt(Block):
         version="1.0",
         reads={"path": str, "work_dir": str},
         writes={"pdf_path": Artifact, "encrypted": bool},
-        # qpdf's key derivation and rewriting are CPU-bound
+        # qpdf's key derivation and rewriting are CPU-bound, but milliseconds a file: half the
+        # cores' workers are plenty, and the rest stay free for OCR and the models
         runtime="process",
+        cost=0.5,
         batch=1,
         description=(
             "pdf_path: a decrypted copy of an encrypted PDF (password from the password param, "

@@ -129,6 +129,8 @@ class Keywords(Block):
         },
         # one automaton pass and a few compiled regexes: ~1 ms for a 50 KB document
         runtime="thread",
+        # pure Python holding the GIL: one thread (up to 14 cores; see text.language)
+        cost=0.1,
         description=(
             "keywords: keyword -> count (found ones only); keyword_pages: keyword -> pages "
             "(1-based); control_ids: one {id, framework, count, pages, occurrences} per distinct "

@@ -95,6 +95,9 @@ class Language(Block):
         # fasttext is ~10x faster (~0.7 ms per page), still too long to hold the loop for
         # a many-page document, so it runs in a thread too.
         runtime="thread",
+        # pure Python holding the GIL: more than one thread would hold cores of the engine's
+        # budget that the GIL keeps idle (one worker up to 14 cores)
+        cost=0.1,
         batch=1,
         description=(
             "language: ISO 639-1 code of the whole text ('unknown' when too short or not "
