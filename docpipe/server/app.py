@@ -26,6 +26,7 @@ from docpipe.server.logs import AccessLog
 from docpipe.server.security import Guard, is_loopback
 from docpipe.status import Status
 from docpipe.store import Store
+from docpipe.telemetry import Telemetry
 
 HERE = Path(__file__).parent
 #: Room for the multipart framing around the files of an upload.
@@ -42,6 +43,8 @@ class Context:
     token: str
     reads_public: bool
     templates: Jinja2Templates
+    #: the server's metrics and probes (``/metrics``, ``/readyz``: :mod:`docpipe.server.health`)
+    telemetry: Telemetry = field(default_factory=Telemetry)
     _registry: Registry | None = field(default=None, repr=False)
 
     @property
@@ -110,7 +113,7 @@ def create_app(store_url: str | None, data_dir: str | Path, token: str, *, plugi
     """
     if not token:
         raise ValueError("the server needs a token")
-    from docpipe.server import api, intake, pages, review_pages
+    from docpipe.server import api, health, intake, pages, review_pages
 
     loopback = is_loopback(host)
     store = Store(store_url)
@@ -120,6 +123,7 @@ def create_app(store_url: str | None, data_dir: str | Path, token: str, *, plugi
     jobs = Jobs(workers=workers)
     ctx = Context(settings, store, jobs, token, loopback if reads_public is None else reads_public,
                   _templates())
+    ctx.telemetry.attach(store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -134,6 +138,7 @@ def create_app(store_url: str | None, data_dir: str | Path, token: str, *, plugi
     app.access_log = AccessLog(token)
     app.state.ctx = ctx
     app.include_router(api.router)
+    app.include_router(health.router)
     app.include_router(intake.router)
     app.include_router(pages.router)
     app.include_router(review_pages.router)

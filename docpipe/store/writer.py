@@ -29,18 +29,25 @@ first and the row holds a reference (:func:`docpipe.blobs.offload`).
 A failed write is never swallowed: the first exception is kept and re-raised,
 with a note saying how many records were lost, by the next :meth:`flush` or
 :meth:`close`.
+
+Observers (:meth:`RecordWriter.observe`: the server's :class:`docpipe.telemetry.Telemetry`)
+see each round's records as a :class:`Written` once its transaction has committed, on
+the writer thread: a counter kept from them counts exactly what is in the database,
+and the engine's loop never pays for it. Without an observer a round costs one
+attribute test more; an observer that raises is logged and the records stay written.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import logging
 import sys
 import threading
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
@@ -62,6 +69,24 @@ from docpipe.store.records import (
 from docpipe.store.schema import flow_runs, review_tasks, task_runs
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+class Written(NamedTuple):
+    """The records of one committed write round, each kind in the order reported (what an
+    observer of :meth:`RecordWriter.observe` is called with). Records are as the engine
+    built them (:mod:`docpipe.store.records`: read them by position); do not change them."""
+
+    started: list[StartedRow]
+    tasks: list[TaskRow]
+    #: finished runs (plain tuples or :class:`RunFinished`) and :class:`RunResumed`, in order
+    ended: list[FinishedRow | RunResumed]
+    reviews: list[ReviewTask]
+
+
+#: What :meth:`RecordWriter.observe` takes.
+Observer = Callable[[Written], None]
 
 #: Outputs to JSON text on the careful path; one reusable encoder
 #: (``json.dumps(..., default=str)`` builds a new one per call, several times slower).
@@ -227,6 +252,7 @@ class RecordWriter:
         self.task_run: Callable[[TaskRow], None] = self._tasks.append
         #: Record that a run waits at a review step: a :class:`ReviewTask` (before the run's end).
         self.review_task: Callable[[ReviewTask], None] = self._reviews.append
+        self._observers: tuple[Observer, ...] = ()
         self._flush_requests: deque[threading.Event] = deque()
         self._wake = threading.Event()
         self._closing = False
@@ -237,6 +263,21 @@ class RecordWriter:
         self._thread = threading.Thread(target=self._run, name="docpipe-store-writer", daemon=True)
         self._thread.start()
         atexit.register(self.close)
+
+    # --- observers ------------------------------------------------------------------
+
+    def observe(self, callback: Observer) -> None:
+        """Call ``callback`` with the records of every round written from now on.
+
+        It runs on the writer thread after the round's transaction committed (never for
+        records whose write failed), before the next round: keep it short, and take a
+        lock for what it shares with other threads. An exception it raises is logged.
+        """
+        self._observers = (*self._observers, callback)
+
+    def unobserve(self, callback: Observer) -> None:
+        """Stop calling ``callback`` (given to :meth:`observe`); nothing if it is not there."""
+        self._observers = tuple(c for c in self._observers if c is not callback)
 
     # --- synchronisation ------------------------------------------------------------
 
@@ -335,6 +376,17 @@ class RecordWriter:
                     statement.execute(conn, rows)
         except Exception as exc:  # noqa: BLE001 -- kept and re-raised by flush()/close()
             self._keep_error(exc, len(ended) + len(tasks) + len(started) + len(reviews))
+            return
+        if self._observers:
+            self._notify(Written(started, tasks, ended, reviews))
+
+    def _notify(self, written: Written) -> None:
+        """Hand a committed round to each observer; one that raises is logged, not fatal."""
+        for callback in self._observers:
+            try:
+                callback(written)
+            except Exception:  # noqa: BLE001 -- an observer's bug must not stop the writes
+                log.exception("record writer observer %r failed", callback)
 
     def _run_rows(
         self, started: list[StartedRow], ended: list[FinishedRow | RunResumed]
