@@ -2,8 +2,10 @@
 
 The engine's hot path stays free of metric updates: every number here is an
 aggregate query over the store, so ``docpipe metrics`` prints the same figures
-in any process — the CLI after a batch, a scraper of the server — for every
-engine that writes to the database (several drivers on one PostgreSQL included).
+in any process, for every engine that writes to the database (several drivers on
+one PostgreSQL included). Its cost grows with the history: the server's
+``/metrics`` is :mod:`docpipe.telemetry` instead (counters of what that server
+wrote, gauges from bounded queries).
 
 Exposed (text format of Prometheus, via ``prometheus_client``):
 

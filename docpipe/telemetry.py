@@ -9,7 +9,9 @@
   server* wrote since it started; Prometheus' ``rate()`` and ``increase()`` are made for
   counters that start at zero with the process.
 
-  - ``docpipe_flow_runs_total{flow, status}`` — flow runs that ended, by their end status
+  - ``docpipe_flow_runs_total{flow, status}`` — flow runs that ended, by their end status (a
+    run that waited for a review and was continued counts at each end: ``waiting``, then
+    its last status)
   - ``docpipe_task_runs_total{block, status}`` — task attempts (``retrying`` ones are retries)
   - ``docpipe_task_retries_total{block}`` — attempts that were retried
   - ``docpipe_task_failures_total{block, error_kind}`` — final task failures by kind
