@@ -203,7 +203,7 @@ class OpenBatch:
         """Run ``path`` in this batch: a new run (with ``run_id`` if given), or, with ``resume``
         (:meth:`~docpipe.store.Store.run_state` of a run a dead server left running), that
         run continued from its recorded steps."""
-        self._engine._call(self._batch.added.append, (path, correlation_id, run_id, resume))
+        self._engine._call(self._engine._add, self._batch, (path, correlation_id, run_id, resume))
 
     def close(self) -> None:
         """No more documents: the batch ends when those added have."""
@@ -310,19 +310,21 @@ class Engine:
 
     # --- public -------------------------------------------------------------------------
     def run(self, plan: Plan, documents: Iterable[str | tuple[str, str | None]], *,
-            argv: list[str] | None = None, correlation_id: str | None = None) -> BatchResult:
+            argv: list[str] | None = None, correlation_id: str | None = None,
+            batch_id: str | None = None) -> BatchResult:
         """Run ``plan`` over ``documents`` (paths, or ``(path, correlation_id)`` pairs) as one
-        new batch. Failed documents are results, not exceptions. With a store, the documents
-        are recorded with the batch as they are read (in chunks) and admitted from the store,
-        so the iterable may be lazy and long."""
+        new batch (named ``batch_id`` if given). Failed documents are results, not exceptions.
+        With a store, the documents are recorded with the batch as they are read (in chunks)
+        and admitted from the store, so the iterable may be lazy and long. On a started
+        engine the batch joins the running loop (and its warm pools); the call waits for it."""
         pairs = (d if isinstance(d, tuple) else (d, None) for d in documents)
-        batch_id = flow_id = None
+        flow_id = None
         if self.store is not None:
             flow_id = self.store.put_flow(plan.name, plan.version, plan.content_hash,
                                           redact_definition(plan.definition))
             argv = [redact_arg(a) for a in argv] if argv else argv
             batch_id = self.store.start_batch(flow_id, redact_params(plan.params), None, argv,
-                                              inputs=pairs, correlation_id=correlation_id)
+                                              inputs=pairs, correlation_id=correlation_id, batch_id=batch_id)
             n = self.store.batch(batch_id)["n_inputs"] if self.one_batch else self.workers
             source: Iterator[tuple[str, str | None]] = self.store.iter_inputs(batch_id)
         else:
@@ -374,7 +376,7 @@ class Engine:
 
     def _run_batch(self, batch: _Batch, to_run: int) -> BatchResult:
         if self._thread is not None:
-            raise RuntimeError("this engine is started (a server's): open_batch() takes its batches")
+            return self._join(batch)
         self._work_area().sweep()  # what engines killed earlier left behind
         self._bind_writer()
         self._to_run = max(1, to_run)
@@ -394,6 +396,23 @@ class Engine:
             if self.store is not None and batch.id is not None:
                 self.store.writer.flush()
                 self.store.finish_batch(batch.id, status, result.counts)
+        return result
+
+    def _join(self, batch: _Batch) -> BatchResult:
+        """Run ``batch`` in the started engine's loop; wait for it to end (or the loop to stop)."""
+        ended = threading.Event()
+        batch.on_end = lambda _result: ended.set()
+        self._call(self._open, batch)
+        while not ended.wait(0.5):
+            if not self.running:
+                break
+        result = batch.result()
+        done = ended.is_set()
+        if self.store is not None and batch.id is not None:
+            self.store.writer.flush()
+            self.store.finish_batch(batch.id, result.status if done else Status.INTERRUPTED, result.counts)
+        if not done:
+            raise RuntimeError(f"the engine stopped before batch {batch.id} ended: resume it")
         return result
 
     def _abandon(self) -> None:
@@ -482,6 +501,11 @@ class Engine:
             self._prestart(batch.plan, batch.params)
         self._feeding.append(batch)
 
+    def _add(self, batch: _Batch, item: tuple[str, str | None, str | None, dict[str, Any] | None]) -> None:
+        batch.added.append(item)
+        if batch not in self._feeding:  # it left the turn when it had nothing to admit
+            self._feeding.append(batch)
+
     def _close_batch(self, batch: _Batch) -> None:
         batch.open = False
         self._end_if_done(batch)
@@ -492,7 +516,7 @@ class Engine:
         batch.ended = True
         if batch in self._feeding:
             self._feeding.remove(batch)
-        if batch.open is False and batch.on_end is not _noop:
+        if batch.on_end is not _noop:
             try:
                 batch.on_end(batch.result())
             except Exception:  # noqa: BLE001 - a caller's callback must not stop the engine

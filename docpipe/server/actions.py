@@ -5,7 +5,8 @@ Shared by the API and the pages.
 Plans, inputs and batches come from :mod:`docpipe.service`, as they do for the CLI; this
 module adds what only a server decides (which folders a request may read, where uploads
 go, one job per batch at a time) and turns the service's refusals into HTTP statuses.
-The batches run on :class:`~docpipe.server.jobs.Jobs`' engine.
+The batches run as jobs (:class:`~docpipe.server.jobs.Jobs`: rows of the store) on the
+server's runner and its resident engine.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from docpipe.errors import FlowError
 from docpipe.inputs import InputError, absolute
 from docpipe.planner import Plan
 from docpipe.plugins import Registry
-from docpipe.server.jobs import Duplicate, Job, Jobs, JobStore
+from docpipe.server.jobs import Duplicate, Job, Jobs
 from docpipe.status import Status
-from docpipe.store import Store
+from docpipe.store import Store, new_id
 
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
 _CHUNK = 1024 * 1024
@@ -153,11 +154,11 @@ def start_run(store: Store, jobs: Jobs, settings: Settings, registry: Registry, 
     if not documents:
         raise ActionError(400, "no input files")
     plan = _flow_plan(registry, found["definition"], params or {})
-    batch = service.Batch(plan, [(path, correlation_id or corr) for path, corr in documents],
-                          correlation_id=correlation_id, argv=("docpipe", "serve"))
-    job = Job("run", plan.name, documents=len(batch.documents))
-    # a new batch: never a duplicate
-    return jobs.submit(job, JobStore(settings.store_url), lambda _store, engine: batch.run(engine))
+    docs = [(path, correlation_id or corr) for path, corr in documents]
+    # a new batch (its id given now): never a duplicate
+    job = Job("run", plan.name, batch_id=new_id(), documents=len(docs))
+    return jobs.submit(job, {"documents": docs, "correlation_id": correlation_id,
+                             "content_hash": found["content_hash"]}, params or {})
 
 
 def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, *,
@@ -172,24 +173,24 @@ def continue_batch(store: Store, jobs: Jobs, settings: Settings, batch_id: str, 
         raise ActionError(404, f"no batch {batch_id}")
     if retry_failed and not store.failed_documents(batch_id):
         raise ActionError(409, f"batch {batch_id} has no failed document to retry")
-    job_store = JobStore(settings.store_url)
+    documents_left = [j for j in jobs.active_on(batch_id) if j.kind == "document"]
+    if documents_left:
+        raise ActionError(409, f"batch {batch_id} still has {len(documents_left)} document(s) queued or "
+                               "running: its runs end on their own")
     try:
-        todo = service.continue_batch(job_store, batch_id, _registry(settings), params,
+        todo = service.continue_batch(store, batch_id, _registry(settings), params,
                                       retry_failed=retry_failed, only=documents)
-    except BaseException as exc:
-        job_store.close()  # whichever way it refused
-        if isinstance(exc, service.ServiceError):
-            raise ActionError(400, str(exc)) from None
-        if isinstance(exc, FlowError):
-            log.warning("batch %s cannot be planned again: %s", batch_id, exc)
-            raise ActionError(422, f"the recorded flow of batch {batch_id} is not valid with the "
-                                   "installed blocks (the server's log has the issues)") from None
-        raise
+    except service.ServiceError as exc:
+        raise ActionError(400, str(exc)) from None
+    except FlowError as exc:
+        log.warning("batch %s cannot be planned again: %s", batch_id, exc)
+        raise ActionError(422, f"the recorded flow of batch {batch_id} is not valid with the "
+                               "installed blocks (the server's log has the issues)") from None
     job = Job(kind or ("retry" if retry_failed else "resume"), todo.plan.name, batch_id=batch_id,
               documents=len(documents) if documents else int(batch["n_inputs"] or 0),
               only=sorted(documents) if documents else None)
     try:  # queued after a job of the batch that is active
-        return jobs.submit(job, job_store, lambda _store, engine: todo.run(engine))
+        return jobs.submit(job, {}, params or {})
     except Duplicate as exc:
         what = "a retry of these documents" if job.kind == "retry" else "a resume"
         raise ActionError(409, f"{what} of batch {batch_id} is already {exc.job.status} "

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
@@ -27,6 +28,7 @@ from docpipe.server.actions import (
 )
 from docpipe.server.app import Context, ctx_of
 from docpipe.server.security import check_token
+from docpipe.status import JobStatus, Status
 
 
 def can_read(request: Request) -> None:
@@ -86,8 +88,27 @@ def list_runs(ctx: Ctx, status: str | None = None, flow: str | None = None, batc
 def get_run(ctx: Ctx, run_id: str) -> dict[str, Any]:
     run = data.get_run(ctx.store, run_id, ctx.registry)
     if run is None:
-        raise HTTPException(404, f"no run {run_id}")
+        queued = _queued_run(ctx, run_id)
+        if queued is None:
+            raise HTTPException(404, f"no run {run_id}")
+        return queued
     return run
+
+
+def _queued_run(ctx: Context, run_id: str) -> dict[str, Any] | None:
+    """A run a job was given when it was queued, before a server started it: ``queued``."""
+    from docpipe.store.schema import jobs
+
+    with ctx.store.engine.connect() as conn:
+        row = conn.execute(sa.select(jobs.c.id, jobs.c.batch_id, jobs.c.document, jobs.c.correlation_id,
+                                     jobs.c.status, jobs.c.error, jobs.c.created_at)
+                           .where(jobs.c.run_id == run_id)).mappings().first()
+    if row is None:
+        return None
+    status = "queued" if row["status"] in (JobStatus.QUEUED, JobStatus.RUNNING) else Status.FAILED
+    return {"id": run_id, "status": status, "batch_id": row["batch_id"], "document": row["document"],
+            "correlation_id": row["correlation_id"], "job_id": row["id"], "error": row["error"],
+            "queued_at": row["created_at"], "tasks": []}
 
 
 class StartRequest(BaseModel):

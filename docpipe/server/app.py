@@ -3,12 +3,12 @@ routers of the API (:mod:`docpipe.server.api`) and the pages (:mod:`docpipe.serv
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request, Response
@@ -28,6 +28,10 @@ from docpipe.status import Status
 from docpipe.store import Store
 from docpipe.telemetry import Telemetry
 
+if TYPE_CHECKING:
+    from docpipe.executors.base import Executor
+    from docpipe.service.worker import Runner
+
 HERE = Path(__file__).parent
 #: Room for the multipart framing around the files of an upload.
 FORM_OVERHEAD = 1024 * 1024
@@ -46,6 +50,12 @@ class Context:
     #: the server's metrics and probes (``/metrics``, ``/readyz``: :mod:`docpipe.server.health`)
     telemetry: Telemetry = field(default_factory=Telemetry)
     _registry: Registry | None = field(default=None, repr=False)
+    #: runs the store's jobs on the resident engine (:mod:`docpipe.service.worker`)
+    runner: Runner | None = None
+    #: the intake sources this server runs (``--watch``, config)
+    sources: list[Any] = field(default_factory=list)
+    #: delivers finished runs to the sinks (``--sink``, config), if any
+    dispatcher: Any = None
 
     @property
     def registry(self) -> Registry:
@@ -103,8 +113,14 @@ def _templates() -> Jinja2Templates:
 def create_app(store_url: str | None, data_dir: str | Path, token: str, *, plugins: tuple[str, ...] = (),
                allow_dirs: tuple[str | Path, ...] = (), host: str = "127.0.0.1",
                max_upload: int = 100 * 1024 * 1024, workers: int | None = None,
-               reads_public: bool | None = None) -> App:
-    """The docpipe web UI and REST API over the store at ``store_url``.
+               reads_public: bool | None = None, sources: Sequence[Any] = (), sinks: Sequence[Any] = (),
+               executor: Executor | None = None, lease_s: float = 30.0) -> App:
+    """The docpipe web UI and REST API over the store at ``store_url``, and the service behind
+    them (docs/service.md): a :class:`~docpipe.service.worker.Runner` that runs the jobs the
+    store holds on one resident engine (``executor``: local pools by default, or Ray),
+    ``sources`` that queue documents (``--watch`` values or config tables: see
+    :func:`docpipe.sources.make_sources`) and ``sinks`` that get every finished run (see
+    :func:`docpipe.sinks.make_sinks`). They start with the app's lifespan and stop with it.
 
     ``token`` guards every change (and every read unless ``reads_public``, which
     defaults to whether ``host``, the address the server binds, is a loopback
@@ -113,23 +129,61 @@ def create_app(store_url: str | None, data_dir: str | Path, token: str, *, plugi
     """
     if not token:
         raise ValueError("the server needs a token")
-    from docpipe.server import api, health, intake, pages, review_pages
+    from docpipe.server import api, health, intake, pages, rerun_api, review_pages
+    from docpipe.service.worker import Runner
+    from docpipe.sinks import make_sinks
+    from docpipe.sinks.dispatch import Dispatcher
+    from docpipe.sources import make_sources
 
     loopback = is_loopback(host)
     store = Store(store_url)
     settings = Settings(store_url=store.url, data_dir=Path(data_dir).resolve(), plugins=tuple(plugins),
                         allow_dirs=tuple(Path(d).resolve() for d in allow_dirs), max_upload=max_upload,
                         workers=workers)
-    jobs = Jobs(workers=workers)
+    registry = Registry(extra=settings.plugins)
+    try:
+        made_sinks = make_sinks(sinks, registry) if sinks else {}
+        made_sources = make_sources(sources, store=store, registry=registry) if sources else []
+    except BaseException:
+        store.close()
+        raise
+    runner_store = Store(store.url)  # the engine's records go through a writer of its own
+    runner = Runner(runner_store, registry, workers=workers, executor=executor, sinks=list(made_sinks),
+                    lease_s=lease_s)
+    dispatcher = Dispatcher(store, made_sinks, owner=runner.owner) if made_sinks else None
+    jobs = Jobs(store, runner)
     ctx = Context(settings, store, jobs, token, loopback if reads_public is None else reads_public,
-                  _templates())
-    ctx.telemetry.attach(store)
+                  _templates(), _registry=registry)
+    ctx.runner = runner
+    ctx.sources = made_sources
+    ctx.dispatcher = dispatcher
+    telemetry = ctx.telemetry
+    telemetry.attach(store)
+    telemetry.attach(runner_store)
+    telemetry.pools(runner.engine.pool_stats)
+    telemetry.readiness(lambda: runner.ready)
+    telemetry.sources(lambda: [{"name": s.name, "kind": s.kind, **s.status()} for s in made_sources])
+    runner.on_lease_expired = telemetry.lease_expired
+    if dispatcher is not None:
+        runner.on_delivery = dispatcher.wake
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        jobs.close()
-        store.close()
+        runner.start()
+        if dispatcher is not None:
+            dispatcher.start()
+        for source in made_sources:
+            source.start()
+        try:
+            yield
+        finally:
+            for source in made_sources:
+                source.stop()
+            runner.stop()
+            if dispatcher is not None:
+                dispatcher.stop()
+            runner_store.close()
+            store.close()
 
     app = App(title="docpipe", version=__version__, lifespan=lifespan,
               description="Flow runs, flows and blocks of a docpipe store. Requests that change "
@@ -138,6 +192,7 @@ def create_app(store_url: str | None, data_dir: str | Path, token: str, *, plugi
     app.access_log = AccessLog(token)
     app.state.ctx = ctx
     app.include_router(api.router)
+    app.include_router(rerun_api.router)
     app.include_router(health.router)
     app.include_router(intake.router)
     app.include_router(pages.router)

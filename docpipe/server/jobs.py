@@ -1,17 +1,15 @@
-"""Runs, retries and resumes started from the UI or the API, executed one at a time, in the
-order they were asked for, by a background thread with the same
-:class:`~docpipe.engine.Engine` the CLI drives.
+"""Runs, retries, resumes and continues asked for from the UI or the API: rows of the store's
+``jobs`` table (:mod:`docpipe.store.jobs`), run by the server's
+:class:`~docpipe.service.worker.Runner` on its resident engine.
 
-One job per batch at a time: two engines on one batch would race over its runs. A job
-asked for while another job of its batch is queued or running is queued after it (it
-starts when every job before it has ended); only a job that would repeat one already
-queued or running for the batch (the same resume, a retry of the same documents) is
-refused (:class:`Duplicate`).
+Being rows, they outlive the server: after a restart (a ``kill -9`` included) the runner
+claims every unfinished one again once its lease expires, and a run job whose batch had
+started resumes that batch. Several servers on one PostgreSQL share them.
 
-A job opens its own :class:`~docpipe.store.Store` on the server's database (its
-own record writer), so the pages keep reading while it runs. Jobs live in
-memory: after a restart their batches are still in the store, and a batch that
-was interrupted can be resumed from its page.
+One job per batch at a time: a job that would repeat one already queued or running for the
+batch (the same resume, a retry of the same documents) is refused (:class:`Duplicate`);
+another job of a busy batch is queued (the runner runs batch jobs one at a time, oldest
+first).
 """
 
 from __future__ import annotations
@@ -20,25 +18,31 @@ import builtins
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from queue import SimpleQueue
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from docpipe.flow import redact_params
 from docpipe.status import JobStatus
-from docpipe.store import Store
+from docpipe.store import Store, new_id
+
+if TYPE_CHECKING:
+    from docpipe.service.worker import Runner
 
 log = logging.getLogger("docpipe.server.jobs")
 
+#: the source of the jobs the UI and the API's batch actions queue
+SOURCE = "ui"
+
+
 @dataclass
 class Job:
-    """One run, retry or resume the server was asked for."""
+    """One run, retry, resume or continue the server was asked for (a ``jobs`` row)."""
 
     kind: str  # "run" | "retry" | "resume" | "continue" (a resume after a review's answer)
     flow: str
     batch_id: str | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=new_id)
     status: str = JobStatus.QUEUED
     error: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
@@ -50,6 +54,10 @@ class Job:
     only: list[str] | None = None
     #: the job of the same batch this one was queued after, if one was active then
     after: str | None = None
+    #: a finished job's outcome: the batch's status then (succeeded, failed, waiting)
+    outcome: str | None = None
+    #: how many times a server took it (more than one: a server died holding it)
+    claims: int = 0
 
     @property
     def active(self) -> bool:
@@ -68,18 +76,14 @@ class Job:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "active": self.active}
 
-
-class JobStore(Store):
-    """The store a job writes through: a real store that also tells its job the id of the
-    batch the engine starts, as soon as it is started (so the pages can link to it)."""
-
-    job: Job | None = None
-
-    def start_batch(self, *args: Any, **kwargs: Any) -> str:
-        batch_id = super().start_batch(*args, **kwargs)
-        if self.job is not None:
-            self.job.batch_id = batch_id
-        return batch_id
+    @classmethod
+    def of(cls, row: Mapping[str, Any], counts: dict[str, int] | None = None) -> Job:
+        payload = row.get("payload") or {}
+        return cls(kind=row["kind"], flow=str(payload.get("flow_name") or row["flow"]), batch_id=row["batch_id"],
+                   id=row["id"], status=row["status"], error=row["error"], counts=counts or {},
+                   documents=int(payload.get("n") or 0), created_at=row["created_at"],
+                   started_at=row["started_at"], finished_at=row["finished_at"], only=payload.get("only"),
+                   after=payload.get("after"), outcome=row["outcome"], claims=row["claims"])
 
 
 class Duplicate(Exception):
@@ -90,96 +94,61 @@ class Duplicate(Exception):
         self.job = job
 
 
-#: What a job does: given the job's store and an engine, run and return the BatchResult.
-Work = Callable[[Any, Any], Any]
-
-
 class Jobs:
-    """A FIFO of jobs and the one thread that runs them."""
+    """The server's batch jobs, in the store; the runner runs them."""
 
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers
-        self._jobs: dict[str, Job] = {}
-        self._queue: SimpleQueue[tuple[Job, JobStore, Work] | None] = SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name="docpipe-jobs", daemon=True)
-        self._thread.start()
+    def __init__(self, store: Store, runner: Runner | None = None) -> None:
+        self.store = store
+        self.runner = runner
+        self._lock = threading.Lock()  # check and queue as one step (racing requests)
 
-    def submit(self, job: Job, store: JobStore, work: Work) -> Job:
-        """Queue ``work`` to run with ``store`` (which the job closes when done). A job on a
-        batch that another queued or running job works on waits for it (``after`` names it);
-        one that would repeat such a job raises :class:`Duplicate` (and closes the store).
-        Checked and registered under one lock, so two requests at once cannot both pass."""
+    def submit(self, job: Job, payload: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> Job:
+        """Queue ``job`` (``payload``: what the runner needs to run it again from the row;
+        ``params`` its params, secrets included, kept in this process only). A job on a batch
+        that another active job works on waits for it (``after`` names it); one that would
+        repeat such a job raises :class:`Duplicate`."""
         with self._lock:
             if job.batch_id:
-                ahead = [j for j in self._jobs.values() if j.active and j.batch_id == job.batch_id]
+                ahead = [j for j in self.active_on(job.batch_id) if j.kind != "document"]
                 for other in ahead:
                     if job.repeats(other):
-                        store.close()
                         raise Duplicate(other)
                 if ahead:
-                    job.after = ahead[-1].id  # the dict keeps submission order
-            store.job = job
-            self._jobs[job.id] = job
-            self._queue.put((job, store, work))  # under the lock: queue order is check order
-        log.info("job %s queued: %s, %s%s", job.id, _what(job), _documents(job),
+                    job.after = ahead[-1].id
+            stored = {**payload, "params": redact_params(dict(params or {})), "n": job.documents,
+                      "only": job.only, "flow_name": job.flow, "after": job.after}
+            row, _ = self.store.jobs.submit(job.kind, job.flow, source=SOURCE, batch_id=job.batch_id,
+                                            payload=stored)
+            job.id, job.created_at = row["id"], row["created_at"]
+        if self.runner is not None:
+            self.runner.remember(job.id, params or {})
+            self.runner.wake()
+        log.info("job %s queued: %s of %s, batch %s, %d document%s%s", job.id, job.kind, job.flow,
+                 job.batch_id or "(new)", job.documents, "" if job.documents == 1 else "s",
                  f", after job {job.after}" if job.after else "")
         return job
 
     def get(self, job_id: str) -> Job | None:
-        with self._lock:
-            return self._jobs.get(job_id)
+        row = self.store.jobs.get(job_id)
+        return None if row is None else self._job(row)
 
-    def list(self) -> list[Job]:
-        with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.created_at, reverse=True)
+    def list(self, limit: int = 100) -> builtins.list[Job]:
+        """The batch jobs, newest first (a ``document`` job shows as its run)."""
+        rows = self.store.jobs.list(source=SOURCE, limit=limit)
+        return [self._job(r) for r in rows]
 
     def active_on(self, batch_id: str) -> builtins.list[Job]:
-        """The queued and running jobs of batch ``batch_id``, in queue order."""
-        with self._lock:
-            return [j for j in self._jobs.values() if j.active and j.batch_id == batch_id]
+        """The queued and running jobs of batch ``batch_id`` (documents' too), oldest first."""
+        rows = [r for status in (JobStatus.QUEUED, JobStatus.RUNNING)
+                for r in self.store.jobs.list(status=status, batch_id=batch_id, limit=10_000)]
+        return [Job.of(r) for r in sorted(rows, key=lambda r: r["created_at"])]
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop taking jobs; wait a little for the running one (its batch can be resumed)."""
-        self._queue.put(None)
-        self._thread.join(timeout)
+        """Nothing to stop here: the runner is stopped by the server."""
 
-    def _loop(self) -> None:
-        from docpipe.engine import Engine
-
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            job, store, work = item
-            job.status, job.started_at = JobStatus.RUNNING, time.time()
-            log.info("job %s started: %s, %s", job.id, _what(job), _documents(job))
-            try:
-                with Engine(store, workers=self.workers) as engine:
-                    result = work(store, engine)
-                job.batch_id = result.batch_id or job.batch_id
-                job.counts = dict(result.counts)
-                job.status = JobStatus.FINISHED
-            except Exception as exc:  # noqa: BLE001 - a failed job is shown, the server goes on
-                job.status, job.error = JobStatus.ERROR, f"{type(exc).__name__}: {exc}"
-                log.exception("job %s error: %s, in %.2f s: %s", job.id, _what(job),
-                              time.time() - job.started_at, job.error)
-            finally:
-                job.finished_at = time.time()
-                if job.status == JobStatus.FINISHED:
-                    counts = ", ".join(f"{k} {v}" for k, v in job.counts.items()) or "no documents"
-                    log.info("job %s finished: %s, %s, in %.2f s", job.id, _what(job), counts,
-                             job.finished_at - job.started_at)
-                try:
-                    store.close()
-                except Exception:  # noqa: BLE001
-                    log.exception("closing the store of job %s", job.id)
-
-
-def _what(job: Job) -> str:
-    """``retry of idp, batch 1a2b…`` (a new batch has no id until its job starts it)."""
-    return f"{job.kind} of {job.flow}, batch {job.batch_id or '(new)'}"
-
-
-def _documents(job: Job) -> str:
-    return f"{job.documents} document{'' if job.documents == 1 else 's'}"
+    def _job(self, row: Mapping[str, Any]) -> Job:
+        counts: dict[str, int] = {}
+        if row["batch_id"] and row["status"] not in (JobStatus.QUEUED,):
+            batch = self.store.batch(row["batch_id"])
+            counts = dict((batch or {}).get("counts") or {})
+        return Job.of(row, counts)

@@ -61,23 +61,32 @@ def test_query_secrets_are_masked():
 
 
 def test_a_failed_job_logs_its_error_and_traceback(tmp_path, caplog):
-    from docpipe.server.jobs import Job, Jobs, JobStore
+    """A job the runner cannot do (a resume of a batch the store does not have) ends in error,
+    with its lines in the log: queued, started, error with the traceback."""
+    from docpipe.plugins import Registry
+    from docpipe.server.jobs import Job, Jobs
+    from docpipe.service.worker import Runner
+    from docpipe.store import Store
 
-    def fail(_store, _engine):
-        raise ValueError("the model folder is gone")
-
-    jobs = Jobs(workers=1)
-    try:
-        with caplog.at_level("INFO", logger="docpipe.server.jobs"):
-            job = jobs.submit(Job("resume", "f", batch_id="b1", documents=2), JobStore(f"sqlite:///{tmp_path}/j.db"),
-                              fail)
-            jobs.close(timeout=30)
-    finally:
-        jobs.close(timeout=30)
-    assert job.status == "error"
-    lines = [r.getMessage() for r in caplog.records]
+    url = f"sqlite:///{tmp_path}/j.db"
+    with Store(url) as store, Store(url) as runner_store:
+        runner = Runner(runner_store, Registry(entry_points=False), poll_s=0.05, work_dir=str(tmp_path / "work"))
+        jobs = Jobs(store, runner)
+        runner.start()
+        try:
+            with caplog.at_level("INFO", logger="docpipe.server.jobs"):
+                job = jobs.submit(Job("resume", "f", batch_id="b1", documents=2), {})
+                deadline = time.monotonic() + 60
+                while (found := jobs.get(job.id)) is not None and found.active:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+        finally:
+            runner.stop()
+    assert found is not None and found.status == "error" and "no batch b1" in (found.error or "")
+    records = [r for r in caplog.records if r.name == "docpipe.server.jobs"]
+    lines = [r.getMessage() for r in records]
     assert lines[0] == f"job {job.id} queued: resume of f, batch b1, 2 documents"
     assert lines[1] == f"job {job.id} started: resume of f, batch b1, 2 documents"
-    assert re.fullmatch(rf"job {job.id} error: resume of f, batch b1, in \d+\.\d\d s: "
-                        r"ValueError: the model folder is gone", lines[2])
-    assert caplog.records[2].levelname == "ERROR" and caplog.records[2].exc_info is not None
+    assert re.fullmatch(rf"job {job.id} error: resume of f, batch b1, in \d+\.\d\d s: NotFound: .*no batch b1.*",
+                        lines[2]), lines[2]
+    assert records[2].levelname == "ERROR" and records[2].exc_info is not None
