@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,44 @@ def test_idp_rerun_from_classify_keeps_the_earlier_steps(tmp_path):
     assert "status: succeeded -> waiting" in rerun.stdout and "check_type: skipped -> waiting" in rerun.stdout
     diff = run_cli("runs", "diff", run_id, new["id"], "--db", db)
     assert diff.returncode == 0 and "check_type: skipped -> waiting" in diff.stdout
+
+
+TOKEN = "test-token-0123456789"
+
+
+def test_the_run_page_reruns_from_a_step_and_shows_the_diff(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from docpipe.server import create_app
+
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    run_id = first_run(db, tmp_path)
+    app = create_app(db, tmp_path / "data", TOKEN, plugins=(TOYS,))
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        page = c.get(f"/runs/{run_id}").text
+        assert f'action="/runs/{run_id}/rerun"' in page and "<option>dig</option>" in page
+        assert c.post(f"/api/runs/{run_id}/rerun", json={"step": "dig"}).status_code == 401
+        unknown = c.post(f"/api/runs/{run_id}/rerun", json={"step": "nope"},
+                         headers={"Authorization": f"Bearer {TOKEN}"})
+        assert unknown.status_code == 404 and "its steps: read, up, dig, short, words" in unknown.json()["detail"]
+        reply = c.post(f"/api/runs/{run_id}/rerun", json={"step": "dig", "params": {"rounds": 4}},
+                       headers={"Authorization": f"Bearer {TOKEN}"})
+        assert reply.status_code == 202, reply.text
+        made = reply.json()
+        assert made["again"] == ["dig", "short"] and made["copied"] == 3 and made["rerun_of"] == run_id
+        deadline = time.monotonic() + 120
+        while c.get(made["url"]).json()["active"]:
+            assert time.monotonic() < deadline, "the rerun's job did not end"
+            time.sleep(0.1)
+        new = made["run_id"]
+        assert c.get(f"/api/runs/{new}").json()["status"] == "succeeded"
+        diff = c.get(f"/api/runs/{run_id}/diff/{new}").json()
+        assert {o["key"] for o in diff["outputs"]} == {"digest", "short"} and diff["b"]["rerun_of"] == run_id
+        shown = c.get(f"/runs/{run_id}/diff/{new}").text
+        assert 'id="diff-step-dig"' in shown and 'id="diff-step-read"' not in shown and "digest" in shown
+        assert f'href="/runs/{run_id}/diff/{new}"' in c.get(f"/runs/{new}").text  # the link to the diff
+        assert f'href="/runs/{run_id}/diff/{new}"' in c.get(f"/runs/{run_id}").text  # and from the earlier run
+        form = c.post(f"/runs/{run_id}/rerun", data={"token": TOKEN, "step": "short", "params": ""},
+                      follow_redirects=False)
+        assert form.status_code == 303 and form.headers["location"].startswith("/runs/")
+        assert c.get(f"/runs/{run_id}/diff/ffff").status_code == 404

@@ -15,7 +15,10 @@ from docpipe.server.actions import ActionError, continue_batch, retry_failed_run
 from docpipe.server.api import _since, drop_uploads, parse_params, save_uploads
 from docpipe.server.app import Context, ctx_of
 from docpipe.server.jobs import Job
+from docpipe.server.rerun_api import submit_rerun
 from docpipe.server.security import COOKIE, check_token, cookie_value, token_ok
+from docpipe.service.errors import ServiceError
+from docpipe.service.rerun import diff_runs, rerun_of, reruns, step_ids
 from docpipe.status import Status
 
 
@@ -114,7 +117,31 @@ def run_page(request: Request, ctx: Ctx, run_id: str, job: str = "") -> Response
     watch = json.dumps([run["status"], run["attempt"], len(run["tasks"])], separators=(",", ":"))
     return render(request, "run.html", nav="runs", run=run, job=found, active=active, retrying=retrying,
                   resuming=resuming, batch=batch, upload=upload, live=bool(active) or run["status"] == Status.RUNNING,
-                  watch=watch)
+                  watch=watch, steps=step_ids(batch["definition"]) if batch else [],
+                  recorded_params=json.dumps((batch or {}).get("params") or {}, ensure_ascii=False),
+                  rerun_of=rerun_of(ctx.store, run["id"]), reruns=reruns(ctx.store, run["id"]))
+
+
+@router.post("/runs/{run_id}/rerun")
+def rerun_page(request: Request, ctx: Ctx, run_id: str, token: TokenField = None,
+               step: Annotated[str, Form()] = "", params: Annotated[str, Form()] = "") -> Response:
+    made: list[str] = []
+
+    def act() -> Job:
+        job, rerun = submit_rerun(ctx, run_id, step, parse_params(params))
+        made.append(rerun.run_id)
+        return job
+
+    return _form_action(request, ctx, token, act, lambda job: f"/runs/{made[0]}?job={job.id}")
+
+
+@router.get("/runs/{run_a}/diff/{run_b}")
+def diff_page(request: Request, ctx: Ctx, run_a: str, run_b: str) -> Response:
+    try:
+        diff = diff_runs(ctx.store, run_a, run_b)
+    except ServiceError as exc:
+        return error_page(request, ActionError.of(exc).status, str(exc))
+    return render(request, "run_diff.html", nav="runs", diff=diff.as_dict())
 
 
 def _form_action(request: Request, ctx: Context, token: str | None, act: Callable[[], Job],
