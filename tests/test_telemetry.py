@@ -58,6 +58,14 @@ def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
 
 # --- counters from the records ------------------------------------------------------------
 
+def test_the_fields_telemetry_reads_by_position_are_where_it_reads_them():
+    """docpipe.telemetry reads records by position, as the writer does (see its comment)."""
+    assert [TaskRecord._fields.index(f) for f in ("block", "status", "started_at", "finished_at", "error_kind")] \
+        == [2, 4, 5, 6, 8]
+    assert [RunStarted._fields.index(f) for f in ("id", "flow_id")] == [0, 2]
+    assert [RunFinished._fields.index(f) for f in ("id", "status")] == [0, 1]
+
+
 def test_counters_equal_what_the_store_recorded(plan, docs, store_url):
     p = plan(STEPS, outputs=["doc_class"])
     with Store(store_url) as store:
