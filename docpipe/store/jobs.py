@@ -196,7 +196,11 @@ class JobQueue:
         """Take up to ``limit`` claimable jobs (of ``kinds``, if given) for ``owner`` under a
         lease of ``lease_s`` seconds: first running jobs whose lease expired (their server
         died), then queued ones, oldest first. Each is marked running with ``started_at``
-        now and ``claims`` one more. Two owners never get the same job."""
+        now and ``claims`` one more. Two owners never get the same job.
+
+        Both picks go through ``ix_jobs_status`` (status, created_at): the queued one reads
+        just the ``limit`` oldest however long the queue, the expired one reads the running
+        jobs (what the servers hold in flight)."""
         if limit < 1 or lease_s <= 0:
             raise ValueError(f"claim: limit must be >= 1 and lease_s > 0, not {limit} and {lease_s}")
         now = time.time() if now is None else now
