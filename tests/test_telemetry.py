@@ -280,3 +280,54 @@ def test_readyz_is_503_while_the_database_is_down(tmp_path):
                 _run([pg_ctl, "-D", data, "-l", str(Path(data).parent / "server.log"), "-w", "-t", "60",
                       "-o", options, "start"], "pg_ctl start", timeout=90)
             assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
+
+
+def _server_pids(data: str) -> list[int]:
+    """The PostgreSQL server's postmaster (from its pid file) and every process it started."""
+    postmaster = int(Path(data, "postmaster.pid").read_text().split()[0])
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+                children.append(int(entry.name))
+    return [postmaster, *children]
+
+
+def test_readyz_gives_up_on_a_hung_database_after_two_seconds(tmp_path):
+    """A private PostgreSQL server frozen (SIGSTOP) under the running server: /readyz answers
+    503 after its 2 s, the next one at once while that ping still waits; thawed, 200."""
+    import os
+    import signal
+
+    from pg import postgres_server
+
+    with postgres_server() as url:
+        app = create_app(url, tmp_path / "data", TOKEN)
+        with serving(app) as base:
+            assert httpx.get(f"{base}/readyz").status_code == 200
+            engine = sa.create_engine(url)
+            with engine.connect() as conn:
+                data = conn.exec_driver_sql("SHOW data_directory").scalar_one()
+            engine.dispose()
+            pids = _server_pids(data)
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                hung = httpx.get(f"{base}/readyz", timeout=30)
+                assert hung.status_code == 503
+                assert hung.json()["reason"] == "the store did not answer SELECT 1 within 2 s"
+                again = httpx.get(f"{base}/readyz", timeout=30)  # the first ping still waits: no second thread
+                assert again.status_code == 503
+                assert again.json()["reason"] == "the store has not answered SELECT 1 for over 2 s"
+                assert httpx.get(f"{base}/healthz").status_code == 200
+            finally:
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
+            deadline = time.monotonic() + 30
+            while (ready := httpx.get(f"{base}/readyz", timeout=30)).status_code != 200:
+                assert time.monotonic() < deadline, ready.json()
+                time.sleep(0.2)
