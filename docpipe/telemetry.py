@@ -27,8 +27,8 @@
   - ``docpipe_sink_backlog{sink}`` — deliveries pending per sink (``store.outbox.backlog()``)
   - ``docpipe_flow_runs_in_flight`` — flow runs recorded ``running`` by every engine on this
     store (the ``flow_runs.status`` index)
-  - ``docpipe_store_up`` — 1 when those queries answered, 0 when the store did not (the
-    scrape still answers, with the counters)
+  - ``docpipe_store_up`` — 1 when those queries answered, 0 when the store did not, or
+    another scrape still waits on it (the scrape still answers, with the counters)
   - ``docpipe_pool_workers{block}``, ``docpipe_pool_busy{block}`` — from the callback given
     to :meth:`Telemetry.pools` (the resident engine's ``pool_stats()``)
   - ``docpipe_source_<field>{source}`` — each number in a source's ``status()`` dict, from
@@ -132,6 +132,7 @@ class Telemetry:
         self._ready: Callable[[], str | None] | None = None
         self._probe_lock = threading.Lock()
         self._probe: threading.Thread | None = None
+        self._gauge_lock = threading.Lock()
         self.registry.register(_Collector(self))
         if process:
             ProcessCollector(registry=self.registry)
@@ -319,11 +320,27 @@ class Telemetry:
 
     def _gauges(self) -> Iterator[Metric]:
         """The gauges of shared state, each from one bounded query; ``docpipe_store_up`` 0
-        (and the rest left out) when the store does not answer."""
+        (and the rest left out) when the store does not answer, or while another scrape
+        still waits for it (a hung database holds one request, not every scrape's)."""
         store = self._store
         if store is None:
             return
         up = GaugeMetricFamily("docpipe_store_up", "Whether the store answered this scrape's queries")
+        if not self._gauge_lock.acquire(blocking=False):
+            up.add_metric([], 0)
+            yield up
+            return
+        try:
+            found = self._query_gauges(store)
+        finally:
+            self._gauge_lock.release()
+        up.add_metric([], 0 if found is None else 1)
+        yield up
+        if found is not None:
+            yield from found
+
+    def _query_gauges(self, store: Any) -> list[Metric] | None:
+        """Runs in flight, jobs by source, sink backlog; ``None`` when the store failed."""
         in_flight = GaugeMetricFamily("docpipe_flow_runs_in_flight",
                                       "Flow runs recorded as running, by every engine on this store")
         jobs = GaugeMetricFamily("docpipe_jobs", "Jobs queued and running, by source",
@@ -344,11 +361,8 @@ class Telemetry:
                     backlog.add_metric([sink], n)
         except sa.exc.SQLAlchemyError:
             log.warning("telemetry: the store did not answer the scrape's queries", exc_info=True)
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield from (up, in_flight, jobs, backlog)
+            return None
+        return [in_flight, jobs, backlog]
 
     def _pool_gauges(self) -> Iterator[Metric]:
         stats = self._pools

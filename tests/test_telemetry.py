@@ -299,7 +299,8 @@ def _server_pids(data: str) -> list[int]:
 
 def test_readyz_gives_up_on_a_hung_database_after_two_seconds(tmp_path):
     """A private PostgreSQL server frozen (SIGSTOP) under the running server: /readyz answers
-    503 after its 2 s, the next one at once while that ping still waits; thawed, 200."""
+    503 after its 2 s, the next one at once while that ping still waits; a scrape waits, the
+    next answers at once with the store down; thawed, both complete and /readyz is 200."""
     import os
     import signal
 
@@ -324,9 +325,21 @@ def test_readyz_gives_up_on_a_hung_database_after_two_seconds(tmp_path):
                 assert again.status_code == 503
                 assert again.json()["reason"] == "the store has not answered SELECT 1 for over 2 s"
                 assert httpx.get(f"{base}/healthz").status_code == 200
+                # a scrape waits on the frozen store; the next one answers at once, store down
+                first: list[httpx.Response] = []
+                waiting = threading.Thread(target=lambda: first.append(httpx.get(f"{base}/metrics", timeout=60)))
+                waiting.start()
+                deadline = time.monotonic() + 10
+                while not app.state.ctx.telemetry._gauge_lock.locked():
+                    assert time.monotonic() < deadline, "the first scrape never reached the store"
+                    time.sleep(0.05)
+                second = httpx.get(f"{base}/metrics", timeout=10)
+                assert second.status_code == 200 and "docpipe_store_up 0.0" in second.text
             finally:
                 for pid in pids:
                     os.kill(pid, signal.SIGCONT)
+            waiting.join(60)
+            assert first[0].status_code == 200 and "docpipe_store_up 1.0" in first[0].text
             deadline = time.monotonic() + 30
             while (ready := httpx.get(f"{base}/readyz", timeout=30)).status_code != 200:
                 assert time.monotonic() < deadline, ready.json()
