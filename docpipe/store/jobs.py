@@ -80,11 +80,11 @@ def depth_query(dialect: str) -> sa.Select[str, str, int]:
             .where(_STATUS.in_(_UNFINISHED)).group_by(_SOURCE, _STATUS))
 
 
-def pick_query(dialect: str, claimable: sa.ColumnElement[bool], limit: int) -> sa.Select[str]:
-    """The ids of the ``limit`` oldest jobs matching ``claimable`` (over ``sa.column`` names),
-    through ``ix_jobs_status`` (status, created_at): no sort, however long the queue; locked
-    and skipping locked rows on PostgreSQL."""
-    pick = (sa.select(_ID).select_from(through_index(jobs, "ix_jobs_status", dialect))
+def pick_query(dialect: str, claimable: sa.ColumnElement[bool], limit: int) -> sa.Select[str, float]:
+    """The ids and creation times of the ``limit`` oldest jobs matching ``claimable`` (over
+    ``sa.column`` names), through ``ix_jobs_status`` (status, kind, created_at): given a status
+    and a kind, no sort, however long the queue; locked, skipping locked rows, on PostgreSQL."""
+    pick = (sa.select(_ID, _CREATED).select_from(through_index(jobs, "ix_jobs_status", dialect))
             .where(claimable).order_by(_CREATED).limit(limit))
     return pick.with_for_update(skip_locked=True) if dialect == "postgresql" else pick
 
@@ -198,20 +198,26 @@ class JobQueue:
         died), then queued ones, oldest first. Each is marked running with ``started_at``
         now and ``claims`` one more. Two owners never get the same job.
 
-        Both picks go through ``ix_jobs_status`` (status, created_at): the queued one reads
-        just the ``limit`` oldest however long the queue, the expired one reads the running
-        jobs (what the servers hold in flight)."""
+        The picks go through ``ix_jobs_status`` (status, kind, created_at): one per kind reads
+        just the oldest queued jobs of that kind however long the queue (other kinds ahead of
+        them cost nothing), and one reads the running jobs (what the servers hold in flight)
+        for expired leases."""
         if limit < 1 or lease_s <= 0:
             raise ValueError(f"claim: limit must be >= 1 and lease_s > 0, not {limit} and {lease_s}")
+        wanted = JOB_KINDS if kinds is None else (kinds,) if isinstance(kinds, str) else tuple(dict.fromkeys(kinds))
+        unknown = [kind for kind in wanted if kind not in JOB_KINDS]
+        if unknown:
+            raise ValueError(f"claim: job kinds are {', '.join(JOB_KINDS)}, not {', '.join(map(repr, unknown))}")
         now = time.time() if now is None else now
-        of_kind = sa.true() if kinds is None else _KIND.in_(list(kinds))
-        expired = sa.and_(_STATUS == JobStatus.RUNNING.value, _LEASE < now, of_kind)
-        queued = sa.and_(_STATUS == JobStatus.QUEUED.value, of_kind)
+        expired = sa.and_(_STATUS == JobStatus.RUNNING.value, _LEASE < now, _KIND.in_(wanted))
         with write_transaction(self.store) as conn:
-            ids: list[str] = []
-            for claimable in (expired, queued):
-                if len(ids) < limit:
-                    ids += conn.execute(pick_query(conn.dialect.name, claimable, limit - len(ids))).scalars()
+            dialect = conn.dialect.name
+            ids = list(conn.execute(pick_query(dialect, expired, limit)).scalars())
+            if len(ids) < limit:
+                room = limit - len(ids)
+                queued = [row for kind in wanted for row in conn.execute(pick_query(
+                    dialect, sa.and_(_STATUS == JobStatus.QUEUED.value, _KIND == kind), room))]
+                ids += [row.id for row in sorted(queued, key=lambda row: row.created_at)[:room]]
             if not ids:
                 return []
             claimed = conn.execute(jobs.update().where(jobs.c.id.in_(ids))

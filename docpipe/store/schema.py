@@ -197,7 +197,7 @@ jobs = sa.Table(
     sa.Column("started_at", sa.Double),
     sa.Column("finished_at", sa.Double),
     sa.UniqueConstraint("source", "idempotency_key", name="uq_jobs_source_key"),
-    sa.Index("ix_jobs_status", "status", "created_at"),  # claims take the oldest queued: no sort
+    sa.Index("ix_jobs_status", "status", "kind", "created_at"),  # a claim reads only the oldest it takes
     sa.Index("ix_jobs_batch_id", "batch_id"),
     sa.Index("ix_jobs_run_id", "run_id"),
 )

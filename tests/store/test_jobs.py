@@ -215,12 +215,19 @@ def test_release_puts_jobs_back_in_the_queue(store: Store) -> None:
     assert {j["claims"] for j in store.jobs.claim("b", limit=3, lease_s=60, now=T0 + 1)} == {2}
 
 
-def test_claim_takes_only_the_kinds_asked_for(store: Store) -> None:
-    store.jobs.submit("document", "f", source="api", now=T0)
+def test_claim_takes_only_the_kinds_asked_for_oldest_first_across_kinds(store: Store) -> None:
+    first, _ = store.jobs.submit("document", "f", source="api", now=T0)
     run_job, _ = store.jobs.submit("run", "f", source="ui", payload={"inputs": ["a.pdf"]}, now=T0 + 1)
-    claimed = store.jobs.claim("s1", limit=5, lease_s=60, kinds=["run", "resume"], now=T0 + 2)
-    assert [j["id"] for j in claimed] == [run_job["id"]]
-    assert [j["kind"] for j in store.jobs.claim("s1", limit=5, lease_s=60, now=T0 + 2)] == ["document"]
+    last, _ = store.jobs.submit("document", "f", source="api", now=T0 + 2)
+    resume, _ = store.jobs.submit("resume", "f", source="ui", now=T0 + 3)
+    claimed = store.jobs.claim("s1", limit=5, lease_s=60, kinds=["run", "resume"], now=T0 + 4)
+    assert [j["id"] for j in claimed] == [run_job["id"], resume["id"]]
+    store.jobs.release("s1")
+    assert [j["id"] for j in store.jobs.claim("s1", limit=3, lease_s=60, now=T0 + 5)] == [
+        first["id"], run_job["id"], last["id"]]
+    assert [j["id"] for j in store.jobs.claim("s2", limit=3, lease_s=60, kinds="resume", now=T0 + 5)] == [resume["id"]]
+    with pytest.raises(ValueError, match="job kinds are document, run, retry, resume, continue, not 'documents'"):
+        store.jobs.claim("s1", limit=1, lease_s=60, kinds=["documents"])
     with pytest.raises(ValueError, match="limit must be >= 1"):
         store.jobs.claim("s1", limit=0, lease_s=60)
 
@@ -286,7 +293,8 @@ def test_depth_and_backlog_read_only_unfinished_rows_through_the_status_indexes(
     with store.engine.connect() as conn:
         dialect = conn.dialect.name
         depth_plan, backlog_plan = _plan(conn, depth_query(dialect)), _plan(conn, backlog_query("pending", dialect))
-        claim_plan = _plan(conn, pick_query(dialect, sa.column("status") == "queued", 16))
+        claim_plan = _plan(conn, pick_query(dialect, sa.and_(sa.column("status") == "queued",
+                                                             sa.column("kind") == "run"), 16))
     for plan, index in ((depth_plan, "ix_jobs_status"), (backlog_plan, "ix_deliveries_status_next"),
                         (claim_plan, "ix_jobs_status")):
         assert index in plan and "Seq Scan" not in plan and "SCAN jobs\n" not in plan + "\n", plan

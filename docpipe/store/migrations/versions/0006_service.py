@@ -55,7 +55,7 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.Double),
         sa.UniqueConstraint("source", "idempotency_key", name="uq_jobs_source_key"),
     )
-    op.create_index("ix_jobs_status", "jobs", ["status", "created_at"])
+    op.create_index("ix_jobs_status", "jobs", ["status", "kind", "created_at"])
     op.create_index("ix_jobs_batch_id", "jobs", ["batch_id"])
     op.create_index("ix_jobs_run_id", "jobs", ["run_id"])
     op.create_table(
