@@ -164,3 +164,28 @@ def test_wait_answers_with_the_outcomes(app, store_url):
     runs = reply.json()["runs"]
     assert [(r["status"], r["job_status"]) for r in runs] == [("succeeded", "finished")] * 2
     assert [r["outputs"]["upper"] for r in runs] == ["TEXT OF B.TXT", "TEXT OF C.TXT"]
+
+
+def test_posted_files_run_on_the_servers_runner(app, store_url, tmp_path, monkeypatch):
+    from docpipe.service.worker import Runner
+
+    monkeypatch.setenv("DOCPIPE_BLOBS", str(tmp_path / "blobs"))
+    with Store(store_url) as runner_store:
+        runner = Runner(runner_store, Registry(entry_points=False, extra=[TOYS]), workers=1, poll_s=5)
+        runner.start()
+        app.state.ctx.runner = runner  # woken by the post: no wait for its poll
+        try:
+            with TestClient(app, base_url="http://127.0.0.1") as c:
+                reply = c.post("/api/flows/intake/runs?wait=60", files=files("a.txt", "b.txt"), headers=AUTH,
+                               data={"correlation_id": "order-5"})
+                empty = c.post("/api/flows/intake/runs?wait=60", files=[("files", ("e.txt", b"", "text/plain"))],
+                               headers=AUTH)
+        finally:
+            runner.stop()
+    assert reply.status_code == 202
+    assert [(r["status"], r["outputs"]["upper"]) for r in reply.json()["runs"]] == [
+        ("succeeded", "TEXT OF A.TXT"), ("succeeded", "TEXT OF B.TXT")]
+    with Store(store_url) as store:
+        assert {store.get_run(r["run_id"])["correlation_id"] for r in reply.json()["runs"]} == {"order-5"}
+    (failed,) = empty.json()["runs"]
+    assert (failed["status"], failed["error_kind"], failed["job_status"]) == ("failed", "corrupt", "finished")

@@ -9,13 +9,17 @@ engine hands the store writer."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import TOYS, run_cli, write_flow
+from support import DOCPIPE, TOYS, run_cli, write_flow
 
 import docpipe
 from docpipe.errors import FlowError
@@ -411,3 +415,97 @@ def test_run_takes_correlation_ids_from_names_and_sidecars(tmp_path, flow):
     (docs / "INV-1.txt.meta.json").write_text("[]")
     bad = run_cli("run", str(flow), str(docs), "--db", db, "--correlation-id-from", "sidecar", "--plugin", TOYS)
     assert bad.returncode == 2 and "INV-1.txt.meta.json: not a JSON object" in bad.stderr
+
+
+# --- end to end: a real runner on a real engine ------------------------------------------------
+
+
+def test_a_watched_folder_through_a_real_runner(store_url, flow, inbox, monkeypatch, tmp_path):
+    from docpipe.service.worker import Runner
+
+    monkeypatch.setenv("DOCPIPE_BLOBS", str(tmp_path / "blobs"))
+    (inbox / "hello.txt").write_text("hello world")
+    (inbox / "empty.txt").write_text("")  # toy.read: a corrupt document
+    registry = Registry(entry_points=False, extra=[TOYS])
+    with Store(store_url) as runner_store, Store(store_url) as store:
+        runner = Runner(runner_store, registry, workers=1, poll_s=0.05)
+        runner.start()
+        source = watch(store, inbox, flow, interval=0.05, correlation_from="name")
+        source.start()
+        try:
+            deadline = time.monotonic() + 60
+            while source.status()["moved"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            source.stop()
+            runner.stop()
+    assert (inbox / "done" / "hello.txt").read_text() == "hello world"
+    error = (inbox / "failed" / "empty.txt.error.txt").read_text()
+    assert "error kind: corrupt" in error and "step: read" in error and "empty file" in error
+    with Store(store_url) as store:
+        runs = {Path(r["document"]).name: r for r in store.list_runs()}
+        assert runs["hello.txt"]["status"] == Status.SUCCEEDED and runs["hello.txt"]["correlation_id"] == "hello"
+        assert store.get_run(runs["hello.txt"]["id"])["outputs"]["upper"] == "HELLO WORLD"
+        assert len(store.jobs.list()) == 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(port: int, db: str, tmp_path: Path, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """The real ``docpipe serve`` with the sources of ``config``, logging to ``log``."""
+    return subprocess.Popen([DOCPIPE, "serve", "--port", str(port), "--db", db, "--data-dir", str(tmp_path / "data"),
+                             "--plugin", TOYS, "--workers", "1", "--lease", "2", "--config", str(config)],
+                            env={**os.environ, "DOCPIPE_TOKEN": "t0ken-for-tests"}, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, cwd=tmp_path)
+
+
+def _until(check: Any, what: str, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} after {timeout}s; the servers' log:\n{log.read_text()[-4000:]}")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_folder_runs_each_file_once(tmp_path, inbox):
+    """kill -9 a server while it runs a watched folder; a new one finishes the folder: every
+    file ends in done/ once, its run recorded once, none skipped, none run twice."""
+    flow = write_flow(tmp_path / "slow.json", [*STEPS, {"id": "nap", "block": "toy.sleep",
+                                                        "params": {"seconds": 0.3}}], name="slow")
+    config = tmp_path / "serve.toml"
+    config.write_text(f'[[sources]]\nkind = "watch"\nspec = "{inbox}:{flow}"\ninterval = 0.05\nsettle = 0.1\n')
+    names = [f"doc{i}.txt" for i in range(8)]
+    for name in names:
+        (inbox / name).write_text(f"text {name}")
+    db, log = f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "serve.log"
+    done = inbox / "done"
+
+    def moved() -> set[str]:
+        return {p.name for p in done.iterdir()} if done.exists() else set()
+
+    first = _serve(free_port(), db, tmp_path, config, log)
+    try:
+        _until(lambda: len(moved()) >= 2, "no file was done", log)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert len(moved()) < len(names), "the server finished the folder before it was killed"
+    second = _serve(free_port(), db, tmp_path, config, log)
+    try:
+        _until(lambda: moved() == set(names), "the folder was not finished", log)
+    finally:
+        second.terminate()
+        second.wait(60)
+    assert not (inbox / "failed").exists() and sorted(p.name for p in inbox.iterdir()) == ["done"]
+    with Store(db) as store:
+        runs = store.list_runs(limit=100)
+        assert sorted(Path(r["document"]).name for r in runs) == names  # one run per file
+        assert {r["status"] for r in runs} == {Status.SUCCEEDED}
+        jobs = store.jobs.list(limit=100)
+        assert len(jobs) == len(names) and {j["status"] for j in jobs} == {JobStatus.FINISHED}
+        assert any(j["claims"] > 1 for j in jobs)  # the dead server's jobs were taken over
