@@ -86,6 +86,11 @@ def test_an_idempotency_key_queues_once(app, tmp_path):
         assert again.status_code == 200 and again.json() == {**first.json(), "repeated": True}
         assert uploads(tmp_path) == kept  # the repeat's files are not kept
         assert len(app.state.ctx.store.jobs.list()) == 2 and app.state.ctx.runner.woken == 1
+        plan = service.plan_flow(write_flow(tmp_path / "other.json", STEPS[:1], name="other"),
+                                 Registry(entry_points=False, extra=[TOYS]))
+        service.record_flow(app.state.ctx.store, plan)
+        elsewhere = c.post("/api/flows/other/runs", files=files("a.txt"), headers=key)
+        assert elsewhere.status_code == 409 and "was used for flow intake" in elsewhere.text
         other = c.post("/api/flows/intake/runs", files=files("a.txt"), headers={**AUTH, "Idempotency-Key": "o-78"})
         assert other.status_code == 202 and other.json()["batch_id"] != first.json()["batch_id"]
         long = c.post("/api/flows/intake/runs", files=files("a.txt"), headers={**AUTH, "Idempotency-Key": "k" * 201})
