@@ -204,3 +204,23 @@ def test_the_run_page_reruns_from_a_step_and_shows_the_diff(tmp_path):
                       follow_redirects=False)
         assert form.status_code == 303 and form.headers["location"].startswith("/runs/")
         assert c.get(f"/runs/{run_id}/diff/ffff").status_code == 404
+
+
+def test_a_rerun_interrupted_before_it_ran_is_finished_by_resume(tmp_path):
+    """prepare_rerun writes the new batch, its running run and the copies; the process may die
+    before the resume that carries it out: `docpipe resume NEW_BATCH` finishes it."""
+    from docpipe.plugins import Registry
+    from docpipe.service.rerun import diff_runs, prepare_rerun
+
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    run_id = first_run(db, tmp_path)
+    with Store(db) as store:
+        rerun = prepare_rerun(store, run_id, "words", Registry(extra=(TOYS,)))
+        assert (rerun.again, rerun.copied) == (["words"], 4)
+        assert store.get_run(rerun.run_id)["status"] == "running"
+    resumed = run_cli("resume", rerun.batch_id, "--plugin", TOYS, "--db", db, "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    with Store(db) as store:
+        assert store.get_run(rerun.run_id)["status"] == "succeeded"
+        assert diff_runs(store, run_id, rerun.run_id).same
+        assert [t["step"] for t in store.get_run(rerun.run_id)["tasks"]].count("words") == 1
