@@ -885,19 +885,20 @@ class Engine:
             tmp = self._work_area().temp_dir()
             env = {"TMPDIR": tmp, "TEMP": tmp, "TMP": tmp, MEMORY_ENV: str(self.worker_memory_mb)}
             budget, tokens = self.budget, 0
+            local = isinstance(self.executor, LocalExecutor)  # Ray pins the GPUs it gives out
             if budget is None:  # as before the budget: every pool alike
                 workers, threads = node.workers or self.workers, self.threads_per_worker
             else:
                 workers = budget.pool_size(m, node.workers or self.workers_given)
                 threads = budget.threads(m)
                 tokens = threads if budget.limit_calls else 0
-                env |= budget.pool_env(m)
+                if local:
+                    env |= budget.pool_env(m)
             # more workers than documents only load the model more often (a map's items are
             # many per document: its pool gets them all)
             if self.one_batch and node.kind != "map":
                 workers = max(1, min(workers, self._to_run))
-            missing = budget.missing_gpu(m) if budget is not None and isinstance(
-                self.executor, LocalExecutor) else None
+            missing = budget.missing_gpu(m) if budget is not None and local else None
             pool: Pool
             if missing is not None:
                 pool = NoDevicePool(m.name, missing, self._events)

@@ -218,7 +218,7 @@ _RUN_OPTIONS = [
     click.option("--ray-actors", multiple=True, metavar="N|BLOCK=N", callback=_actors,
                  help="Ray actors per block (repeatable; default: --workers)."),
     click.option("--ray-cpus", type=click.FloatRange(min=0),
-                 help="CPUs each Ray CPU actor reserves (default: none held)."),
+                 help="CPUs each Ray actor reserves (default: its block's threads, as the cluster allows)."),
 ]
 _RAY = ("ray_address", "ray_actors", "ray_cpus")
 

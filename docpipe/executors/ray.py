@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from queue import SimpleQueue
 from typing import Any
 
@@ -147,8 +147,9 @@ class RayPool:
     def __init__(self, cls: type[Block], params: BaseModel, size: int, threads: int,
                  events: SimpleQueue[Any], *, options: Mapping[str, Any] | None = None,
                  poll: float = 0.005, broken: ErrorInfo | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, on_close: Callable[[], None] | None = None) -> None:
         self.name = cls.manifest.name
+        self._on_close = on_close  # the executor's accounting of the CPUs the actors reserved
         self.events = events
         self.capacity = max(1, size)
         self.busy = 0
@@ -258,6 +259,9 @@ class RayPool:
             return [int(a.label.rsplit(":", 1)[1]) for a in self.actors if a.ready]
 
     def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
         with self._lock:
             self._closing = True
             self._lock.notify()
@@ -580,13 +584,17 @@ class RayExecutor:
                                 f"cluster has {resources.get('CPU', 0.0):g}", "")
                 return RayPool(cls, params, size, threads, events, broken=few)
             options["num_cpus"] = self.num_cpus
-        else:
-            options["num_cpus"] = self._actor_cpus(resources.get("CPU", 0.0), size, threads)
-        return RayPool(cls, params, size, threads, events, options=options, env=env)
+            return RayPool(cls, params, size, threads, events, options=options, env=env)
+        each = options["num_cpus"] = self._actor_cpus(resources.get("CPU", 0.0), size, threads)
+
+        def release() -> None:
+            self.reserved_cpus = max(0.0, self.reserved_cpus - each * size)
+
+        return RayPool(cls, params, size, threads, events, options=options, env=env, on_close=release)
 
     def _actor_cpus(self, cluster: float, size: int, threads: int) -> float:
         """CPUs each of a new pool's ``size`` actors asks for: its ``threads``, or its share
-        of what the pools made before left of the cluster's ``cluster`` CPUs (Ray takes
+        of what the live pools made before left of the cluster's ``cluster`` CPUs (Ray takes
         fractions in steps of 1/10000; none left: 0, an actor Ray places anywhere)."""
         left = max(0.0, cluster - self.reserved_cpus)
         each = min(float(threads), math.floor(left / max(1, size) * 10000) / 10000)

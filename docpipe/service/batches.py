@@ -53,7 +53,7 @@ class RunOptions:
     ray_address: str | None = None
     #: Ray actors per block: one number for every block, or by block name
     ray_actors: int | Mapping[str, int] | None = None
-    #: CPUs each Ray CPU actor reserves
+    #: CPUs each Ray actor reserves (``None``: its block's threads, as the cluster allows)
     ray_cpus: float | None = None
     #: pools start with the batch, sized to it (see :func:`_fast_start`)
     fast_start: bool = field(default_factory=_fast_start)

@@ -140,9 +140,12 @@ class Classify(Block):
                 "doc_class_reason": str},
         runtime="process",
         device="auto",
-        # one torch thread per worker and a worker per core: two processes of one thread
-        # classify more per second than one of two (the budget keeps both within the cores)
+        # one torch thread per worker (two processes of one thread classify more per second
+        # than one of two), and half the cores' workers: ~30 documents/s each on one core
+        # (benchmarks/classify_throughput.py) keep up with OCR's pages, and every worker
+        # more is another model load (~4 s of CPU) that only pays off on classify-only flows
         threads=1,
+        cost=0.5,
         # measured on 2 cores (benchmarks/classify_throughput.py): forward passes of 8 texts
         # are 10-20% faster on CPU than 32 or 64 (cache), and 16 documents per call let the
         # texts be sorted by length while two workers still share a short run evenly

@@ -76,6 +76,9 @@ class Ner(Block):
         },
         runtime="process",
         device="auto",
+        # spaCy's small models read a page in milliseconds: half the cores' workers keep up
+        # with OCR, and every worker more is another model load (~5 s of CPU)
+        cost=0.5,
         # the chunks of 16 documents go through the model in one call
         batch=16,
         description=(
