@@ -219,6 +219,15 @@ class Block:
         cleanly: remove temporary files, release devices. Not called when a worker is killed."""
 
     @classmethod
+    def identity(cls, params: Any) -> dict[str, Any] | None:
+        """The model this block runs with ``params``, for task records' provenance and the
+        reuse of unchanged work (:mod:`docpipe.provenance`): e.g. a model folder's path and
+        a hash of its files (``docpipe.provenance.folder_identity``), a package's version.
+        Called once per step in the engine's process, never in a worker: keep it cheap
+        (nothing loaded, no file read whole). ``None`` (the default): no model."""
+        return None
+
+    @classmethod
     def ref(cls) -> str:
         """Import path of the class (``module:qualname``), used to rebuild it in a worker."""
         return f"{cls.__module__}:{cls.__qualname__}"

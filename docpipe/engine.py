@@ -45,6 +45,7 @@ from docpipe.executors.worker import MEMORY_ENV, default_memory_mb
 from docpipe.flow import redact_definition, redact_params
 from docpipe.inputs import INPUT_STEP, clean_text, display_path, not_a_regular_file
 from docpipe.planner import Node, Plan, switch_key
+from docpipe.provenance import StaticProvenance, cache_key, input_hash, static_provenance, with_inputs
 from docpipe.status import ErrorKind, Status
 from docpipe.steps import child_prefix, step_path
 from docpipe.store import new_id
@@ -58,6 +59,9 @@ from docpipe.store.records import (
 )
 
 log = logging.getLogger("docpipe.engine")
+
+#: the worker of a task record whose outputs were reused from an equal earlier task
+REUSED = "reused"
 
 #: the statuses by their former names here (benchmarks and plugins' tests import them)
 SUCCEEDED, FAILED, SKIPPED, RETRYING = Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.RETRYING
@@ -307,6 +311,18 @@ class Engine:
         #: why the loop of a started engine stopped, if it crashed (a bug): the server is not ready
         self.crashed: BaseException | None = None
         self._writer_ready = False
+        # provenance and reuse (docs/provenance.md); all empty for an engine without a store
+        #: each block and map step's static provenance, and its text as task records carry it
+        self._static: dict[Node, StaticProvenance] = {}
+        self._prov: dict[Node, str] = {}
+        #: the steps whose cache policy is on; the steps whose tasks get a cache key: those,
+        #: and every thread/process step, whose call costs far more than hashing its inputs
+        self._cached: set[Node] = set()
+        self._keyed: set[Node] = set()
+        #: tasks of those steps waiting for this wave's reuse lookup: run, node, inputs, key, input hash
+        self._lookups: list[tuple[_Run, Node, dict[str, Any] | None, str, str]] = []
+        #: a cached step's task in flight -> its provenance text and cache key, for its record
+        self._keys: dict[tuple[_Run, Node], tuple[str, str]] = {}
 
     # --- public -------------------------------------------------------------------------
     def run(self, plan: Plan, documents: Iterable[str | tuple[str, str | None]], *,
@@ -379,6 +395,7 @@ class Engine:
             return self._join(batch)
         self._work_area().sweep()  # what engines killed earlier left behind
         self._bind_writer()
+        self._plan_provenance(batch.plan)
         self._to_run = max(1, to_run)
         if self.prestart:
             self._prestart(batch.plan, batch.params)
@@ -497,6 +514,7 @@ class Engine:
         self._events.put(WAKE)
 
     def _open(self, batch: _Batch) -> None:
+        self._plan_provenance(batch.plan)
         if self.prestart:
             self._prestart(batch.plan, batch.params)
         self._feeding.append(batch)
@@ -733,11 +751,15 @@ class Engine:
             self._work_area().ensure(run.root.id)
         if kind == "block":
             inputs = {k: state[v] for k, v in node.reads.items()}
+            if self._keyed and node in self._keyed:
+                return self._defer(run, node, inputs)
             if node.runtime == "inline":
                 self._run_inline(run, node, inputs, -1)
             else:
                 self._enqueue(_Item(run, node, inputs, -1, 1))
         elif kind == "map":
+            if self._keyed and node in self._keyed:
+                return self._defer(run, node, None)
             self._start_map(run, node)
         elif kind == "expr":
             self._eval(run, node)
@@ -751,6 +773,89 @@ class Engine:
         elif kind == "review":
             self._wait(run, node)
         return None
+
+    # --- provenance and reuse (docs/provenance.md) ----------------------------------------
+    def _plan_provenance(self, plan: Plan, cache: bool | None = None) -> None:
+        """Each block and map step's static provenance (block, distribution, model, params
+        hash), once per step, and which steps reuse earlier outputs: a step's ``cache`` if it
+        says, else its flow's (a subflow's steps: their parent's or their own flow's).
+        Nothing without a store: an engine that records nothing computes nothing."""
+        if self.store is None:
+            return
+        policy = plan.cache if cache is None else cache
+        for node in plan.nodes:
+            if node.subplan is not None:
+                self._plan_provenance(node.subplan, policy or node.subplan.cache)
+            if node in self._prov:
+                continue
+            static = static_provenance(node)
+            if static is None:
+                continue
+            self._static[node], self._prov[node] = static, static.json
+            if node.cache if node.cache is not None else policy:
+                self._cached.add(node)
+                self._keyed.add(node)
+            elif node.runtime != "inline":
+                self._keyed.add(node)
+
+    def _defer(self, run: _Run, node: Node, inputs: dict[str, Any] | None) -> None:
+        """A task of a keyed step (``inputs``; ``None`` for a map: what the whole map reads):
+        its cache key now; where the step's cache policy is on, its lookup with the rest of
+        this wave of ready tasks (the loop runs :meth:`_lookup` from its inbox once the ready
+        queue is drained), else it starts with the key kept for its record."""
+        if inputs is None:
+            state = run.state
+            hashed = {k: state[v] for k, v in node.reads.items() if k != node.map_as}
+            hashed["$map"] = state.get(node.map_over)  # type: ignore[arg-type]
+        else:
+            hashed = inputs
+        work = frozenset(k for k, v in node.reads.items() if v == WORK_DIR_KEY)
+        static = self._static[node]
+        digest = input_hash(hashed, work)
+        if len(self._keys) > 4096:  # entries of runs that failed with a task in flight
+            self._keys = {k: v for k, v in self._keys.items() if not k[0].root.stopped}
+        if node not in self._cached:
+            self._keys[(run, node)] = (with_inputs(static, digest), cache_key(static, digest))
+            return self._start(run, node, inputs)
+        if not self._lookups:
+            self._inbox.put((self._lookup, ()))
+        self._lookups.append((run, node, inputs, cache_key(static, digest), digest))
+        return None
+
+    def _lookup(self) -> None:
+        """This wave's reuse lookup, one query for all its keys: a task whose key a succeeded
+        earlier task has takes that task's outputs (worker ``reused``) unless an artifact
+        file they name is gone; the others run."""
+        from docpipe.store.reuse import reusable
+
+        pending, self._lookups = self._lookups, []
+        try:
+            found = reusable(self.store, {p[3] for p in pending if not p[0].root.stopped})
+        except Exception:  # noqa: BLE001 - the store cannot answer: nothing is reused, all runs
+            log.warning("the reuse lookup failed: the tasks run", exc_info=True)
+            found = {}
+        for run, node, inputs, key, digest in pending:
+            if run.root.stopped:
+                continue
+            static, hit = self._static[node], found.get(key)
+            if (hit is not None and hit.outputs.keys() == set(node.writes.values())
+                    and not any(missing_files(hit.outputs.get(k)) for k in node.artifact_keys)):
+                source = {"task": hit.task_id, "run": hit.flow_run_id, "step": hit.step}
+                self._keys[(run, node)] = (with_inputs(static, digest, reused_from=source), key)
+                t = time.time()
+                self._complete(run, node, hit.outputs, t, t, REUSED)
+                continue
+            self._keys[(run, node)] = (with_inputs(static, digest), key)
+            self._start(run, node, inputs)
+
+    def _start(self, run: _Run, node: Node, inputs: dict[str, Any] | None) -> None:
+        """Run a keyed step's task: a block's (``inputs``), or a map's (``None``)."""
+        if inputs is None:
+            self._start_map(run, node)
+        elif node.runtime == "inline":
+            self._run_inline(run, node, inputs, -1)
+        else:
+            self._enqueue(_Item(run, node, inputs, -1, 1))
 
     def _wait(self, run: _Run, node: Node) -> None:
         """The run reached a review step: record its review task (the model's proposal and the
@@ -808,7 +913,8 @@ class Engine:
                                   started, finished, worker, attempt)
         step = step_path(run.prefix, node.id, index)
         # with its outputs: a resume keeps the item
-        self._task(self._succeeded(run.root.id, step, node.label, attempt, started, finished, worker, result))
+        self._task(self._succeeded(run.root.id, step, node.label, attempt, started, finished, worker, result,
+                                   self._prov.get(node)))
         gather = run.maps[node.idx]
         gather[index + 2] = result
         gather[0] -= 1
@@ -1051,8 +1157,13 @@ class Engine:
     def _complete(self, run: _Run, node: Node, values: dict[str, Any], started: float,
                   finished: float, worker: str, attempt: int = 1) -> None:
         run.state.update(values)
-        self._task(self._succeeded(run.root.id, step_path(run.prefix, node.id), node.label, attempt, started,
-                                   finished, worker, values))
+        entry = self._keys.pop((run, node), None) if self._keys else None
+        if entry is None:
+            self._task(self._succeeded(run.root.id, step_path(run.prefix, node.id), node.label, attempt,
+                                       started, finished, worker, values, self._prov.get(node)))
+        else:  # a task of a cached step: its input hash and key too
+            self._task(self._succeeded(run.root.id, step_path(run.prefix, node.id), node.label, attempt,
+                                       started, finished, worker, values, *entry))
         self._release(run, node)
 
     def _skip(self, run: _Run, node: Node) -> None:

@@ -102,6 +102,11 @@ FLOW_SCHEMA: dict[str, Any] = {
             "description": "state keys exported as output columns (default: every written key)",
         },
         "steps": {**_STEP_LIST, "minItems": 1},
+        "cache": {
+            "type": "boolean",
+            "description": "reuse the recorded outputs of a block step's earlier task with the same "
+                           "block, model, params and inputs instead of running it (docs/provenance.md)",
+        },
     },
     "$defs": {
         "step": {
@@ -154,6 +159,11 @@ FLOW_SCHEMA: dict[str, Any] = {
                     "type": "integer", "minimum": 1,
                     "description": "workers of the step's pool (thread/process blocks; overrides "
                                    "--workers and the block's cost hint)",
+                },
+                "cache": {
+                    "type": "boolean",
+                    "description": "this step's cache policy: false never reuses earlier outputs "
+                                   "(a step with side effects), true reuses them whatever the flow says",
                 },
                 "max_worker_rss_mb": {
                     "type": "integer", "minimum": 1,

@@ -86,6 +86,8 @@ class Node:
     max_worker_rss_mb: int | None = None
     #: workers of the step's pool (``None``: the engine's ``workers`` or the block's hint)
     workers: int | None = None
+    #: the step's cache policy (``"cache"``): ``None`` follows the flow's (docs/provenance.md)
+    cache: bool | None = None
     deps: set[int] = field(default_factory=set)
     dependents: list[int] = field(default_factory=list)
 
@@ -170,6 +172,9 @@ class Plan:
     initial: tuple[str, ...]
     #: the flow params this flow and its subflows declare
     declared_params: frozenset[str] = frozenset()
+    #: the flow's cache policy (``"cache": true``, or ``docpipe run --reuse``): block steps
+    #: reuse the outputs of equal earlier tasks unless a step says ``"cache": false``
+    cache: bool = False
 
     def node(self, step_id: str) -> Node:
         return next(n for n in self.nodes if n.id == step_id)
@@ -395,6 +400,8 @@ class _Builder:
         self.after[idx] = _names(step.get("after"))
         if "when" in step:
             node.when = self.expression(step["when"], node.id, "when")
+        if isinstance(step.get("cache"), bool):
+            node.cache = step["cache"]
         return node
 
     def expression(self, text: Any, step_id: str, key: str) -> Expression | None:
@@ -806,6 +813,7 @@ class _Builder:
             key_types=self.key_types,
             initial=self.initial,
             declared_params=self.declared_params,
+            cache=definition.get("cache") is True,
         )
 
     def graph(self, definition: dict[str, Any], issues: list[FlowIssue]) -> FlowGraph:

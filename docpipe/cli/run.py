@@ -169,9 +169,13 @@ def _print_summary(rows: list[dict[str, Any]], outputs: list[str]) -> None:
               help="Tag each run with its file's stem, or the correlation_id of its FILE.meta.json.")
 @click.option("--resume", "resume_", is_flag=True,
               help="Continue the last batch of this flow over these inputs, if there is one.")
+@click.option("--reuse", is_flag=True,
+              help="Reuse the recorded outputs of earlier tasks with the same block, model, params "
+                   "and inputs instead of running them (as a flow's \"cache\": true; a step's "
+                   "\"cache\": false still runs). See docs/provenance.md.")
 @with_run_options
 def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation_id: str | None,
-        correlation_id_from: str | None, resume_: bool, args: RunArgs) -> None:
+        correlation_id_from: str | None, resume_: bool, reuse: bool, args: RunArgs) -> None:
     """Run FLOW over INPUT files, folders or globs.
 
     \b
@@ -184,6 +188,8 @@ def run(flow: str, inputs: tuple[str, ...], params: tuple[str, ...], correlation
     if correlation_id and correlation_id_from:
         raise click.UsageError("give --correlation-id or --correlation-id-from, not both")
     plan = plan_or_exit(flow, args.plugins, params)
+    if reuse:
+        plan.cache = True
     try:
         docs = service.find_documents(inputs, warn_skipped)
     except InputError as exc:

@@ -125,10 +125,38 @@ def runs_show(run_id: str, as_json: bool, key: str | None, db: str | None) -> No
                       t["worker"] or "", when(t["started_at"]), ms, t["error"] or "")
     out.print(table)
     _print_outputs(run)
+    _print_provenance(run)
     for t in run["tasks"]:
         if t["traceback"]:
             out.print(f"traceback of step {t['step']} (attempt {t['attempt']}):", highlight=False)
             out.print(t["traceback"], markup=False, highlight=False)
+
+
+def _provenance_text(p: dict[str, Any]) -> str:
+    """One task's provenance on one line: block and version, distribution, model, hashes
+    (shortened), where reused outputs came from (docs/provenance.md)."""
+    parts = [f"{p.get('block')} {p.get('version')}"]
+    if p.get("dist"):
+        parts.append(f"({p['dist']} {p.get('dist_version')})")
+    model = p.get("model")
+    if model:
+        parts.append("model " + " ".join(_value_text(model).split()))
+    parts += [f"{k} {str(p[k])[:12]}" for k in ("params", "inputs") if p.get(k)]
+    source = p.get("reused_from")
+    if isinstance(source, dict):
+        parts.append(f"reused from run {source.get('run')} step {source.get('step')}")
+    return "  ".join(parts)
+
+
+def _print_provenance(run: dict[str, Any]) -> None:
+    """What produced each step's outputs (its last succeeded attempt; map items left out)."""
+    shown = {t["step"]: t["provenance"] for t in run["tasks"]
+             if t.get("provenance") and t["status"] == Status.SUCCEEDED and "[" not in t["step"]}
+    if not shown:
+        return
+    out.print("provenance:", highlight=False)
+    for step, p in shown.items():
+        out.print(f"  {step}: {_provenance_text(p)}", markup=False, highlight=False)
 
 
 def _print_outputs(run: dict[str, Any]) -> None:

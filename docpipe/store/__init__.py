@@ -130,6 +130,7 @@ _TASK_COLUMNS = (
     task_runs.c.error,
     task_runs.c.traceback,
     task_runs.c.outputs,
+    task_runs.c.provenance,
 )
 _BLOB_MARK = '"$blob"'  # only text holding this can hold a blob reference
 
@@ -402,7 +403,7 @@ class Store:
 
         ``tasks`` are ordered by ``started_at`` (then insertion) and have ``step,
         block, attempt, status, started_at, finished_at, duration, worker,
-        error_kind, error, traceback, outputs``. With ``resolve_blobs=False``
+        error_kind, error, traceback, outputs, provenance``. With ``resolve_blobs=False``
         offloaded values stay references (``{"$blob": sha256, "size", "type"}``;
         the file is ``store.blobs.path(sha256)``).
         """
@@ -424,6 +425,7 @@ class Store:
             tasks = [_with_duration(row) for row in conn.execute(task_query).mappings()]
         for task in tasks:
             task["outputs"] = self._decode(task["outputs"], resolve_blobs)
+            task["provenance"] = _loads(task["provenance"])  # what produced it (docs/provenance.md)
         run = _with_duration(found)
         run["outputs"] = self._decode(run["outputs"], resolve_blobs)
         run["tasks"] = tasks

@@ -124,6 +124,10 @@ class TaskRecord(NamedTuple):
     error_kind: str | None = None
     error: str | None = None
     traceback: str | None = None
+    #: JSON text: what produced the outputs (:mod:`docpipe.provenance`), or ``None``
+    provenance: str | None = None
+    #: the key under which an equal task may reuse the outputs (cache policy on), or ``None``
+    cache_key: str | None = None
     outputs: Outputs = None
 
 
@@ -154,7 +158,7 @@ StartedRow = tuple[str, str | None, int | None, str, float, str | None]
 FinishedRow = tuple[str, str, float, str | None, str | None, str | None, Outputs]
 #: The fields of a :class:`TaskRecord`, as a plain tuple (what :func:`task_succeeded` builds).
 TaskRow = tuple[str, str, str | None, int, str, float, float, str | None, str | None, str | None, str | None,
-                Outputs]
+                str | None, str | None, Outputs]
 
 
 class _HasBytes(Exception):
@@ -203,10 +207,12 @@ _SUCCEEDED = str(Status.SUCCEEDED)  # SQLite's driver binds a str subclass ~1 µ
 
 
 def task_succeeded(flow_run_id: str, step: str, block: str | None, attempt: int, started_at: float,
-                   finished_at: float, worker: str | None, outputs: dict[str, Any] | None) -> TaskRow:
-    """The :class:`TaskRecord` of a step's attempt that succeeded and wrote ``outputs``."""
+                   finished_at: float, worker: str | None, outputs: dict[str, Any] | None,
+                   provenance: str | None = None, cache_key: str | None = None) -> TaskRow:
+    """The :class:`TaskRecord` of a step's attempt that succeeded and wrote ``outputs``;
+    ``provenance`` is JSON text (:mod:`docpipe.provenance`)."""
     return (flow_run_id, step, block, attempt, _SUCCEEDED, started_at, finished_at, worker, None, None, None,
-            encode_outputs(outputs))
+            provenance, cache_key, encode_outputs(outputs))
 
 
 def run_started(run_id: str, batch_id: str | None, flow_id: int | None, document: str, started_at: float,

@@ -29,6 +29,7 @@ documents never reach the pool.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 from pydantic import Field
 
@@ -92,6 +93,13 @@ class Translate(Block):
                         "chunk of the generate() call + 10)")
         chunk_batch: int = Field(default=16, ge=1, description="chunks per generate() call")
         prefix: str = Field(default="", description="text put before every chunk, e.g. '>>fra<<'")
+
+    @classmethod
+    def identity(cls, params: Params) -> dict[str, Any] | None:
+        """The model folder (its path and a hash of its files' names, sizes and times)."""
+        from docpipe.provenance import folder_identity
+
+        return folder_identity(params.model) if params.model is not None else None
 
     def setup(self, params: Params) -> None:
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer

@@ -25,6 +25,7 @@ serves ``en`` only. Every model of the mapping is loaded once per worker, in ``s
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -183,6 +184,21 @@ class Ner(Block):
             if isinstance(language, str) and language in routes:
                 return routes[language]
             return routes.get(ANY_LANGUAGE)
+
+    @classmethod
+    def identity(cls, params: Any) -> dict[str, Any] | None:
+        """Each language's model: a folder's path and a hash of its files' names, sizes and
+        times, or an installed spaCy package's version."""
+        from docpipe.provenance import folder_identity, package_identity
+
+        assert isinstance(params, Ner.Params)
+        models: dict[str, Any] = {}
+        for language, model in sorted(params.routes().items()):
+            if params.backend == "transformers" or _looks_like_path(model):
+                models[language] = folder_identity(os.path.expanduser(model))
+            else:
+                models[language] = package_identity(model)
+        return {"backend": params.backend, "models": models}
 
     def __init__(self) -> None:
         #: model name -> its loaded backend, one per distinct model of the mapping

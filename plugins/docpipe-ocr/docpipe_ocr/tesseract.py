@@ -163,13 +163,14 @@ class TesseractOcr(Block):
 
     @classmethod
     def identity(cls, params: Params) -> dict[str, Any] | None:
-        """Tesseract's version and the content hash of each language pack the step may read
-        with (``None`` for a pack that is not installed: the step's setup says so)."""
-        from docpipe.provenance import file_digest
+        """Tesseract's version and a fingerprint of each language pack the step may read with
+        (its size, first and last MiB; ``None`` for a pack that is not installed: the step's
+        setup says so)."""
+        from docpipe.provenance import sample_digest
 
         version, tessdata = tesseract_install()
         languages = params.candidates if params.languages == AUTO else params.languages
-        packs = {lang: file_digest(os.path.join(tessdata, f"{lang}.traineddata")) if tessdata else None
+        packs = {lang: sample_digest(os.path.join(tessdata, f"{lang}.traineddata")) if tessdata else None
                  for lang in sorted(set(languages.split("+")))}
         return {"tesseract": version, "packs": packs}
 

@@ -268,7 +268,7 @@ class PdfDecrypt(Block):
         fd, part = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")  # mode 0600
         try:
             with os.fdopen(fd, "wb") as f:
-                pdf.save(f, encryption=False)
+                pdf.save(f, encryption=False, deterministic_id=True)  # equal copies: reuse downstream
             os.replace(part, target)
         except BaseException:
             Path(part).unlink(missing_ok=True)
