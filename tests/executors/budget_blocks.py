@@ -47,11 +47,17 @@ class BurnA(Block):
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
         seconds: float = 0.3
+        #: a file each call appends "started ended" to (calls whose results are dropped too)
+        log: str = ""
 
     def run(self, batch: list[docpipe.State], params: Any) -> list[Any]:
         started = time.time()
         _burn(params.seconds * len(batch))
-        return [_report(started) for _ in batch]
+        reports = [_report(started) for _ in batch]
+        if params.log:
+            with open(params.log, "a", encoding="utf-8") as f:
+                f.write(f"{started} {reports[0]['ended']}\n")
+        return reports
 
 
 class BurnB(BurnA):

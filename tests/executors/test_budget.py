@@ -116,6 +116,30 @@ def test_an_idle_pool_holds_no_cores(registry, docs):
     assert most_at_once(burns) == 2  # the idle thread pool kept no core from the process pool
 
 
+def test_a_thread_given_up_on_holds_its_core_until_it_ends(registry, docs, tmp_path):
+    """A thread call past its timeout is failed at its deadline but cannot be stopped: its
+    core stays taken until the thread really ends, so no other call runs beside it."""
+    log = tmp_path / "calls.log"
+    plan = make_plan(registry, [
+        {"id": "read", "block": "toy.read"},
+        {"id": "slow", "block": "budget.burn_thread", "params": {"seconds": 1.5, "log": str(log)},
+         "timeout": 0.3},
+        {"id": "other", "block": "budget.burn_b", "params": {"seconds": 0.2, "log": str(log)},
+         "outputs": {k: f"o_{k}" for k in ("started", "ended", "pid", "env")}},
+    ], ["pid"])
+    with Engine(cores=1, workers=1) as engine:
+        warm(engine, make_plan(registry, [{"id": "read", "block": "toy.read"}, {
+            "id": "other", "block": "budget.burn_b", "params": {"seconds": 0.2, "log": str(log)}}],
+            ["pid"]), docs, "budget.burn_b")
+        log.unlink()
+        result = engine.run(plan, docs("a", "b"))
+        assert all(r.error_kind == "timeout" and r.step == "slow" for r in result.results)
+    # closing the engine waited for the threads it had given up on: the log is complete
+    spans = [tuple(map(float, line.split())) + (0,) for line in log.read_text().splitlines()]
+    assert any(e - s > 1.0 for s, e, _ in spans)  # a slow call did run past its timeout
+    assert most_at_once(spans) == 1  # type: ignore[arg-type]
+
+
 def test_workers_are_told_their_threads_torch_included(registry, docs):
     plan = make_plan(registry, [{"id": "read", "block": "toy.read"}, {"id": "t", "block": "budget.torch"}],
                      ["torch_threads", "env"])
