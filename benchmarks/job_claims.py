@@ -14,13 +14,17 @@ by tests/pg.py), PostgreSQL, each in a fresh store:
    an unbounded query pays) is timed too, and the plans of depth, backlog and the claim's
    pick are printed (``EXPLAIN``).
 3. ``--jobs`` document jobs (default 100,000) are submitted with ``submit_many`` in chunks
-   of 1,000 (jobs/s), then drained by one claimer with ``claim(limit=--batch)`` (default 16)
+   of 1,000 (jobs/s), then drained by one claimer with ``claim(limit=--batch, kinds=--kinds)``
+   (default 16 and ``document``, the runner's claim; ``any``: a pick per kind)
    with the finished rows still there: jobs/s and ms per claim (each claimed batch is then
    marked finished in one untimed UPDATE: a server holds only what it has in flight, and
    the claim's pick of expired leases reads the running rows), against ``renew`` of 16 held
-   jobs (one conditional UPDATE of as many rows: the floor of a write transaction).
+   jobs (one conditional UPDATE of as many rows: the floor of a write transaction). Before
+   the drain, a claim of batch kinds (none queued) behind the queued documents is timed:
+   what the runner's second claim costs each round.
 
-    python benchmarks/job_claims.py [--jobs 100000] [--finished 1000000] [--batch 16] [--pg auto|URL] [--json]
+    python benchmarks/job_claims.py [--jobs 100000] [--finished 1000000] [--batch 16] [--kinds document|any]
+                                    [--pg auto|URL] [--json]
 
 JSON on stdout with ``--json``, a table on stderr. Exits 1 when a check fails (a job claimed
 twice or never, a count that is wrong).
@@ -143,7 +147,8 @@ def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
         out["plans"] = {
             "depth": plan(store, depth_query(dialect)),
             "backlog": plan(store, backlog_query("pending", dialect)),
-            "claim_pick": plan(store, pick_query(dialect, sa.column("status") == "queued", args.batch)),
+            "claim_pick": plan(store, pick_query(dialect, sa.and_(sa.column("status") == "queued",
+                                                                  sa.column("kind") == "document"), args.batch)),
         }
         # 3. claims, with the finished rows still there
         store.jobs.release("bench")
@@ -153,13 +158,16 @@ def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
                                     for i in range(start, min(args.jobs, start + 1000))])
         submit_s = time.perf_counter() - t
         queued = args.jobs + 1000
+        batch_kinds = timed(lambda: store.jobs.claim("claimer", limit=1, lease_s=3600,
+                                                     kinds=["run", "retry", "resume", "continue"]), args.repeat)
+        kinds = None if args.kinds == "any" else args.kinds.split(",")
         claimed: set[str] = set()
         n_claims, claim_s = 0, 0.0
         finish = jobs.update().where(jobs.c.id.in_(sa.bindparam("ids", expanding=True))).values(
             status="finished", outcome="succeeded", finished_at=T0, lease_owner=None, lease_expires_at=None)
         while True:
             t = time.perf_counter()
-            batch = store.jobs.claim("claimer", limit=args.batch, lease_s=3600)
+            batch = store.jobs.claim("claimer", limit=args.batch, lease_s=3600, kinds=kinds)
             claim_s += time.perf_counter() - t
             if not batch:
                 break
@@ -173,9 +181,10 @@ def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
         check(sorted(held) == sorted(job["id"] for job, _ in made), "the held jobs")
         renew = timed(lambda: store.jobs.renew("claimer", held, 3600), args.repeat)
         out["claims"] = {
-            "jobs": queued, "batch": args.batch, "submit_jobs_per_s": args.jobs / submit_s,
+            "jobs": queued, "batch": args.batch, "kinds": args.kinds, "submit_jobs_per_s": args.jobs / submit_s,
             "claim_jobs_per_s": queued / claim_s, "ms_per_claim": claim_s / n_claims * 1e3,
             "ms_per_renew": renew * 1e3, "claim_vs_renew": (claim_s / n_claims) / renew,
+            "ms_per_batch_kind_claim": batch_kinds * 1e3,
         }
         check(store.jobs.depth()["bulk"] == {"queued": 0, "running": args.batch}, "depth after the drain")
     return out
@@ -201,6 +210,8 @@ def main() -> None:
     parser.add_argument("--finished", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--kinds", default="document",
+                        help="what the drain claims: 'document' (the runner's claim), 'any' (a pick per kind)")
     parser.add_argument("--pg", help="a PostgreSQL URL the benchmark may fill, or 'auto' (tests/pg.py)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -222,8 +233,11 @@ def main() -> None:
             for what, text in r["plans"].items():
                 log(f"plan {what}: {text}")
             log(f"submit_many: {c['submit_jobs_per_s']:,.0f} jobs/s")
-            log(f"claim(limit={c['batch']}): {c['claim_jobs_per_s']:,.0f} jobs/s, {c['ms_per_claim']:.2f} ms/claim "
+            log(f"claim(limit={c['batch']}, kinds={c['kinds']}): {c['claim_jobs_per_s']:,.0f} jobs/s, "
+                f"{c['ms_per_claim']:.2f} ms/claim "
                 f"(renew of {c['batch']}: {c['ms_per_renew']:.2f} ms; claim/renew x{c['claim_vs_renew']:.2f})")
+            log(f"claim of batch kinds (none queued) with {args.jobs:,} documents queued: "
+                f"{c['ms_per_batch_kind_claim']:.2f} ms")
     if args.json:
         print(json.dumps(results, indent=2))
 
