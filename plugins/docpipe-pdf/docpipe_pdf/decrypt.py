@@ -95,10 +95,10 @@ class PdfDecrypt(Block):
         version="1.0",
         reads={"path": str, "work_dir": str},
         writes={"pdf_path": Artifact, "encrypted": bool},
-        # qpdf's key derivation and rewriting are CPU-bound, but milliseconds a file: half the
-        # cores' workers are plenty, and the rest stay free for OCR and the models
+        # qpdf's key derivation and rewriting are CPU-bound. A worker per core (cost 1), though
+        # a file takes milliseconds: a worker costs ~0.3 s to start, and with one, the first
+        # call (a damaged file sent to PyMuPDF, imported then) held up every document 7 s
         runtime="process",
-        cost=0.5,
         batch=1,
         description=(
             "pdf_path: a decrypted copy of an encrypted PDF (password from the password param, "
