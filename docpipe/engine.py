@@ -45,7 +45,7 @@ from docpipe.executors.worker import MEMORY_ENV, default_memory_mb
 from docpipe.flow import redact_definition, redact_params
 from docpipe.inputs import INPUT_STEP, clean_text, display_path, not_a_regular_file
 from docpipe.planner import Node, Plan, switch_key
-from docpipe.provenance import StaticProvenance, cache_key, input_hash, static_provenance, with_inputs
+from docpipe.provenance import cache_key, input_hash, static_provenance, with_inputs
 from docpipe.status import ErrorKind, Status
 from docpipe.steps import child_prefix, step_path
 from docpipe.store import new_id
@@ -311,15 +311,8 @@ class Engine:
         #: why the loop of a started engine stopped, if it crashed (a bug): the server is not ready
         self.crashed: BaseException | None = None
         self._writer_ready = False
-        # provenance and reuse (docs/provenance.md); all empty for an engine without a store
-        #: each block and map step's static provenance, and its text as task records carry it
-        self._static: dict[Node, StaticProvenance] = {}
-        self._prov: dict[Node, str] = {}
-        #: the steps whose cache policy is on; the steps whose tasks get a cache key: those,
-        #: and every thread/process step, whose call costs far more than hashing its inputs
-        self._cached: set[Node] = set()
-        self._keyed: set[Node] = set()
-        #: tasks of those steps waiting for this wave's reuse lookup: run, node, inputs, key, input hash
+        # reuse (docs/provenance.md; what a step records is on its Node: ``_plan_provenance``)
+        #: tasks of cached steps waiting for this wave's reuse lookup: run, node, inputs, key, input hash
         self._lookups: list[tuple[_Run, Node, dict[str, Any] | None, str, str]] = []
         #: a cached step's task in flight -> its provenance text and cache key, for its record
         self._keys: dict[tuple[_Run, Node], tuple[str, str]] = {}
@@ -751,14 +744,14 @@ class Engine:
             self._work_area().ensure(run.root.id)
         if kind == "block":
             inputs = {k: state[v] for k, v in node.reads.items()}
-            if self._keyed and node in self._keyed:
+            if node.keyed and self.store is not None:
                 return self._defer(run, node, inputs)
             if node.runtime == "inline":
                 self._run_inline(run, node, inputs, -1)
             else:
                 self._enqueue(_Item(run, node, inputs, -1, 1))
         elif kind == "map":
-            if self._keyed and node in self._keyed:
+            if node.keyed and self.store is not None:
                 return self._defer(run, node, None)
             self._start_map(run, node)
         elif kind == "expr":
@@ -777,26 +770,25 @@ class Engine:
     # --- provenance and reuse (docs/provenance.md) ----------------------------------------
     def _plan_provenance(self, plan: Plan, cache: bool | None = None) -> None:
         """Each block and map step's static provenance (block, distribution, model, params
-        hash), once per step, and which steps reuse earlier outputs: a step's ``cache`` if it
-        says, else its flow's (a subflow's steps: their parent's or their own flow's).
-        Nothing without a store: an engine that records nothing computes nothing."""
+        hash: computed when a batch starts, so a rebuilt model counts from the next batch on;
+        kept on its node, so it lives as long as the plan), and
+        which steps reuse earlier outputs: a step's ``cache`` if it says, else its flow's (a
+        subflow's steps: their parent's or their own flow's). A step's tasks get a cache key
+        where the policy is on, and at every thread/process step, whose call costs far more
+        than hashing its inputs. Nothing without a store: an engine that records nothing
+        computes nothing."""
         if self.store is None:
             return
         policy = plan.cache if cache is None else cache
         for node in plan.nodes:
             if node.subplan is not None:
                 self._plan_provenance(node.subplan, policy or node.subplan.cache)
-            if node in self._prov:
-                continue
-            static = static_provenance(node)
+            static = node.provenance = static_provenance(node)
             if static is None:
                 continue
-            self._static[node], self._prov[node] = static, static.json
-            if node.cache if node.cache is not None else policy:
-                self._cached.add(node)
-                self._keyed.add(node)
-            elif node.runtime != "inline":
-                self._keyed.add(node)
+            node.recorded_provenance = static.json
+            node.cached = node.cache if node.cache is not None else policy
+            node.keyed = node.cached or node.runtime != "inline"
 
     def _defer(self, run: _Run, node: Node, inputs: dict[str, Any] | None) -> None:
         """A task of a keyed step (``inputs``; ``None`` for a map: what the whole map reads):
@@ -810,11 +802,12 @@ class Engine:
         else:
             hashed = inputs
         work = frozenset(k for k, v in node.reads.items() if v == WORK_DIR_KEY)
-        static = self._static[node]
+        static = node.provenance
+        assert static is not None  # a keyed node is a block or map step
         digest = input_hash(hashed, work)
         if len(self._keys) > 4096:  # entries of runs that failed with a task in flight
             self._keys = {k: v for k, v in self._keys.items() if not k[0].root.stopped}
-        if node not in self._cached:
+        if not node.cached:
             self._keys[(run, node)] = (with_inputs(static, digest), cache_key(static, digest))
             return self._start(run, node, inputs)
         if not self._lookups:
@@ -837,7 +830,8 @@ class Engine:
         for run, node, inputs, key, digest in pending:
             if run.root.stopped:
                 continue
-            static, hit = self._static[node], found.get(key)
+            static, hit = node.provenance, found.get(key)
+            assert static is not None
             if (hit is not None and hit.outputs.keys() == set(node.writes.values())
                     and not any(missing_files(hit.outputs.get(k)) for k in node.artifact_keys)):
                 source = {"task": hit.task_id, "run": hit.flow_run_id, "step": hit.step}
@@ -914,7 +908,7 @@ class Engine:
         step = step_path(run.prefix, node.id, index)
         # with its outputs: a resume keeps the item
         self._task(self._succeeded(run.root.id, step, node.label, attempt, started, finished, worker, result,
-                                   self._prov.get(node)))
+                                   node.recorded_provenance))
         gather = run.maps[node.idx]
         gather[index + 2] = result
         gather[0] -= 1
@@ -1160,7 +1154,7 @@ class Engine:
         entry = self._keys.pop((run, node), None) if self._keys else None
         if entry is None:
             self._task(self._succeeded(run.root.id, step_path(run.prefix, node.id), node.label, attempt,
-                                       started, finished, worker, values, self._prov.get(node)))
+                                       started, finished, worker, values, node.recorded_provenance))
         else:  # a task of a cached step: its input hash and key too
             self._task(self._succeeded(run.root.id, step_path(run.prefix, node.id), node.label, attempt,
                                        started, finished, worker, values, *entry))

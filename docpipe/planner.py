@@ -44,6 +44,7 @@ from docpipe.errors import ExpressionError, FlowError, FlowIssue
 from docpipe.expr import Expression
 from docpipe.flow import content_hash, load_definition, schema_issues, step_kind
 from docpipe.plugins import BlockInfo, Registry
+from docpipe.provenance import StaticProvenance
 
 #: keys every document starts with: its file, and its run's folder for artifacts
 INITIAL_KEYS: dict[str, Any] = {"path": str, WORK_DIR_KEY: str}
@@ -88,6 +89,14 @@ class Node:
     workers: int | None = None
     #: the step's cache policy (``"cache"``): ``None`` follows the flow's (docs/provenance.md)
     cache: bool | None = None
+    # set by a recording engine when a batch of the plan starts (docs/provenance.md), kept on
+    # the node so that they live as long as the plan: what produces its tasks but their inputs
+    # and the text of it its task records carry; whether its tasks get a cache key; whether
+    # they look it up (the policy is on)
+    provenance: StaticProvenance | None = None
+    recorded_provenance: str | None = None
+    keyed: bool = False
+    cached: bool = False
     deps: set[int] = field(default_factory=set)
     dependents: list[int] = field(default_factory=list)
 

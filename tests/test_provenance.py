@@ -225,6 +225,33 @@ def test_a_map_step_is_reused_whole(store_url: str, plan: Callable[..., Plan],
         store.close()
 
 
+def test_runs_show_and_the_run_page_show_provenance(tmp_path: Path, plan: Callable[..., Plan],
+                                                    docs: Callable[..., list[str]]) -> None:
+    from fastapi.testclient import TestClient
+    from support import TOYS
+
+    from docpipe.server import create_app
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    try:
+        p = plan(CHAIN, cache=True)
+        paths = docs("one two")
+        run_batch(store, p, paths)
+        second, _ = run_batch(store, p, paths)
+        run_id = store.batch_outputs(second)[0]["id"]  # type: ignore[arg-type]
+    finally:
+        store.close()
+    shown = run_cli("runs", "show", run_id, "--db", url)
+    assert shown.returncode == 0, shown.stderr
+    assert "provenance:" in shown.stdout and "toy.read 1.0" in shown.stdout and "reused from run" in shown.stdout
+    token = "test-token-0123456789"
+    with TestClient(create_app(url, tmp_path / "data", token, plugins=(TOYS,), reads_public=True),
+                    base_url="http://127.0.0.1") as c:
+        page = c.get(f"/runs/{run_id}", headers={"Authorization": f"Bearer {token}"}).text
+    assert '<details class="provenance">' in page and "reused from run" in page and '"params": "' in page
+
+
 def test_the_lookup_answers_the_latest_success_per_key_in_chunks(store_url: str) -> None:
     store = Store(store_url)
     try:
