@@ -140,6 +140,7 @@ def test_batch_runs_and_tasks_round_trip(store: Store) -> None:
         "error": None,
         "traceback": None,
         "outputs": None,
+        "provenance": None,
     }
     failed = store.get_run("run-b")
     assert failed is not None
