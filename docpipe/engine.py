@@ -119,6 +119,16 @@ def _noop(*_: Any) -> None:
     return None
 
 
+def _zero() -> int:
+    return 0
+
+
+#: records the store's writer may have unwritten before new documents wait for it
+MAX_BACKLOG = 20_000
+#: how often documents waiting for the writer look again, in seconds
+BACKLOG_WAIT = 0.02
+
+
 class _Run:
     """One document's run of a plan (or a subflow's run inside a parent run)."""
 
@@ -450,6 +460,7 @@ class Engine:
         self._run_resumed = writer.flow_run_resumed if writer else _noop
         self._run_finished = writer.flow_run_finished if writer else _noop
         self._review = writer.review_task if writer else _noop
+        self._pending = writer.pending if writer else _zero
         self._writer_ready = True
 
     # --- a started engine (a server's) ----------------------------------------------------
@@ -599,7 +610,7 @@ class Engine:
                 while not inbox.empty():
                     fn, args = inbox.get_nowait()
                     fn(*args)
-                if self._active < self.max_in_flight and self._feeding:
+                if self._active < self.max_in_flight and self._feeding and not self._backlogged():
                     self._admit()
                 if not ready:
                     break
@@ -621,6 +632,9 @@ class Engine:
                 if due is not None:
                     wait = max(0.0, due - time.monotonic())
                     timeout = wait if timeout is None else min(timeout, wait)
+            if self._feeding and self._active < self.max_in_flight and self._backlogged():
+                # documents wait for the record writer to catch up: look again soon
+                timeout = BACKLOG_WAIT if timeout is None else min(timeout, BACKLOG_WAIT)
             waiting = any(b.items or b.solo for b in self._pools.values())  # for workers
             if (target is not None and not self._calls and timeout is None and not waiting
                     and inbox.empty()):
@@ -637,6 +651,12 @@ class Engine:
                 except Empty:
                     break
                 self._on_done(done)
+
+    def _backlogged(self) -> bool:
+        """Whether the store's writer is so far behind that no document should start now: the
+        records it has not written are memory, and a batch of a million documents must not
+        hold a million documents' records (the engine outruns SQLite on cheap steps)."""
+        return self._pending() > MAX_BACKLOG
 
     def _next_doc(self, batch: _Batch) -> tuple[str, str | None, str | None, dict[str, Any] | None] | None:
         """The batch's next document to admit, or ``None`` (none now: the batch leaves the turn)."""
