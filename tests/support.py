@@ -83,3 +83,54 @@ def kill_decrypt_workers_when(engine: Any, work: Path, copies: int) -> Iterator[
 def write_flow(path: Path, steps: list[dict[str, Any]], **flow: Any) -> Path:
     path.write_text(json.dumps({"name": "t", "version": "1", "steps": steps, **flow}))
     return path
+
+
+#: the token the servers tests start accept
+SERVE_TOKEN = "test-token-0123456789"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def served(url: str, folder: Path, name: str, *args: str,
+           env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real ``docpipe serve`` on a free loopback port over store ``url`` (``--plugin`` toys,
+    one worker, 3 s leases, ``args`` more), its log in ``folder/NAME.log``; yields its base
+    URL and process (which the test may kill); stopped at the end if it still runs."""
+    import httpx
+
+    port = free_port()
+    log = open(folder / f"{name}.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [DOCPIPE, "serve", "--port", str(port), "--db", url, "--data-dir", str(folder / "data"),
+         "--plugin", TOYS, "--workers", "1", "--lease", "3", "--log-level", "info", *args],
+        env={**os.environ, "DOCPIPE_TOKEN": SERVE_TOKEN, "DOCPIPE_BLOBS": str(folder / "blobs"), **(env or {})},
+        stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"docpipe serve did not start:\n{(folder / f'{name}.log').read_text()}")
+            time.sleep(0.2)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()

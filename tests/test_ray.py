@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import ROOT, TOYS, kill_decrypt_workers_when, kill_one_worker, run_cli, write_flow
+from support import ROOT, SERVE_TOKEN, TOYS, kill_decrypt_workers_when, kill_one_worker, run_cli, served, write_flow
 
 from docpipe.engine import Engine
 from docpipe.store import Store
@@ -255,6 +255,36 @@ def test_cli_joins_a_running_cluster(executor, tmp_path: Path):
     assert [r["words"] for r in csv.DictReader(out.open())] == ["3", "3", "3"]
     workers = dict(sqlite3.connect(db).execute("select step, worker from task_runs"))
     assert workers["read"].startswith("ray:") and workers["w"] == "main"  # inline: the driver
+    assert not (tmp_path / "home").exists()
+
+
+def test_a_server_runs_its_jobs_on_a_running_cluster(executor, tmp_path: Path):
+    """`docpipe serve --executor ray`: documents posted to the API (and so the UI's runs, which
+    go through the same runner) run on the cluster's actors."""
+    import httpx
+    import ray
+
+    from docpipe import service
+    from docpipe.plugins import Registry
+
+    flow = write_flow(tmp_path / "f.json", [{"id": "read", "block": "toy.read"},
+                                            {"id": "w", "block": "toy.words"}], name="on-ray", outputs=["words"])
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    with Store(url) as store:
+        service.record_flow(store, service.plan_flow(str(flow), Registry(entry_points=False, extra=[TOYS])))
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": os.environ["RAY_AUTH_TOKEN_PATH"],
+           "HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
+    address = ray.get_runtime_context().gcs_address
+    with served(url, tmp_path, "serve", "--executor", "ray", "--ray-address", address, env=env) as (base, _):
+        files = [("files", (f"d{i}.txt", f"some words {i}".encode(), "text/plain")) for i in range(3)]
+        reply = httpx.post(f"{base}/api/flows/on-ray/runs", params={"wait": 60}, files=files,
+                           headers={"Authorization": f"Bearer {SERVE_TOKEN}"}, timeout=180)
+        assert reply.status_code == 202, reply.text
+        runs = reply.json()["runs"]
+        assert [r["status"] for r in runs] == ["succeeded"] * 3, runs
+    with Store(url) as store:
+        workers = {t["step"]: t["worker"] for r in runs for t in store.get_run(r["run_id"])["tasks"]}
+    assert workers["read"].startswith("ray:") and workers["w"] == "main"
     assert not (tmp_path / "home").exists()
 
 

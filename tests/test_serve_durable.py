@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from support import DOCPIPE, TOYS, write_flow
+from support import SERVE_TOKEN, TOYS, served, write_flow
 
 from docpipe import service
 from docpipe.plugins import Registry
@@ -28,54 +25,10 @@ from docpipe.status import JobStatus, Status
 from docpipe.store import Store
 from docpipe.store.schema import flow_runs, task_runs
 
-TOKEN = "test-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AUTH = {"Authorization": f"Bearer {SERVE_TOKEN}"}
 STEPS = [{"id": "read", "block": "toy.read"},
          {"id": "nap", "block": "toy.sleep", "params": {"seconds": 0.4}},
          {"id": "upper", "block": "toy.upper"}]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def server(url: str, folder: Path, name: str, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``docpipe serve`` on a free loopback port over ``url``; yields its base URL and process
-    (which the test may kill); stopped at the end if it still runs."""
-    port = free_port()
-    log = open(folder / f"{name}.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [DOCPIPE, "serve", "--port", str(port), "--db", url, "--data-dir", str(folder / "data"),
-         "--plugin", TOYS, "--workers", "1", "--lease", "3", "--log-level", "info", *args],
-        env={**os.environ, "DOCPIPE_TOKEN": TOKEN, "DOCPIPE_BLOBS": str(folder / "blobs")},
-        stdout=log, stderr=subprocess.STDOUT, cwd=folder)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"docpipe serve did not start:\n{(folder / f'{name}.log').read_text()}")
-            time.sleep(0.2)
-        yield base, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
 
 
 def record(url: str, folder: Path) -> None:
@@ -137,7 +90,7 @@ def test_a_server_killed_mid_run_resumes_every_job_after_a_restart(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     record(url, tmp_path)
     names = [f"doc{i:02d}.txt" for i in range(10)]
-    with server(url, tmp_path, "first") as (base, proc):
+    with served(url, tmp_path, "first") as (base, proc):
         submitted = post(base, names, "k-1")
         batch = submitted["batch_id"]
         wait_until(lambda: sum(r["status"] == JobStatus.FINISHED for r in job_rows(url, batch)) >= 2, 120,
@@ -146,7 +99,7 @@ def test_a_server_killed_mid_run_resumes_every_job_after_a_restart(tmp_path):
         proc.wait()
     before = job_rows(url, batch)
     assert any(r["status"] != JobStatus.FINISHED for r in before), "every job ended before the kill"
-    with server(url, tmp_path, "second") as (base, _):
+    with served(url, tmp_path, "second") as (base, _):
         again = post(base, names, "k-1")  # a client's retry of the same request: nothing new
         assert again["repeated"] and again["batch_id"] == batch
         wait_until(lambda: all(r["status"] == JobStatus.FINISHED for r in job_rows(url, batch)), 180,
@@ -165,7 +118,7 @@ def test_two_servers_on_one_postgresql_share_the_work_and_survive_one_killed(tmp
     names = [f"doc{i:02d}.txt" for i in range(16)]
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    with server(pg_url, tmp_path / "a", "a") as (base_a, proc_a), server(pg_url, tmp_path / "b", "b") as (base_b, _):
+    with served(pg_url, tmp_path / "a", "a") as (base_a, proc_a), served(pg_url, tmp_path / "b", "b") as (base_b, _):
         submitted = post(base_a, names, "two-servers")
         batch = submitted["batch_id"]
         wait_until(lambda: sum(r["status"] == JobStatus.FINISHED for r in job_rows(pg_url, batch)) >= 3, 120,
@@ -194,7 +147,7 @@ def test_jobs_queued_while_no_server_runs_are_run_when_one_starts(tmp_path):
         made = submit_documents(store, "durable", docs, registry=Registry(entry_points=False, extra=[TOYS]),
                                         source="test", files=False)
     submitted = made.as_dict()
-    with server(url, tmp_path, "late"):
+    with served(url, tmp_path, "late"):
         wait_until(lambda: all(r["status"] == JobStatus.FINISHED for r in job_rows(url, made.batch_id)), 120,
                    "the server did not run the queued jobs")
     check_exactly_once(url, submitted)
