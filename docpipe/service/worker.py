@@ -265,6 +265,7 @@ class Runner:
     def _ensure_batch(self, job: Mapping[str, Any], plan: Plan, flow_id: int) -> None:
         """Record the job's batch when its first document starts (by whichever server)."""
         from docpipe.flow import redact_params
+        from docpipe.service.plans import subflows_of
 
         batch_id = job["batch_id"]
         if batch_id in self._batches:
@@ -277,7 +278,8 @@ class Runner:
             try:
                 self.store.start_batch(flow_id, redact_params(plan.params), None,
                                        ["docpipe", "serve", f"({job['source']})"], batch_id=batch_id,
-                                       inputs=[(j["document"], j["correlation_id"]) for j in docs])
+                                       inputs=[(j["document"], j["correlation_id"]) for j in docs],
+                                       subflows=subflows_of(plan))
             except sa.exc.IntegrityError:
                 pass  # another server recorded it first
         if len(self._batches) > 10_000:
