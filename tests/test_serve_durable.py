@@ -151,3 +151,29 @@ def test_jobs_queued_while_no_server_runs_are_run_when_one_starts(tmp_path):
         wait_until(lambda: all(r["status"] == JobStatus.FINISHED for r in job_rows(url, made.batch_id)), 120,
                    "the server did not run the queued jobs")
     check_exactly_once(url, submitted)
+
+
+def test_a_watched_folder_feeds_a_sink_through_the_server(tmp_path):
+    """`docpipe serve --watch DIR:FLOW --sink NAME=jsonl:FILE`: files dropped in DIR run, move
+    to done/ (or failed/), and each run is one line of the sink's file; /metrics shows it."""
+    import json
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    flow = write_flow(tmp_path / "flow.json", STEPS[:1] + STEPS[2:], name="watched", outputs=["upper"])
+    inbox, out = tmp_path / "inbox", tmp_path / "out" / "results.jsonl"
+    inbox.mkdir()
+    with served(url, tmp_path, "watch", "--watch", f"{inbox}:{flow}", "--sink", f"results=jsonl:{out}") as (base, _):
+        for i in range(3):
+            (inbox / f"w{i}.txt").write_text(f"watched {i}", encoding="utf-8")
+        (inbox / "sub").mkdir()  # not a file: left alone
+        wait_until(lambda: len(list((inbox / "done").glob("*.txt"))) == 3 if (inbox / "done").exists() else False,
+                   120, "the watched files were not all done")
+        wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 3, 60, "the sink did not get 3 runs")
+        metrics = httpx.get(f"{base}/metrics", timeout=30).text
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["upper"] for r in lines) == ["WATCHED 0", "WATCHED 1", "WATCHED 2"]
+    assert {r["status"] for r in lines} == {"succeeded"} and len({r["run_id"] for r in lines}) == 3
+    assert sorted(p.name for p in inbox.iterdir()) == ["done", "sub"]
+    assert 'docpipe_flow_runs_total{flow="watched",status="succeeded"} 3.0' in metrics
+    assert not any(line.startswith('docpipe_sink_backlog{sink="results"}') and not line.endswith(" 0.0")
+                   for line in metrics.splitlines())  # nothing left to deliver
