@@ -309,7 +309,9 @@ class Flow:
         description: str = "",
         params: dict[str, Any] | None = None,
         outputs: list[str] | None = None,
+        cache: bool | None = None,
     ) -> None:
+        """``cache``: the flow's cache policy (docs/provenance.md); a step takes ``cache=False``."""
         self._def: dict[str, Any] = {"name": name, "version": version}
         if description:
             self._def["description"] = description
@@ -317,6 +319,8 @@ class Flow:
             self._def["params"] = dict(params)
         if outputs is not None:
             self._def["outputs"] = list(outputs)
+        if cache is not None:
+            self._def["cache"] = cache
         self._def["steps"] = []
 
     # --- steps ------------------------------------------------------------------------

@@ -161,6 +161,11 @@ def test_cache_policy_in_the_flow_schema(registry: Registry) -> None:
         build_plan({"name": "c", "version": "1", "cache": "yes", "steps": CHAIN}, registry)
     with pytest.raises(FlowError, match="cache"):
         build_plan({"name": "c", "version": "1", "steps": [{**CHAIN[0], "cache": 1}]}, registry)
+    from docpipe.flow import Flow
+
+    sdk = Flow("c", "1", cache=True).step("read", "toy.read").step("up", "toy.upper", cache=False)
+    p = build_plan(sdk.to_dict(), registry)
+    assert p.cache and p.node("up").cache is False and Flow("c").to_dict().get("cache") is None
 
 
 def test_unchanged_tasks_reuse_their_outputs_changed_ones_run(store_url: str, plan: Callable[..., Plan],
