@@ -4,6 +4,7 @@ queries; ``runs retry`` runs a batch again as ``docpipe resume`` does."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -139,8 +140,8 @@ def _provenance_text(p: dict[str, Any]) -> str:
     if p.get("dist"):
         parts.append(f"({p['dist']} {p.get('dist_version')})")
     model = p.get("model")
-    if model:
-        parts.append("model " + " ".join(_value_text(model).split()))
+    if model:  # sha256 digests shortened, as the hashes below
+        parts.append("model " + re.sub(r"\b([0-9a-f]{12})[0-9a-f]{52}\b", r"\1", " ".join(_value_text(model).split())))
     parts += [f"{k} {str(p[k])[:12]}" for k in ("params", "inputs") if p.get(k)]
     source = p.get("reused_from")
     if isinstance(source, dict):
