@@ -21,6 +21,9 @@ The contract, in one place:
   :class:`docpipe.errors.DocumentError`) that fails that one document while the
   rest of the batch goes on. Raising fails the whole call; the engine then
   retries the batch's documents one by one so only the bad one fails.
+* A block with a model may say which one: the classmethod ``identity(params)`` (cheap,
+  called in the engine's process) returns e.g. the model folder's path and hash; task
+  records carry it, and unchanged work is reused by it (docs/provenance.md).
 * Blocks never call the engine, the store or each other. ``run`` is stateless
   with respect to other documents: other instances of the block run at the same
   time in other workers.
