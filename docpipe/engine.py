@@ -446,6 +446,8 @@ class Engine:
         for b in self._pools.values():
             b.items.clear()
             b.solo.clear()
+        self._lookups.clear()  # else the next batch's lookups would wait behind them forever
+        self._keys.clear()
         self._active = 0
 
     def _bind_writer(self) -> None:
