@@ -169,7 +169,8 @@ def test_cache_policy_in_the_flow_schema(registry: Registry) -> None:
 
 
 def test_unchanged_tasks_reuse_their_outputs_changed_ones_run(store_url: str, plan: Callable[..., Plan],
-                                                             docs: Callable[..., list[str]]) -> None:
+                                                             docs: Callable[..., list[str]],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Second batch: every task reused (worker ``reused``, outputs equal, provenance names the
     task it came from); a changed document runs all its steps; a step with ``"cache": false``
     always runs; a changed param reruns its step and the steps that read what it wrote."""
@@ -207,8 +208,20 @@ def test_unchanged_tasks_reuse_their_outputs_changed_ones_run(store_url: str, pl
         assert out4["doc0000.txt"]["digest"] != out1["doc0000.txt"]["digest"]
 
         # the policy off (no "cache", no --reuse): everything runs, nothing is looked up
+        import docpipe.store.reuse
+
+        lookups: list[int] = []
+
+        def counted(store: Store, keys: Any) -> Any:
+            lookups.append(len(keys))
+            return reusable(store, keys)
+
+        monkeypatch.setattr(docpipe.store.reuse, "reusable", counted)
         fifth, _ = run_batch(store, plan(flow), paths)
-        assert all(t["worker"] != REUSED for t in tasks_of(store, fifth).values())
+        assert all(t["worker"] != REUSED for t in tasks_of(store, fifth).values()) and lookups == []
+        sixth, _ = run_batch(store, cached, paths)  # on: one lookup per wave of ready tasks
+        assert all(t["worker"] == REUSED for t in tasks_of(store, sixth).values())
+        assert 0 < len(lookups) <= 4 and lookups[0] == 2  # both documents' first step at once
     finally:
         store.close()
 
