@@ -400,7 +400,7 @@ class Engine:
         self._bind_writer()
         self._plan_provenance(batch.plan)
         self._to_run = max(1, to_run)
-        if self.prestart:
+        if self.prestart and not self._reuses(batch.plan):
             self._prestart(batch.plan, batch.params)
         self._feeding.append(batch)
         status, done = Status.INTERRUPTED, False
@@ -521,7 +521,7 @@ class Engine:
 
     def _open(self, batch: _Batch) -> None:
         self._plan_provenance(batch.plan)
-        if self.prestart:
+        if self.prestart and not self._reuses(batch.plan):
             self._prestart(batch.plan, batch.params)
         self._feeding.append(batch)
 
@@ -811,6 +811,12 @@ class Engine:
             node.recorded_provenance = static.json
             node.cached = node.cache if node.cache is not None else policy
             node.keyed = node.cached or node.runtime != "inline"
+
+    def _reuses(self, plan: Plan) -> bool:
+        """Whether ``plan``'s tasks look for earlier outputs (its cache policy is on, and this
+        engine records): then its pools start when a task first needs one, not with the batch,
+        so a batch that reuses everything starts no worker and loads no model."""
+        return self.store is not None and plan.cache
 
     def _defer(self, run: _Run, node: Node, inputs: dict[str, Any] | None) -> None:
         """A task of a keyed step (``inputs``; ``None`` for a map: what the whole map reads):
