@@ -215,7 +215,7 @@ def start_page(request: Request, ctx: Ctx, name: str, token: TokenField = None,
 def job_page(request: Request, ctx: Ctx, job_id: str) -> Response:
     job = ctx.jobs.get(job_id)
     if job is None:
-        return error_page(request, 404, f"no job {job_id} (jobs are kept until the server stops)")
+        return error_page(request, 404, f"no job {job_id}")
     return render(request, "job.html", nav="runs", job=job)
 
 

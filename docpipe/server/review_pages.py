@@ -202,6 +202,8 @@ def render_page(store: Store, document: str, number: int, zoom: float = ZOOM) ->
         raise
     except Exception as exc:  # noqa: BLE001 - a broken file is a missing page, not a server error
         raise LookupError(f"{path.name}: page {number} cannot be drawn ({exc})") from None
+    finally:
+        pymupdf.TOOLS.store_shrink(100)  # MuPDF's cache of the document: a server lives long
     digest = store.blobs.put(png)
     index.parent.mkdir(parents=True, exist_ok=True)
     tmp = index.with_name(f".{key}.{os.getpid()}.{os.urandom(4).hex()}")
