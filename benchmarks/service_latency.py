@@ -66,6 +66,9 @@ def post(client: httpx.Client, path: Path) -> tuple[float, dict[str, Any]]:
     statuses = [r.get("status") for r in body["runs"]]
     if statuses != ["succeeded"]:
         raise SystemExit(f"the run did not succeed: {json.dumps(body)[:1000]}")
+    outputs = body["runs"][0].get("outputs") or {}
+    if not outputs.get("doc_class") or not outputs.get("language"):
+        raise SystemExit(f"the run has no class or language: {json.dumps(body)[:1000]}")
     return seconds, body
 
 
