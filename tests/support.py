@@ -97,14 +97,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for_server(proc: subprocess.Popen[Any], url: str, output: Any, seconds: float = 90) -> None:
+    """Until ``url`` answers 200; an AssertionError with ``output()`` (the server's log) if the
+    process ends or ``seconds`` pass first."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"docpipe serve did not start:\n{output()}")
+        time.sleep(0.2)
+
+
 @contextmanager
 def served(url: str, folder: Path, name: str, *args: str,
            env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A real ``docpipe serve`` on a free loopback port over store ``url`` (``--plugin`` toys,
     one worker, 3 s leases, ``args`` more), its log in ``folder/NAME.log``; yields its base
     URL and process (which the test may kill); stopped at the end if it still runs."""
-    import httpx
-
     port = free_port()
     log = open(folder / f"{name}.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -114,16 +129,7 @@ def served(url: str, folder: Path, name: str, *args: str,
         stdout=log, stderr=subprocess.STDOUT, cwd=folder)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"docpipe serve did not start:\n{(folder / f'{name}.log').read_text()}")
-            time.sleep(0.2)
+        wait_for_server(proc, f"{base}/healthz", lambda: (folder / f"{name}.log").read_text())
         yield base, proc
     finally:
         if proc.poll() is None:

@@ -6,14 +6,12 @@ import json
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-from support import DOCPIPE, TOYS
+from support import DOCPIPE, TOYS, wait_for_server
 
 from docpipe.engine import Engine
 from docpipe.planner import build_plan
@@ -76,16 +74,7 @@ def serving(made: dict[str, Any], tmp_path: Path, token: str, *args: str) -> Ite
             env={**os.environ, "DOCPIPE_TOKEN": token}, stdout=stdout, stderr=stderr, cwd=tmp_path)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/openapi.json", timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"docpipe serve did not start:\n{out.read_text()}{err.read_text()}")
-                time.sleep(0.2)
+            wait_for_server(proc, f"{base}/openapi.json", lambda: out.read_text() + err.read_text(), 60)
             yield base
         finally:
             proc.terminate()
