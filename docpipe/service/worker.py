@@ -234,8 +234,9 @@ class Runner:
         # a run that waits for a review is delivered when it ends (its continue job's end)
         delivered = outcome in (Status.SUCCEEDED, Status.FAILED) or (outcome is not None and run_ids)
         sinks = list(self.sinks) if delivered else []
+        # a batch job's runs may have been delivered before (failed, now retried): again
         ok = self.store.jobs.finish(job["id"], self.owner, status=status, outcome=outcome, error=error,
-                                    sinks=sinks, run_ids=run_ids)
+                                    sinks=sinks, run_ids=run_ids, again=run_ids is not None)
         if not ok:
             log.warning("job %s was taken over by another server; its result here is dropped", job["id"])
         with self._lock:

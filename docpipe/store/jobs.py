@@ -113,16 +113,28 @@ def chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
         yield items[start:start + size]
 
 
-def enqueue_deliveries(conn: sa.Connection, sinks: Iterable[str], run_ids: Iterable[str], now: float) -> int:
+def enqueue_deliveries(conn: sa.Connection, sinks: Iterable[str], run_ids: Iterable[str], now: float,
+                       *, again: bool = False) -> int:
     """Insert a pending delivery per sink and run id in ``conn``'s transaction, skipping
-    those that exist; how many were new."""
+    those that exist; how many were new. With ``again`` (the runs ended anew: a retry of a
+    failed run, a run continued after its review) a delivery that was made or given up on is
+    pending again, attempts from zero, so the sink gets the run's new end."""
     rows = [{"sink": sink, "run_id": run_id, "status": DeliveryStatus.PENDING.value, "attempts": 0,
              "next_attempt_at": now, "created_at": now}
             for sink in dict.fromkeys(sinks) for run_id in dict.fromkeys(run_ids)]
     if not rows:
         return 0
-    returned = conn.execute(insert_ignoring(conn, deliveries).returning(deliveries.c.id), rows)
-    return len(returned.all())
+    if not again:
+        returned = conn.execute(insert_ignoring(conn, deliveries).returning(deliveries.c.id), rows)
+        return len(returned.all())
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(deliveries)
+    upsert = insert.on_conflict_do_update(
+        index_elements=[deliveries.c.sink, deliveries.c.run_id],
+        set_={"status": DeliveryStatus.PENDING.value, "attempts": 0, "next_attempt_at": now, "last_error": None,
+              "lease_owner": None, "lease_expires_at": None, "delivered_at": None},
+        where=deliveries.c.status != DeliveryStatus.PENDING.value)
+    return int(conn.execute(upsert, rows).rowcount or 0)
 
 
 class JobQueue:
@@ -243,11 +255,12 @@ class JobQueue:
 
     def finish(self, job_id: str, owner: str, *, status: str = JobStatus.FINISHED, outcome: str | None = None,
                error: str | None = None, batch_id: str | None = None, sinks: Iterable[str] = (),
-               run_ids: Iterable[str] | None = None, now: float | None = None) -> bool:
+               run_ids: Iterable[str] | None = None, now: float | None = None, again: bool = False) -> bool:
         """Record that job ``job_id`` ended (``status`` finished or error, a document job's run
         ``outcome``, an ``error`` message, its ``batch_id`` when given) and clear its lease;
         in the same transaction queue a pending delivery to each of ``sinks`` for the job's
-        run (or for ``run_ids``), skipping those that exist.
+        run (or for ``run_ids``), skipping those that exist (with ``again``: making those
+        that were delivered pending again, see :func:`enqueue_deliveries`).
 
         Only while the job runs under ``owner``'s lease, or under one that expired and that
         nobody took over: otherwise nothing changes and the answer is ``False`` (another
@@ -270,7 +283,7 @@ class JobQueue:
             if done is None:
                 return False
             runs = list(run_ids) if run_ids is not None else [done.run_id] if done.run_id is not None else []
-            enqueue_deliveries(conn, sinks, runs, now)
+            enqueue_deliveries(conn, sinks, runs, now, again=again)
         return True
 
     def release(self, owner: str, ids: Iterable[str] | None = None) -> int:

@@ -32,6 +32,26 @@ def test_enqueue_makes_each_sink_and_run_once(store: Store) -> None:
     assert store.outbox.get(row["id"]) == row and store.outbox.get(-1) is None
 
 
+def test_a_run_that_ends_anew_is_delivered_again(store: Store) -> None:
+    """A failed run delivered, then retried by a batch job: ``finish(..., again=True)`` makes its
+    delivery pending again (a pending one stays as it is); without ``again`` nothing changes."""
+    job, _ = store.jobs.submit("retry", "f", source="ui", batch_id="b1")
+    store.outbox.enqueue(["hook"], ["r1", "r2"], now=T0)
+    [d1, d2] = sorted(store.outbox.claim("d", limit=2, lease_s=30, now=T0 + 1), key=lambda d: d["run_id"])
+    store.outbox.delivered([d1["id"]], "d", now=T0 + 2)
+    store.outbox.failed(d2["id"], "d", "504", T0 + 60)  # still pending, retried later
+    [claimed] = store.jobs.claim("s", limit=1, lease_s=30, now=T0 + 3)
+    assert store.jobs.finish(claimed["id"], "s", outcome="succeeded", sinks=["hook"], run_ids=["r1", "r2"],
+                             now=T0 + 4, again=True)
+    rows = {d["run_id"]: d for d in store.outbox.list(sink="hook")}
+    assert (rows["r1"]["status"], rows["r1"]["attempts"], rows["r1"]["delivered_at"]) == ("pending", 0, None)
+    assert (rows["r2"]["status"], rows["r2"]["attempts"], rows["r2"]["next_attempt_at"]) == ("pending", 1, T0 + 60)
+    assert store.outbox.backlog() == {"hook": 2}
+    store.outbox.delivered([rows["r1"]["id"]], "d", now=T0 + 5)
+    assert store.outbox.enqueue(["hook"], ["r1"], now=T0 + 6) == 0  # not again: it stays delivered
+    assert store.outbox.get(rows["r1"]["id"])["status"] == "delivered"
+
+
 def test_a_claimed_delivery_is_held_until_its_lease_expires(store: Store) -> None:
     store.outbox.enqueue(["csv", "hook"], ["r1", "r2"], now=T0)
     mine = store.outbox.claim("d1", limit=3, lease_s=30, sinks=["csv", "hook"], now=T0 + 1)
