@@ -59,7 +59,7 @@ def wait_until(check: Any, seconds: float, what: str) -> None:
 
 
 def check_exactly_once(url: str, submitted: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every job finished with its run succeeded; each run's last step succeeded exactly once."""
+    """Every job finished with its run succeeded; each run's steps succeeded exactly once."""
     rows = job_rows(url, submitted["batch_id"])
     assert len(rows) == len(submitted["runs"])
     assert {r["status"] for r in rows} == {JobStatus.FINISHED}, rows
@@ -74,6 +74,10 @@ def check_exactly_once(url: str, submitted: dict[str, Any]) -> list[dict[str, An
                                 .where(task_runs.c.flow_run_id.in_(run_ids), task_runs.c.step == "upper",
                                        task_runs.c.status == Status.SUCCEEDED)
                                 .group_by(task_runs.c.flow_run_id)).all()
+            # a step that succeeded (and was recorded) is never run again: a taken-over run resumes
+            steps = conn.execute(sa.select(task_runs.c.flow_run_id, task_runs.c.step, sa.func.count())
+                                 .where(task_runs.c.flow_run_id.in_(run_ids), task_runs.c.status == Status.SUCCEEDED)
+                                 .group_by(task_runs.c.flow_run_id, task_runs.c.step)).all()
             per_doc = conn.execute(sa.select(flow_runs.c.document, sa.func.count())
                                    .where(flow_runs.c.batch_id == submitted["batch_id"])
                                    .group_by(flow_runs.c.document)).all()
@@ -82,6 +86,7 @@ def check_exactly_once(url: str, submitted: dict[str, Any]) -> list[dict[str, An
     assert sorted(r.id for r in runs) == sorted(run_ids)
     assert {r.status for r in runs} == {Status.SUCCEEDED}
     assert dict(last) == {run_id: 1 for run_id in run_ids}  # no document ran twice to completion
+    assert {n for _, _, n in steps} == {1} and len(steps) == 3 * len(run_ids)
     assert {n for _, n in per_doc} == {1}  # one run per document
     return rows
 
@@ -177,3 +182,25 @@ def test_a_watched_folder_feeds_a_sink_through_the_server(tmp_path):
     assert 'docpipe_flow_runs_total{flow="watched",status="succeeded"} 3.0' in metrics
     assert not any(line.startswith('docpipe_sink_backlog{sink="results"}') and not line.endswith(" 0.0")
                    for line in metrics.splitlines())  # nothing left to deliver
+
+
+def test_a_server_stopped_mid_run_gives_its_jobs_back_and_a_restart_finishes_them(tmp_path):
+    """SIGTERM: the runner gives the jobs it holds back to the queue at once (no lease to wait
+    for); their runs, recorded running, continue from their steps on the next server."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    record(url, tmp_path)
+    names = [f"doc{i:02d}.txt" for i in range(8)]
+    with served(url, tmp_path, "first") as (base, proc):
+        submitted = post(base, names, "k-stop")
+        batch = submitted["batch_id"]
+        wait_until(lambda: sum(r["status"] == JobStatus.FINISHED for r in job_rows(url, batch)) >= 1, 120,
+                   "no job finished")
+        proc.terminate()
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises it after its shutdown
+    left = [r for r in job_rows(url, batch) if r["status"] != JobStatus.FINISHED]
+    assert left and {r["status"] for r in left} == {JobStatus.QUEUED}  # given back, not held
+    assert "unfinished jobs back in the queue" in (tmp_path / "first.log").read_text()
+    with served(url, tmp_path, "second"):
+        wait_until(lambda: all(r["status"] == JobStatus.FINISHED for r in job_rows(url, batch)), 120,
+                   "the next server did not finish the jobs")
+    check_exactly_once(url, submitted)

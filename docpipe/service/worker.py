@@ -296,13 +296,13 @@ class Runner:
             log.warning("job %s cannot run: %s", job["id"], exc)
             self._end(job, status=JobStatus.ERROR, error=f"{type(exc).__name__}: {exc}")
             return
-        resume = None
-        if job["claims"] > 1:  # a server died holding it: what did its run do?
-            state = self.store.run_state(job["run_id"])
-            if state is not None and state["status"] in _FINAL:
-                self._end(job, outcome=state["status"], error=state.get("error"))
-                return
-            resume = state
+        # what did its run do before? Nothing on its first claim; a job taken again (its server
+        # died holding it, or gave it back when it stopped) may have a run to resume or that ended
+        state = self.store.run_state(job["run_id"]) if job["claims"] > 1 else None
+        if state is not None and state["status"] in _FINAL:
+            self._end(job, outcome=state["status"], error=state.get("error"))
+            return
+        resume = state
         batch_id = job["batch_id"]
         opened = self._open.get(batch_id)
         if opened is None:
