@@ -17,7 +17,8 @@ oversubscribed the cores whenever they overlapped. With it:
 * **each worker is told its share**: ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
   ``OMP_THREAD_LIMIT`` (Tesseract) and ``torch.set_num_threads`` are the block's
   ``threads`` (see :func:`docpipe.executors.worker.thread_env`);
-* **GPUs are given by index** (``--gpus 0,1``; none by default): a block whose manifest says
+* **GPUs are given by index** (``--gpus 0,1``; by default the GPUs this machine shows: see
+  :func:`visible_gpus`; ``--gpus none`` for none): a block whose manifest says
   ``device="cuda"`` or ``"auto"`` gets one worker per GPU, each pinned to its own with
   ``CUDA_VISIBLE_DEVICES``; every other process worker gets ``CUDA_VISIBLE_DEVICES=""`` so
   that a CPU block (or an ``auto`` one with no GPU in the budget) never takes a GPU's memory.
@@ -48,6 +49,23 @@ GPUS_ENV = "DOCPIPE_WORKER_GPUS"
 def budget_on() -> bool:
     """Whether an engine made without ``budget=`` uses one (``DOCPIPE_BUDGET`` is not ``0``)."""
     return os.environ.get(BUDGET_ENV, "1") != "0"
+
+
+def visible_gpus() -> tuple[int, ...]:
+    """The GPUs a budget gets when none are named: those ``CUDA_VISIBLE_DEVICES`` lists when
+    it is set (``""``: none; ids that are not indexes, like UUIDs: none, name them with
+    ``--gpus``), else the NVIDIA GPUs the driver shows (``/proc/driver/nvidia/gpus``: read
+    without importing torch or starting CUDA), else none."""
+    listed = os.environ.get(CUDA_ENV)
+    if listed is not None:
+        try:
+            return check_gpus(int(part) for part in listed.split(",") if part.strip())
+        except ValueError:
+            return ()
+    try:
+        return tuple(range(len(os.listdir("/proc/driver/nvidia/gpus"))))
+    except OSError:
+        return ()
 
 
 def parse_gpus(text: str) -> tuple[int, ...]:
@@ -81,7 +99,7 @@ class Budget:
     """The cores and GPUs of one engine, and the core tokens its busy calls hold.
 
     ``cores``: how many threads may be busy at once (default: ``os.cpu_count()``);
-    ``gpus``: the GPU indexes blocks may use (default: none). ``limit_calls``: whether the
+    ``gpus``: the GPU indexes blocks may use (``None``: :func:`visible_gpus`). ``limit_calls``: whether the
     engine waits for free tokens before it sends a call (``False`` where something else
     places the work, such as Ray's scheduler: pools are still sized and pinned from here).
     The engine's loop is the only caller of :meth:`take` and :meth:`give`.
@@ -89,12 +107,12 @@ class Budget:
 
     __slots__ = ("cores", "gpus", "limit_calls", "free")
 
-    def __init__(self, cores: int | None = None, gpus: Iterable[int] = (), *,
+    def __init__(self, cores: int | None = None, gpus: Iterable[int] | None = None, *,
                  limit_calls: bool = True) -> None:
         if cores is not None and (not isinstance(cores, int) or isinstance(cores, bool) or cores < 1):
             raise ValueError(f"cores must be a whole number >= 1, got {cores!r}")
         self.cores: int = cores or os.cpu_count() or 1
-        self.gpus: tuple[int, ...] = check_gpus(gpus)
+        self.gpus: tuple[int, ...] = visible_gpus() if gpus is None else check_gpus(gpus)
         self.limit_calls = limit_calls
         #: core tokens no call holds now
         self.free = self.cores

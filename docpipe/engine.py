@@ -259,7 +259,7 @@ class Engine:
                  executor: Executor | None = None, work_dir: str | os.PathLike[str] | None = None,
                  worker_memory_mb: int | None = None, one_batch: bool = False,
                  prestart: bool = True, keep_results: bool = True, cores: int | None = None,
-                 gpus: Iterable[int] = (), budget: bool | None = None) -> None:
+                 gpus: Iterable[int] | None = None, budget: bool | None = None) -> None:
         self.store = store
         #: this engine runs one batch (the CLI): a pool gets no more workers than the batch has
         #: documents (a map step's pool excepted), since more would only load the model more

@@ -184,12 +184,14 @@ def _actors(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     return every if every is not None else actors or None
 
 
-def _gpus(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:
-    """``--gpus 0,1``: GPU indexes."""
+def _gpus(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    """``--gpus 0,1``: GPU indexes (``none``: no GPU; not given: those the machine shows)."""
     from docpipe.budget import parse_gpus
 
+    if value is None:
+        return None
     try:
-        return parse_gpus(value or "")
+        return parse_gpus(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--gpus") from None
 
@@ -202,7 +204,8 @@ _RUN_OPTIONS = [
     click.option("--cores", type=click.IntRange(min=1), envvar="DOCPIPE_CORES",
                  help="Cores the busy workers of all pools may use at once (default: all)."),
     click.option("--gpus", callback=_gpus, envvar="DOCPIPE_GPUS", metavar="0,1",
-                 help="GPUs blocks may use, by index: one worker each (default: none)."),
+                 help="GPUs blocks may use, by index: one worker each; none for none (default: the GPUs "
+                      "this machine shows: CUDA_VISIBLE_DEVICES, else the NVIDIA driver's list)."),
     click.option("--max-in-flight", type=click.IntRange(min=1), default=256, show_default=True,
                  help="Documents in flight at once."),
     db_option(),

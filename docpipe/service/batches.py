@@ -45,8 +45,8 @@ class RunOptions:
     max_in_flight: int = 256
     #: the cores busy calls may hold at once (``None``: every core; see :mod:`docpipe.budget`)
     cores: int | None = None
-    #: the GPUs blocks may use, by index (none by default)
-    gpus: tuple[int, ...] = ()
+    #: the GPUs blocks may use, by index (``None``: those the machine shows; ``()``: none)
+    gpus: tuple[int, ...] | None = None
     #: where thread/process blocks run: local pools, or Ray actors
     executor: Literal["local", "ray"] = "local"
     #: the Ray cluster to join (``None``: start a local Ray)

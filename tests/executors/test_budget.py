@@ -17,7 +17,7 @@ from budget_blocks import BLOCKS
 from support import TOYS, run_cli, write_flow
 
 from docpipe.blocks import Manifest
-from docpipe.budget import CUDA_ENV, GPUS_ENV, Budget, parse_gpus, worker_env
+from docpipe.budget import CUDA_ENV, GPUS_ENV, Budget, parse_gpus, visible_gpus, worker_env
 from docpipe.engine import BatchResult, Engine
 from docpipe.errors import FlowError
 from docpipe.planner import Plan, build_plan
@@ -250,12 +250,26 @@ def test_cpu_blocks_and_auto_without_gpus_see_none(registry, docs):
 
 
 def test_a_cuda_block_without_gpus_fails_each_document_saying_so(registry, docs):
-    with Engine(cores=2) as engine:
+    with Engine(cores=2, gpus=()) as engine:
         result = engine.run(gpu_plan(registry, "budget.on_cuda"), docs("a", "b"))
         assert engine.budget is not None and engine.budget.free == 2
     assert result.counts == {"succeeded": 0, "failed": 2}
     for r in result.results:
         assert r.step == "g" and "needs a GPU" in (r.error or "") and "--gpus" in (r.error or "")
+
+
+def test_the_gpus_the_machine_shows_are_the_default(monkeypatch):
+    """No ``gpus`` given: CUDA_VISIBLE_DEVICES when set (indexes; "" or UUIDs: none), else the
+    NVIDIA driver's list (none on a machine without one); ``()`` is none whatever the machine."""
+    monkeypatch.setenv(CUDA_ENV, "1,3")
+    assert visible_gpus() == (1, 3) and Budget(cores=2).gpus == (1, 3) and Budget(cores=2, gpus=()).gpus == ()
+    monkeypatch.setenv(CUDA_ENV, "")
+    assert visible_gpus() == ()
+    monkeypatch.setenv(CUDA_ENV, "GPU-8f2c1e4a")
+    assert visible_gpus() == ()
+    monkeypatch.delenv(CUDA_ENV)
+    driver = Path("/proc/driver/nvidia/gpus")
+    assert visible_gpus() == tuple(range(len(list(driver.iterdir())) if driver.is_dir() else 0))
 
 
 def test_worker_env_pins_gpus_in_turn():
