@@ -51,6 +51,16 @@ def job_rows(url: str, batch_id: str) -> list[dict[str, Any]]:
         return store.jobs.list(batch_id=batch_id, limit=1000)
 
 
+def finished(url: str, batch_id: str) -> int:
+    """How many jobs of the batch are finished."""
+    return sum(r["status"] == JobStatus.FINISHED for r in job_rows(url, batch_id))
+
+
+def all_finished(url: str, batch_id: str) -> bool:
+    rows = job_rows(url, batch_id)
+    return bool(rows) and all(r["status"] == JobStatus.FINISHED for r in rows)
+
+
 def wait_until(check: Any, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not check():
@@ -98,7 +108,7 @@ def test_a_server_killed_mid_run_resumes_every_job_after_a_restart(tmp_path):
     with served(url, tmp_path, "first") as (base, proc):
         submitted = post(base, names, "k-1")
         batch = submitted["batch_id"]
-        wait_until(lambda: sum(r["status"] == JobStatus.FINISHED for r in job_rows(url, batch)) >= 2, 120,
+        wait_until(lambda: finished(url, batch) >= 2, 120,
                    "no job finished")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -107,7 +117,7 @@ def test_a_server_killed_mid_run_resumes_every_job_after_a_restart(tmp_path):
     with served(url, tmp_path, "second") as (base, _):
         again = post(base, names, "k-1")  # a client's retry of the same request: nothing new
         assert again["repeated"] and again["batch_id"] == batch
-        wait_until(lambda: all(r["status"] == JobStatus.FINISHED for r in job_rows(url, batch)), 180,
+        wait_until(lambda: all_finished(url, batch), 180,
                    "the restarted server did not finish the jobs")
         rows = check_exactly_once(url, submitted)
         assert any(r["claims"] > 1 for r in rows)  # taken over after their lease expired
@@ -126,11 +136,11 @@ def test_two_servers_on_one_postgresql_share_the_work_and_survive_one_killed(tmp
     with served(pg_url, tmp_path / "a", "a") as (base_a, proc_a), served(pg_url, tmp_path / "b", "b") as (base_b, _):
         submitted = post(base_a, names, "two-servers")
         batch = submitted["batch_id"]
-        wait_until(lambda: sum(r["status"] == JobStatus.FINISHED for r in job_rows(pg_url, batch)) >= 3, 120,
+        wait_until(lambda: finished(pg_url, batch) >= 3, 120,
                    "no job finished")
         os.kill(proc_a.pid, signal.SIGKILL)
         proc_a.wait()
-        wait_until(lambda: all(r["status"] == JobStatus.FINISHED for r in job_rows(pg_url, batch)), 180,
+        wait_until(lambda: all_finished(pg_url, batch), 180,
                    "server b did not finish the jobs")
         rows = check_exactly_once(pg_url, submitted)
         assert {r["lease_owner"] for r in rows} == {None}
@@ -153,7 +163,7 @@ def test_jobs_queued_while_no_server_runs_are_run_when_one_starts(tmp_path):
                                         source="test", files=False)
     submitted = made.as_dict()
     with served(url, tmp_path, "late"):
-        wait_until(lambda: all(r["status"] == JobStatus.FINISHED for r in job_rows(url, made.batch_id)), 120,
+        wait_until(lambda: all_finished(url, made.batch_id), 120,
                    "the server did not run the queued jobs")
     check_exactly_once(url, submitted)
 
@@ -193,7 +203,7 @@ def test_a_server_stopped_mid_run_gives_its_jobs_back_and_a_restart_finishes_the
     with served(url, tmp_path, "first") as (base, proc):
         submitted = post(base, names, "k-stop")
         batch = submitted["batch_id"]
-        wait_until(lambda: sum(r["status"] == JobStatus.FINISHED for r in job_rows(url, batch)) >= 1, 120,
+        wait_until(lambda: finished(url, batch) >= 1, 120,
                    "no job finished")
         proc.terminate()
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises it after its shutdown
@@ -201,6 +211,6 @@ def test_a_server_stopped_mid_run_gives_its_jobs_back_and_a_restart_finishes_the
     assert left and {r["status"] for r in left} == {JobStatus.QUEUED}  # given back, not held
     assert "unfinished jobs back in the queue" in (tmp_path / "first.log").read_text()
     with served(url, tmp_path, "second"):
-        wait_until(lambda: all(r["status"] == JobStatus.FINISHED for r in job_rows(url, batch)), 120,
+        wait_until(lambda: all_finished(url, batch), 120,
                    "the next server did not finish the jobs")
     check_exactly_once(url, submitted)

@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
@@ -97,12 +96,7 @@ def get_run(ctx: Ctx, run_id: str) -> dict[str, Any]:
 
 def _queued_run(ctx: Context, run_id: str) -> dict[str, Any] | None:
     """A run a job was given when it was queued, before a server started it: ``queued``."""
-    from docpipe.store.schema import jobs
-
-    with ctx.store.engine.connect() as conn:
-        row = conn.execute(sa.select(jobs.c.id, jobs.c.batch_id, jobs.c.document, jobs.c.correlation_id,
-                                     jobs.c.status, jobs.c.error, jobs.c.created_at)
-                           .where(jobs.c.run_id == run_id)).mappings().first()
+    row = ctx.store.jobs.by_run(run_id)
     if row is None:
         return None
     status = "queued" if row["status"] in (JobStatus.QUEUED, JobStatus.RUNNING) else Status.FAILED

@@ -353,16 +353,11 @@ class Runner:
 
     def _close_batch_record(self, batch_id: str) -> None:
         """Record the end of a document batch once none of its jobs is queued or running."""
-        from docpipe.store.schema import jobs
-
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(sa.select(jobs.c.status, jobs.c.outcome, sa.func.count())
-                                .where(jobs.c.batch_id == batch_id)
-                                .group_by(jobs.c.status, jobs.c.outcome)).all()
-        if any(status in (JobStatus.QUEUED, JobStatus.RUNNING) for status, _, _ in rows):
+        rows = self.store.jobs.outcomes(batch_id)
+        if any(status in (JobStatus.QUEUED, JobStatus.RUNNING) for status, _ in rows):
             return
         counts: dict[str, int] = {Status.SUCCEEDED: 0, Status.FAILED: 0}
-        for status, outcome, n in rows:
+        for (status, outcome), n in rows.items():
             key = outcome or (Status.FAILED if status == JobStatus.ERROR else str(status))
             counts[key] = counts.get(key, 0) + n
         status = (Status.FAILED if counts.get(Status.FAILED) else

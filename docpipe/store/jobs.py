@@ -312,6 +312,20 @@ class JobQueue:
             rows = _select(conn, sa.and_(jobs.c.source == source, jobs.c.idempotency_key == key))
         return _decode(rows[0]) if rows else None
 
+    def by_run(self, run_id: str) -> dict[str, Any] | None:
+        """The document job that was given run id ``run_id``, or ``None``."""
+        with self.store._connect() as conn:
+            rows = _select(conn, jobs.c.run_id == run_id)
+        return _decode(rows[0]) if rows else None
+
+    def outcomes(self, batch_id: str) -> dict[tuple[str, str | None], int]:
+        """How many jobs of batch ``batch_id`` there are by (status, outcome): one grouped
+        query through ``ix_jobs_batch_id``."""
+        query = (sa.select(jobs.c.status, jobs.c.outcome, sa.func.count()).where(jobs.c.batch_id == batch_id)
+                 .group_by(jobs.c.status, jobs.c.outcome))
+        with self.store._connect() as conn:
+            return {(status, outcome): n for status, outcome, n in conn.execute(query)}
+
     def list(self, *, status: str | None = None, source: str | None = None, batch_id: str | None = None,
              kind: str | None = None, limit: int = 100, finished_after: float | None = None) -> list[dict[str, Any]]:
         """Jobs newest first, filtered by status, source, batch, kind, and finish time

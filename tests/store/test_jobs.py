@@ -302,3 +302,13 @@ def test_depth_and_backlog_read_only_unfinished_rows_through_the_status_indexes(
     assert "TEMP B-TREE FOR ORDER BY" not in claim_plan and "Sort" not in claim_plan  # the index gives the order
     assert store.jobs.depth() == {"api": {"queued": 3, "running": 0}}
     assert store.outbox.backlog() == {"csv": 1}
+
+
+def test_a_job_is_found_by_its_run_and_a_batch_counted_by_outcome(store: Store) -> None:
+    a, _ = store.jobs.submit("document", "f", source="api", document="a.pdf", batch_id="b1", run_id="r1", now=T0)
+    store.jobs.submit("document", "f", source="api", document="b.pdf", batch_id="b1", run_id="r2", now=T0 + 1)
+    assert store.jobs.by_run("r1")["id"] == a["id"] and store.jobs.by_run("nope") is None
+    [first] = store.jobs.claim("s", limit=1, lease_s=30, now=T0 + 2)
+    store.jobs.finish(first["id"], "s", outcome="succeeded", now=T0 + 3)
+    assert store.jobs.outcomes("b1") == {("finished", "succeeded"): 1, ("queued", None): 1}
+    assert store.jobs.outcomes("other") == {}
